@@ -1,0 +1,716 @@
+//! The aggregator thread: the single owner of every map. On each tick it drains the slots'
+//! rings, symbolizes new stacks, sums per-thread counters into per-location figures, applies the
+//! leak rule, reads runtime metrics and pools, evaluates alerts and publishes one snapshot.
+//! Stall starts and ends are published the moment they arrive.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::Location;
+use std::sync::atomic::Ordering::*;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stallscope_wire as wire;
+use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, Update, WorkerStats};
+
+use crate::clock::{clock, now_raw, Clock};
+use crate::hist::TickSum;
+use crate::probe::Shared;
+use crate::slots::{EVENT_TERMINATE, FLAG_INSTRUMENTED, LONG_RING};
+
+/// How often the event and long-poll rings are drained between ticks.
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// A stall the watchdog saw end but whose exact duration never arrived is closed after this.
+const END_GRACE: Duration = Duration::from_secs(1);
+/// Finalized stall keys remembered, to ignore late watchdog messages for them.
+const RECENT_KEYS: usize = 4096;
+
+/// What the watchdog and the handles send to the aggregator.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    StallStarted(StallStart),
+    Sample { slot: usize, seq: u64, addrs: Vec<u64> },
+    StallEnded { slot: usize, seq: u64 },
+    Refresh(SyncSender<()>),
+    Stop,
+}
+
+/// A poll the watchdog found running past the threshold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StallStart {
+    pub(crate) slot: usize,
+    pub(crate) seq: u64,
+    pub(crate) start: u64,
+    pub(crate) task: u64,
+    pub(crate) loc: usize,
+    pub(crate) flags: u32,
+    pub(crate) tid: i32,
+    pub(crate) detected: u64,
+}
+
+#[derive(Debug)]
+struct StallRec {
+    id: u64,
+    start: StallStart,
+    stacks: HashMap<Vec<u64>, u64>,
+    samples: u64,
+    lost: u64,
+    /// Exact duration from the hook, in ticks.
+    ticks: Option<u64>,
+    ended_at: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct LocAgg {
+    spawned: u64,
+    terminated: u64,
+    poll: TickSum,
+    sched: TickSum,
+}
+
+/// Live-task ages, from the spawn/terminate event rings.
+#[derive(Debug, Default)]
+struct Ages {
+    tasks: HashMap<u64, (usize, u64)>,
+    order: HashMap<usize, VecDeque<(u64, u64)>>,
+    /// Tracked live tasks per location.
+    tracked: HashMap<usize, u64>,
+    orphans: HashMap<u64, u64>,
+    untracked: u64,
+    passes: u64,
+}
+
+impl Ages {
+    fn spawn(&mut self, task: u64, loc: usize, at: u64, cap: usize) {
+        if self.orphans.remove(&task).is_some() {
+            return;
+        }
+        if self.tasks.len() >= cap {
+            self.untracked += 1;
+            return;
+        }
+        if let Some((old_loc, _)) = self.tasks.insert(task, (loc, at)) {
+            self.untrack(old_loc);
+        }
+        self.order.entry(loc).or_default().push_back((task, at));
+        *self.tracked.entry(loc).or_insert(0) += 1;
+    }
+
+    fn untrack(&mut self, loc: usize) {
+        if let Some(n) = self.tracked.get_mut(&loc) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn terminate(&mut self, task: u64) {
+        match self.tasks.remove(&task) {
+            Some((loc, _)) => self.untrack(loc),
+            // Seen before its spawn (two rings drained out of order) or its spawn was dropped.
+            None => {
+                self.orphans.insert(task, self.passes);
+            }
+        }
+    }
+
+    fn end_pass(&mut self) {
+        self.passes += 1;
+        if self.passes % 64 == 0 {
+            let p = self.passes;
+            self.orphans.retain(|_, at| p - *at < 256);
+        }
+    }
+
+    /// Spawn time of the oldest tracked live task of `loc`, trimming dead entries. When the
+    /// tracked count exceeds the exact live count (a terminate event was dropped), the oldest
+    /// extra entries are taken as the dead ones.
+    fn oldest(&mut self, loc: usize, exact_live: u64) -> Option<u64> {
+        let q = self.order.get_mut(&loc)?;
+        while let Some(&(task, at)) = q.front() {
+            let alive = self.tasks.get(&task).is_some_and(|(_, a)| *a == at);
+            if !alive {
+                q.pop_front();
+                continue;
+            }
+            break;
+        }
+        let tracked = self.tracked.get(&loc).copied().unwrap_or(0);
+        let mut extra = tracked.saturating_sub(exact_live);
+        while extra > 0 {
+            match q.pop_front() {
+                Some((t, at)) => {
+                    if self.tasks.get(&t).is_some_and(|(_, a)| *a == at) {
+                        self.tasks.remove(&t);
+                        extra -= 1;
+                        if let Some(n) = self.tracked.get_mut(&loc) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                }
+                None => break,
+            }
+        }
+        // Dead entries behind the front are dropped lazily; compact when they dominate.
+        let tracked = self.tracked.get(&loc).copied().unwrap_or(0) as usize;
+        if q.len() > 1024 && q.len() > 4 * tracked {
+            let tasks = &self.tasks;
+            q.retain(|(t, at)| tasks.get(t).is_some_and(|(_, a)| a == at));
+        }
+        q.front().map(|(_, at)| *at)
+    }
+}
+
+struct Agg {
+    shared: Arc<Shared>,
+    clock: &'static Clock,
+    started: Instant,
+    started_raw: u64,
+    seq: u64,
+    names: HashMap<usize, String>,
+    active: HashMap<(usize, u64), StallRec>,
+    recent: VecDeque<((usize, u64), u64)>,
+    recent_set: HashSet<(usize, u64)>,
+    done: VecDeque<Stall>,
+    interval_stalls: Vec<Stall>,
+    next_stall_id: u64,
+    stall_count: u64,
+    stalled_ticks: u64,
+    interval_stalled_ticks: u64,
+    long_tail: Vec<u64>,
+    long_overrun: u64,
+    ages: Ages,
+    leak_history: HashMap<usize, VecDeque<u64>>,
+    leak_flags: HashSet<usize>,
+    last_window: Instant,
+    prev_locs: HashMap<String, (u64, u64, u64, wire::Histogram)>,
+    prev_lag: wire::Histogram,
+    prev_drops: wire::Drops,
+    last_tick: Instant,
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    symbolizer: Option<crate::sampler::symbolize::Symbolizer>,
+    runtime: crate::runtime_metrics::Monitor,
+    alerts: crate::alerts::Checks,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
+    let now = Instant::now();
+    let mut agg = Agg {
+        clock: clock(),
+        started: now,
+        started_raw: now_raw(),
+        seq: 0,
+        names: HashMap::new(),
+        active: HashMap::new(),
+        recent: VecDeque::new(),
+        recent_set: HashSet::new(),
+        done: VecDeque::new(),
+        interval_stalls: Vec::new(),
+        next_stall_id: 1,
+        stall_count: 0,
+        stalled_ticks: 0,
+        interval_stalled_ticks: 0,
+        long_tail: shared.slots.slots.iter().map(|s| s.long_head.load(Acquire)).collect(),
+        long_overrun: 0,
+        ages: Ages::default(),
+        leak_history: HashMap::new(),
+        leak_flags: HashSet::new(),
+        last_window: now,
+        prev_locs: HashMap::new(),
+        prev_lag: wire::Histogram::default(),
+        prev_drops: wire::Drops::default(),
+        last_tick: now,
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        symbolizer: shared.signal.map(|_| crate::sampler::symbolize::Symbolizer::new()),
+        runtime: crate::runtime_metrics::Monitor::new(&handle),
+        alerts: crate::alerts::Checks::default(),
+        shared,
+    };
+    let tick_every = agg.shared.config.aggregation_interval;
+    let mut next_tick = now + tick_every;
+    let mut next_drain = now + DRAIN_EVERY;
+    loop {
+        let now = Instant::now();
+        let wait = next_tick.min(next_drain).saturating_duration_since(now);
+        let msg = rx.recv_timeout(wait);
+        let stop = matches!(msg, Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Ok(m) = msg {
+                agg.handle(m);
+            }
+            let now = Instant::now();
+            if now >= next_drain {
+                agg.drain();
+                next_drain = now + DRAIN_EVERY;
+            }
+            if now >= next_tick {
+                agg.tick();
+                next_tick += tick_every;
+                if next_tick < now {
+                    next_tick = now + tick_every;
+                }
+            }
+        }));
+        if result.is_err() {
+            agg.shared.panics.fetch_add(1, Relaxed);
+        }
+        if stop {
+            break;
+        }
+    }
+}
+
+impl Agg {
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::StallStarted(s) => {
+                let key = (s.slot, s.seq);
+                if self.recent_set.contains(&key) || self.active.contains_key(&key) {
+                    return;
+                }
+                let rec = StallRec {
+                    id: self.next_stall_id,
+                    start: s,
+                    stacks: HashMap::new(),
+                    samples: 0,
+                    lost: 0,
+                    ticks: None,
+                    ended_at: None,
+                };
+                self.next_stall_id += 1;
+                let stall = self.wire_stall(&rec, false);
+                self.active.insert(key, rec);
+                self.shared.publish(&Update::StallStarted(stall));
+            }
+            Msg::Sample { slot, seq, addrs } => {
+                let cap = self.shared.config.max_samples_per_stall as u64;
+                match self.active.get_mut(&(slot, seq)) {
+                    Some(rec) if rec.samples < cap => {
+                        rec.samples += 1;
+                        *rec.stacks.entry(addrs).or_insert(0) += 1;
+                    }
+                    Some(rec) => rec.lost += 1,
+                    None => {
+                        self.shared.samples_lost.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            Msg::StallEnded { slot, seq } => {
+                if let Some(rec) = self.active.get_mut(&(slot, seq)) {
+                    rec.ended_at = Some(Instant::now());
+                }
+                self.drain_long(slot);
+                self.finish_ready();
+            }
+            Msg::Refresh(reply) => {
+                self.drain();
+                self.tick();
+                let _ = reply.try_send(());
+            }
+            Msg::Stop => {}
+        }
+    }
+
+    /// Drains the event and long-poll rings of every slot.
+    fn drain(&mut self) {
+        let cap = self.shared.config.max_tracked_tasks;
+        let shared = self.shared.clone();
+        for slot in shared.slots.slots.iter() {
+            let head = slot.ev_head.load(Acquire);
+            let tail = slot.ev_tail.load(Relaxed);
+            let mask = slot.events.len() as u64 - 1;
+            let mut i = tail;
+            while i != head {
+                let e = &slot.events[(i & mask) as usize];
+                let task = e.task.load(Relaxed);
+                if task & EVENT_TERMINATE != 0 {
+                    self.ages.terminate(task & !EVENT_TERMINATE);
+                } else {
+                    self.ages.spawn(task, e.loc.load(Relaxed), e.at.load(Relaxed), cap);
+                }
+                i = i.wrapping_add(1);
+            }
+            slot.ev_tail.store(head, Release);
+        }
+        self.ages.end_pass();
+        for i in 0..shared.slots.slots.len() {
+            self.drain_long(i);
+        }
+        self.finish_ready();
+    }
+
+    fn drain_long(&mut self, i: usize) {
+        let slot = &self.shared.slots.slots[i];
+        let head = slot.long_head.load(Acquire);
+        let mut tail = self.long_tail[i];
+        if head.wrapping_sub(tail) > LONG_RING as u64 {
+            self.long_overrun += head.wrapping_sub(tail) - LONG_RING as u64;
+            tail = head - LONG_RING as u64;
+        }
+        let mut found = Vec::new();
+        while tail != head {
+            let e = &slot.long[(tail % LONG_RING as u64) as usize];
+            let seq = e.seq.load(Acquire);
+            let start = e.start.load(Relaxed);
+            let ticks = e.ticks.load(Relaxed);
+            let task = e.task.load(Relaxed);
+            let loc = e.loc.load(Relaxed);
+            let flags = e.flags.load(Relaxed);
+            if seq != 0 && e.seq.load(Acquire) == seq {
+                found.push((seq, start, ticks, task, loc, flags));
+            }
+            tail = tail.wrapping_add(1);
+        }
+        self.long_tail[i] = head;
+        let tid = slot.tid.load(Relaxed);
+        for (seq, start, ticks, task, loc, flags) in found {
+            let key = (i, seq);
+            if self.recent_set.contains(&key) {
+                continue;
+            }
+            match self.active.get_mut(&key) {
+                Some(rec) => rec.ticks = Some(ticks),
+                None => {
+                    // A stall that ended between two watchdog scans: exact, but with no samples.
+                    let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
+                    let rec = StallRec {
+                        id: self.next_stall_id,
+                        start: s,
+                        stacks: HashMap::new(),
+                        samples: 0,
+                        lost: 0,
+                        ticks: Some(ticks),
+                        ended_at: Some(Instant::now()),
+                    };
+                    self.next_stall_id += 1;
+                    self.active.insert(key, rec);
+                }
+            }
+        }
+    }
+
+    /// Closes every stall that has both ended (per the watchdog) and has its exact duration, or
+    /// that ended long enough ago that its duration will not come.
+    fn finish_ready(&mut self) {
+        let ready: Vec<(usize, u64)> = self
+            .active
+            .iter()
+            .filter(|(_, r)| r.ended_at.is_some_and(|t| r.ticks.is_some() || t.elapsed() >= END_GRACE))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in ready {
+            let Some(mut rec) = self.active.remove(&key) else { continue };
+            if rec.ticks.is_none() {
+                // The exact duration was overwritten in the ring; fall back to the detection time.
+                rec.ticks = Some(rec.start.detected.saturating_sub(rec.start.start));
+                self.long_overrun += 1;
+            }
+            let stall = self.wire_stall(&rec, true);
+            let ticks = rec.ticks.unwrap_or(0);
+            self.stall_count += 1;
+            self.stalled_ticks += ticks;
+            self.interval_stalled_ticks += ticks;
+            self.recent.push_back((key, rec.id));
+            self.recent_set.insert(key);
+            while self.recent.len() > RECENT_KEYS {
+                if let Some((k, _)) = self.recent.pop_front() {
+                    self.recent_set.remove(&k);
+                }
+            }
+            self.interval_stalls.push(stall.clone());
+            self.done.push_back(stall.clone());
+            while self.done.len() > self.shared.config.max_stalls {
+                self.done.pop_front();
+            }
+            self.shared.publish(&Update::StallEnded(stall));
+        }
+    }
+
+    fn location_name(&mut self, key: usize) -> String {
+        if key == 0 {
+            return "(unknown)".to_string();
+        }
+        self.names
+            .entry(key)
+            .or_insert_with(|| {
+                // SAFETY: keys are addresses of `&'static Location<'static>` stored by the hooks.
+                let loc: &'static Location<'static> = unsafe { &*(key as *const Location<'static>) };
+                format!("{}:{}:{}", loc.file(), loc.line(), loc.column())
+            })
+            .clone()
+    }
+
+    fn wire_stall(&mut self, rec: &StallRec, ended: bool) -> Stall {
+        let s = rec.start;
+        let now = now_raw();
+        let elapsed_ticks = rec.ticks.unwrap_or_else(|| now.saturating_sub(s.start));
+        let mut stacks: Vec<wire::StackCount> = Vec::new();
+        let mut in_bip = false;
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        if let Some(sym) = self.symbolizer.as_mut() {
+            let all: Vec<u64> = rec.stacks.keys().flatten().copied().collect();
+            sym.prepare(&all);
+            for (addrs, count) in &rec.stacks {
+                let mut frames = sym.frames(addrs);
+                in_bip |= frames.iter().any(|f| f.function.contains("block_in_place"));
+                crate::sampler::symbolize::trim(&mut frames);
+                match stacks.iter_mut().find(|x| x.frames == frames) {
+                    Some(x) => x.count += count,
+                    None => stacks.push(wire::StackCount { frames, count: *count }),
+                }
+            }
+        }
+        stacks.sort_by(|a, b| b.count.cmp(&a.count));
+        Stall {
+            id: rec.id,
+            start_unix_ms: self.clock.raw_to_unix_ns(s.start) / 1_000_000,
+            duration_ns: ended.then(|| self.clock.ticks_to_ns(elapsed_ticks)),
+            elapsed_ns: self.clock.ticks_to_ns(elapsed_ticks),
+            worker: s.slot as u32,
+            tid: s.tid,
+            task: (s.flags & FLAG_INSTRUMENTED == 0 && s.task != 0).then_some(s.task),
+            spawned_at: self.location_name(s.loc),
+            in_block_in_place: in_bip,
+            stacks,
+            samples_lost: rec.lost,
+        }
+    }
+
+    fn tick(&mut self) {
+        let shared = self.shared.clone();
+        let now = Instant::now();
+        let now_raw = now_raw();
+        let clk = self.clock;
+        self.seq += 1;
+
+        // Sum per-thread tables into per-location and per-worker figures.
+        let mut locs: HashMap<usize, LocAgg> = HashMap::new();
+        let mut overflow = LocAgg::default();
+        let mut workers = Vec::new();
+        for (wi, slot) in shared.slots.slots.iter().chain(std::iter::once(&shared.slots.shared)).enumerate() {
+            let mut wsum = TickSum::default();
+            let last = slot.locs.len() - 1;
+            for (i, e) in slot.locs.iter().enumerate() {
+                let key = e.key.load(Acquire);
+                if key == 0 && i != last {
+                    continue;
+                }
+                let agg = if i == last { &mut overflow } else { locs.entry(key).or_default() };
+                agg.spawned += e.spawned.load(Relaxed);
+                agg.terminated += e.terminated.load(Relaxed);
+                let mut p = TickSum::default();
+                p.add(&e.poll);
+                wsum.merge(&p);
+                agg.poll.merge(&p);
+                agg.sched.add(&e.sched);
+            }
+            let tid = slot.tid.load(Relaxed);
+            if !slot.shared && (wsum.count > 0 || tid != 0) {
+                workers.push(WorkerStats {
+                    index: wi as u32,
+                    tid,
+                    polls: wsum.count,
+                    busy_ns: clk.ticks_to_ns(wsum.sum),
+                    poll_time: wsum.to_wire(clk),
+                });
+            }
+        }
+
+        // Leak rule windows.
+        let window_due = now.duration_since(self.last_window) >= shared.config.leak_window;
+        if window_due {
+            self.last_window = now;
+        }
+        let windows = shared.config.leak_windows;
+        let mut locations = Vec::with_capacity(locs.len() + 1);
+        let mut keys: Vec<usize> = locs.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let a = &locs[&key];
+            let live = a.spawned.saturating_sub(a.terminated);
+            let oldest = self.ages.oldest(key, live);
+            let oldest_live_ns = oldest.filter(|_| live > 0).map(|at| clk.ticks_to_ns(now_raw.saturating_sub(at)));
+            if window_due {
+                let h = self.leak_history.entry(key).or_default();
+                h.push_back(live);
+                while h.len() > windows + 1 {
+                    h.pop_front();
+                }
+                let suspect = crate::leak::is_suspect(
+                    h.make_contiguous(),
+                    windows,
+                    shared.config.leak_min_growth,
+                    oldest_live_ns.map(Duration::from_nanos),
+                    shared.config.leak_window * windows as u32,
+                );
+                if suspect {
+                    self.leak_flags.insert(key);
+                } else {
+                    self.leak_flags.remove(&key);
+                }
+            }
+            let name = self.location_name(key);
+            locations.push(LocationStats {
+                internal: name.starts_with(crate::lag::HEARTBEAT_FILE),
+                location: name,
+                spawned: a.spawned,
+                completed: a.terminated,
+                live,
+                oldest_live_ns,
+                polls: a.poll.count,
+                poll_time: a.poll.to_wire(clk),
+                schedule_latency: shared.config.schedule_latency.then(|| a.sched.to_wire(clk)),
+                leak_suspect: self.leak_flags.contains(&key),
+            });
+        }
+        if overflow.spawned > 0 || overflow.poll.count > 0 {
+            locations.push(LocationStats {
+                location: format!("(other locations: more than {} per thread)", shared.config.max_locations),
+                spawned: overflow.spawned,
+                completed: overflow.terminated,
+                live: overflow.spawned.saturating_sub(overflow.terminated),
+                oldest_live_ns: None,
+                polls: overflow.poll.count,
+                poll_time: overflow.poll.to_wire(clk),
+                schedule_latency: None,
+                leak_suspect: false,
+                internal: false,
+            });
+        }
+
+        // Active stalls, as they are now.
+        let active_keys: Vec<(usize, u64)> = self.active.keys().copied().collect();
+        let mut stalls: Vec<Stall> = self.done.iter().cloned().collect();
+        for k in active_keys {
+            if let Some(rec) = self.active.remove(&k) {
+                if rec.ended_at.is_none() {
+                    stalls.push(self.wire_stall(&rec, false));
+                }
+                self.active.insert(k, rec);
+            }
+        }
+
+        let drops = wire::Drops {
+            samples: shared.samples_lost.load(Relaxed),
+            task_events: shared.slots.slots.iter().map(|s| s.ev_dropped.load(Relaxed)).sum::<u64>()
+                + shared.slots.shared.ev_dropped.load(Relaxed),
+            threads_without_slot: shared.slots.no_slot.load(Relaxed),
+            location_overflow: shared.slots.slots.iter().map(|s| s.loc_overflow.load(Relaxed)).sum::<u64>()
+                + shared.slots.shared.loc_overflow.load(Relaxed),
+            stalls: shared.stall_msgs_dropped.load(Relaxed) + self.long_overrun,
+            untracked_tasks: self.ages.untracked,
+            probe_panics: shared.panics.load(Relaxed),
+            subscriber_updates: shared.subscriber_drops.load(Relaxed),
+        };
+        let lag = wire::LagStats {
+            period_ns: shared.config.heartbeat_interval.as_nanos() as u64,
+            lag: shared.lag.to_wire(),
+            last_ns: shared.lag_last_ns.load(Relaxed),
+        };
+        let mut snapshot = Snapshot {
+            schema: wire::SCHEMA_VERSION,
+            seq: self.seq,
+            at_unix_ms: clk.raw_to_unix_ns(now_raw) / 1_000_000,
+            uptime_ns: clk.ticks_to_ns(now_raw.saturating_sub(self.started_raw)),
+            process: process_info(&shared),
+            workers,
+            locations,
+            stalls,
+            stall_count: self.stall_count,
+            stalled_ns: clk.ticks_to_ns(self.stalled_ticks),
+            lag,
+            runtime: self.runtime.sample(),
+            pools: crate::pool::collect(),
+            alerts: Vec::new(),
+            drops,
+        };
+        let interval = self.interval(&snapshot, now);
+        snapshot.alerts = self.alerts.evaluate(&snapshot, &interval, &shared.config);
+        let snapshot = Arc::new(snapshot);
+        *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
+        shared.publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
+        let _ = self.started;
+    }
+
+    fn interval(&mut self, s: &Snapshot, now: Instant) -> Interval {
+        let mut locations = Vec::new();
+        let mut prev = std::mem::take(&mut self.prev_locs);
+        for l in &s.locations {
+            let (ps, pc, pp, ph) = prev.remove(&l.location).unwrap_or_default();
+            if l.spawned != ps || l.completed != pc || l.polls != pp {
+                locations.push(LocationDelta {
+                    location: l.location.clone(),
+                    spawned: l.spawned.saturating_sub(ps),
+                    completed: l.completed.saturating_sub(pc),
+                    polls: l.polls.saturating_sub(pp),
+                    poll_time: l.poll_time.delta(&ph),
+                });
+            }
+            self.prev_locs.insert(l.location.clone(), (l.spawned, l.completed, l.polls, l.poll_time.clone()));
+        }
+        let d = &s.drops;
+        let p = &self.prev_drops;
+        let drops = wire::Drops {
+            samples: d.samples.saturating_sub(p.samples),
+            task_events: d.task_events.saturating_sub(p.task_events),
+            threads_without_slot: d.threads_without_slot.saturating_sub(p.threads_without_slot),
+            location_overflow: d.location_overflow.saturating_sub(p.location_overflow),
+            stalls: d.stalls.saturating_sub(p.stalls),
+            untracked_tasks: d.untracked_tasks.saturating_sub(p.untracked_tasks),
+            probe_panics: d.probe_panics.saturating_sub(p.probe_panics),
+            subscriber_updates: d.subscriber_updates.saturating_sub(p.subscriber_updates),
+        };
+        self.prev_drops = s.drops.clone();
+        let lag = s.lag.lag.delta(&self.prev_lag);
+        self.prev_lag = s.lag.lag.clone();
+        let interval = Interval {
+            seq: s.seq,
+            duration_ns: now.duration_since(self.last_tick).as_nanos() as u64,
+            locations,
+            stalls: std::mem::take(&mut self.interval_stalls),
+            stalled_ns: self.clock.ticks_to_ns(std::mem::take(&mut self.interval_stalled_ticks)),
+            lag,
+            drops,
+        };
+        self.last_tick = now;
+        interval
+    }
+}
+
+fn process_info(shared: &Shared) -> wire::ProcessInfo {
+    let mut missing = Vec::new();
+    if !cfg!(tokio_unstable) {
+        missing.push(
+            "stalls, stack samples, poll times and per-location task counts: build with RUSTFLAGS=\"--cfg tokio_unstable\" (Tokio's task hooks)"
+                .to_string(),
+        );
+        missing.push("blocking-pool gauges, steals and local queue depths: build with --cfg tokio_unstable".to_string());
+    } else if !shared.installed.load(Relaxed) {
+        missing.push("task hooks: Probe::install was not called on the runtime builder".to_string());
+    }
+    if let Some(p) = &shared.sampling_problem {
+        missing.push(format!("native stacks: {p}"));
+    }
+    if !shared.lag_running.load(Relaxed) {
+        missing.push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
+    }
+    if shared.config.schedule_latency && !cfg!(all(tokio_unstable, feature = "schedule-latency")) {
+        missing.push("schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable".to_string());
+    }
+    wire::ProcessInfo {
+        pid: std::process::id(),
+        name: shared.config.name.clone().unwrap_or_else(process_name),
+        probe_version: env!("CARGO_PKG_VERSION").to_string(),
+        tokio_unstable: cfg!(tokio_unstable),
+        missing,
+        stall_threshold_ns: shared.config.stall_threshold.as_nanos() as u64,
+        sample_interval_ns: shared.config.sample_interval.as_nanos() as u64,
+        stack_sampling: shared.signal.is_some(),
+    }
+}
+
+fn process_name() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .or_else(|| std::env::args().next())
+        .unwrap_or_default()
+}

@@ -1,0 +1,212 @@
+//! The poll hooks: the probe's only hot path.
+//!
+//! Everything here runs inside the service's runtime on every poll, spawn and termination. It
+//! reads the raw clock once per poll boundary, writes to the calling thread's own slot with plain
+//! atomic stores and bumps histogram buckets. It takes no locks, makes no allocations, does no
+//! I/O and never panics (indices are masked; the one slow path, the first call on a thread,
+//! claims a slot with compare-and-swap). Do not add anything here that is not per-poll essential:
+//! aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
+//! guards this file.
+
+use std::cell::Cell;
+use std::hash::{Hash, Hasher};
+use std::panic::Location;
+use std::sync::atomic::{fence, Ordering::*};
+
+use crate::clock::now_raw;
+use crate::probe::Shared;
+use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED};
+
+thread_local! {
+    /// (probe id, slot index) claimed by this thread; `u32::MAX` = the shared fallback slot.
+    /// Const-initialised with no destructor, so access is a plain TLS load.
+    static CLAIM: Cell<(u64, u32)> = const { Cell::new((0, u32::MAX)) };
+}
+
+#[inline(always)]
+fn slot(shared: &Shared) -> &Slot {
+    let (probe, idx) = CLAIM.with(Cell::get);
+    if probe != shared.id {
+        return claim(shared);
+    }
+    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
+}
+
+#[cold]
+#[inline(never)]
+fn claim(shared: &Shared) -> &Slot {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let idx = shared.slots.claim(tid).unwrap_or(u32::MAX);
+    CLAIM.with(|c| c.set((shared.id, idx)));
+    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
+}
+
+/// Releases the calling thread's slot (`on_thread_stop`).
+pub(crate) fn thread_stop(shared: &Shared) {
+    let (probe, idx) = CLAIM.with(Cell::get);
+    if probe == shared.id {
+        shared.slots.release(idx);
+        CLAIM.with(|c| c.set((0, u32::MAX)));
+    }
+}
+
+/// Tokio's task ids are opaque; their `Hash` writes the id as one `u64`, which this captures.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    #[inline(always)]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline(always)]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    #[inline(always)]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+#[inline(always)]
+pub(crate) fn task_id_u64(id: tokio::task::Id) -> u64 {
+    let mut h = IdHasher::default();
+    id.hash(&mut h);
+    h.0
+}
+
+#[inline(always)]
+fn loc_key(loc: &'static Location<'static>) -> usize {
+    loc as *const Location<'static> as usize
+}
+
+// === poll ===
+
+/// Start of a poll. `task` is 0 for an `instrument`ed future.
+#[inline(always)]
+pub(crate) fn before_poll(
+    shared: &Shared,
+    task: u64,
+    loc: &'static Location<'static>,
+    flags: u32,
+    schedule_latency_ns: Option<u64>,
+) {
+    let slot = slot(shared);
+    if slot.shared {
+        return;
+    }
+    let p = &slot.poll.0;
+    let seq = p.seq.load(Relaxed);
+    if seq & 1 == 1 {
+        // A poll inside a poll on the same thread (an instrumented future inside a task, or a
+        // nested runtime under block_in_place): the outer poll already covers this time.
+        p.depth.store(p.depth.load(Relaxed) + 1, Relaxed);
+        return;
+    }
+    let i = slot.entry_index(loc);
+    // Seqlock writer: the even `seq` stored by the previous after_poll must be visible before
+    // any field of the new poll.
+    fence(Release);
+    p.task.store(task, Relaxed);
+    p.loc.store(loc_key(loc), Relaxed);
+    p.entry.store(i as u32, Relaxed);
+    p.flags.store(flags, Relaxed);
+    p.start.store(now_raw(), Relaxed);
+    p.seq.store(seq.wrapping_add(1), Release);
+    if let Some(ns) = schedule_latency_ns {
+        slot.record_sched(i, crate::clock::clock().ns_to_ticks(ns));
+    }
+}
+
+/// End of a poll.
+#[inline(always)]
+pub(crate) fn after_poll(shared: &Shared) {
+    let slot = slot(shared);
+    if slot.shared {
+        return;
+    }
+    let p = &slot.poll.0;
+    let depth = p.depth.load(Relaxed);
+    if depth > 0 {
+        p.depth.store(depth - 1, Relaxed);
+        return;
+    }
+    let seq = p.seq.load(Relaxed);
+    if seq & 1 == 0 {
+        return;
+    }
+    let end = now_raw();
+    let start = p.start.load(Relaxed);
+    let ticks = end.saturating_sub(start);
+    let i = (p.entry.load(Relaxed) as usize).min(slot.locs.len() - 1);
+    p.seq.store(seq.wrapping_add(1), Release);
+    slot.record_poll(i, ticks);
+    if ticks >= shared.threshold_ticks {
+        slot.push_long(
+            seq,
+            start,
+            ticks,
+            p.task.load(Relaxed),
+            p.loc.load(Relaxed),
+            p.flags.load(Relaxed),
+        );
+    }
+}
+
+// === spawn / terminate ===
+
+#[inline(always)]
+pub(crate) fn spawn(shared: &Shared, task: u64, loc: &'static Location<'static>) {
+    let slot = slot(shared);
+    let i = slot.entry_index(loc);
+    slot.count_spawn(i);
+    slot.push_event(loc_key(loc), task, now_raw());
+}
+
+#[inline(always)]
+pub(crate) fn terminate(shared: &Shared, task: u64, loc: &'static Location<'static>) {
+    let slot = slot(shared);
+    let i = slot.entry_index(loc);
+    slot.count_terminate(i);
+    slot.push_event(loc_key(loc), task | EVENT_TERMINATE, 0);
+}
+
+// === registration ===
+
+/// Registers the hooks on a runtime builder.
+#[cfg(tokio_unstable)]
+pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::runtime::Builder) {
+    let s = shared.clone();
+    builder.on_task_spawn(move |meta| spawn(&s, task_id_u64(meta.id()), meta.spawned_at()));
+    let s = shared.clone();
+    builder.on_task_terminate(move |meta| terminate(&s, task_id_u64(meta.id()), meta.spawned_at()));
+    let s = shared.clone();
+    builder.on_before_task_poll(move |meta| {
+        before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, schedule_latency(&s, meta))
+    });
+    let s = shared.clone();
+    builder.on_after_task_poll(move |_meta| after_poll(&s));
+    let s = shared.clone();
+    builder.on_thread_stop(move || thread_stop(&s));
+    #[cfg(feature = "schedule-latency")]
+    if shared.config.schedule_latency {
+        builder.track_task_schedule_latency();
+    }
+}
+
+#[cfg(tokio_unstable)]
+#[inline(always)]
+fn schedule_latency(_shared: &Shared, _meta: &tokio::runtime::TaskMeta<'_>) -> Option<u64> {
+    #[cfg(feature = "schedule-latency")]
+    if _shared.config.schedule_latency {
+        return _meta.schedule_latency().map(|d| d.as_nanos() as u64);
+    }
+    None
+}
+
+/// Marks the current poll as coming from `instrument` rather than from Tokio's hooks.
+pub(crate) const INSTRUMENTED: u32 = FLAG_INSTRUMENTED;

@@ -1,0 +1,88 @@
+//! `instrument(fut)`: measures futures the task hooks never see, such as the root future given
+//! to `block_on` or futures driven by a `LocalSet`.
+
+use std::future::Future;
+use std::panic::Location;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use crate::probe::Shared;
+
+/// Running probes by the id of the runtime they were started on.
+#[cfg(tokio_unstable)]
+static BY_RUNTIME: Mutex<Vec<(tokio::runtime::Id, Weak<Shared>)>> = Mutex::new(Vec::new());
+#[cfg(not(tokio_unstable))]
+static BY_RUNTIME: Mutex<Vec<((), Weak<Shared>)>> = Mutex::new(Vec::new());
+
+pub(crate) fn register_runtime(_handle: &tokio::runtime::Handle, shared: &Arc<Shared>) {
+    let mut v = BY_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|(_, w)| w.strong_count() > 0);
+    #[cfg(tokio_unstable)]
+    v.push((_handle.id(), Arc::downgrade(shared)));
+    #[cfg(not(tokio_unstable))]
+    v.push(((), Arc::downgrade(shared)));
+}
+
+fn current_probe() -> Option<Arc<Shared>> {
+    #[cfg(tokio_unstable)]
+    {
+        let id = tokio::runtime::Handle::try_current().ok()?.id();
+        let v = BY_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+        v.iter().rev().find(|(r, _)| *r == id).and_then(|(_, w)| w.upgrade())
+    }
+    #[cfg(not(tokio_unstable))]
+    None
+}
+
+/// Wraps a future so that its polls are measured like a task's: long polls become stalls with
+/// stack samples, attributed to the location of this call.
+///
+/// ```
+/// # let probe = stallscope_probe::Probe::builder().build().unwrap();
+/// let mut b = tokio::runtime::Builder::new_current_thread();
+/// b.enable_all();
+/// probe.install(&mut b);
+/// let rt = b.build().unwrap();
+/// let _guard = probe.start(rt.handle());
+/// rt.block_on(stallscope_probe::instrument(async { /* the root future */ }));
+/// ```
+#[track_caller]
+pub fn instrument<F: Future>(fut: F) -> Instrumented<F> {
+    Instrumented { fut, loc: Location::caller(), probe: None, resolved: false }
+}
+
+/// A future wrapped by [`instrument`].
+#[derive(Debug)]
+pub struct Instrumented<F> {
+    fut: F,
+    loc: &'static Location<'static>,
+    probe: Option<Arc<Shared>>,
+    resolved: bool,
+}
+
+impl<F: Future> Future for Instrumented<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: `fut` is structurally pinned: never moved out of, and the other fields are
+        // plain data that do not need pinning.
+        let this = unsafe { self.get_unchecked_mut() };
+        if !this.resolved {
+            // Once, on the first poll: find the probe of the runtime we run in.
+            this.probe = current_probe();
+            this.resolved = true;
+        }
+        // SAFETY: see above.
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        match &this.probe {
+            Some(shared) => {
+                crate::hooks::before_poll(shared, 0, this.loc, crate::hooks::INSTRUMENTED, None);
+                let out = fut.poll(cx);
+                crate::hooks::after_poll(shared);
+                out
+            }
+            None => fut.poll(cx),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Loop lag: a heartbeat task on the service's runtime sleeps until a deadline and measures how
+//! late it is polled after it. Works without `tokio_unstable`: it needs only a timer.
+
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::probe::Shared;
+
+/// File of the heartbeat's spawn call, so the aggregator can mark its location as internal.
+pub(crate) const HEARTBEAT_FILE: &str = file!();
+
+/// Spawns the heartbeat. Returns `false` (and spawns nothing) when the runtime has no timer.
+pub(crate) fn spawn_heartbeat(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, stop: Arc<AtomicBool>) -> bool {
+    // `tokio::time::sleep` panics on a runtime built without `enable_time`; find out here,
+    // inside the runtime's context, rather than inside the task.
+    let has_timer = {
+        let _enter = handle.enter();
+        std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
+    };
+    if !has_timer {
+        return false;
+    }
+    let shared = shared.clone();
+    let period = shared.config.heartbeat_interval;
+    handle.spawn(async move {
+        let mut deadline = Instant::now() + period;
+        while !stop.load(Acquire) {
+            tokio::time::sleep_until(deadline).await;
+            let now = Instant::now();
+            let lag = now.saturating_duration_since(deadline);
+            let ns = lag.as_nanos().min(u64::MAX as u128) as u64;
+            shared.lag.record_ns(ns);
+            shared.lag_last_ns.store(ns, Relaxed);
+            deadline += period;
+            if deadline < now {
+                // After a long stall, skip the missed beats instead of firing them back to back.
+                deadline = now + period;
+            }
+        }
+    });
+    true
+}

@@ -1,0 +1,88 @@
+//! # stallscope-probe
+//!
+//! Link this into a Tokio service to find out, live, *what is blocking the event loop* and
+//! *which tasks pile up and never finish*.
+//!
+//! - **Stalls.** A watchdog thread notices any poll that runs longer than the threshold and,
+//!   while it lasts, samples the stalled thread's native stack (a real-time signal copies the
+//!   stack; it is unwound and symbolized off the hot path). Each stall carries its exact
+//!   duration, worker, task, spawn location and the stacks, so the blocking line is named.
+//! - **Tasks.** Spawned, completed, live and oldest-live age per spawn location, and a leak rule.
+//! - **Lag.** A heartbeat timer's lateness (works without `tokio_unstable`); optionally Tokio's
+//!   per-task schedule latency.
+//! - **Pools.** The blocking pool, and any pool through [`pool`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let probe = stallscope_probe::Probe::builder()
+//!     .stall_threshold(Duration::from_millis(10))
+//!     .with_env()
+//!     .build()
+//!     .expect("probe settings");
+//! let mut builder = tokio::runtime::Builder::new_multi_thread();
+//! builder.enable_all();
+//! probe.install(&mut builder);
+//! let runtime = builder.build().unwrap();
+//! let _guard = probe.start(runtime.handle());
+//! runtime.block_on(async { /* the service */ });
+//! println!("{}", probe.report());
+//! ```
+//!
+//! The service must be built with `--cfg tokio_unstable` (Tokio's task hooks): put
+//! `[build] rustflags = ["--cfg", "tokio_unstable"]` in its `.cargo/config.toml`. Without it the
+//! probe still compiles and reports loop lag and stable runtime metrics, and each snapshot's
+//! `process.missing` says what is unavailable.
+//!
+//! ## Environment variables (with [`ProbeBuilder::with_env`])
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `STALLSCOPE_THRESHOLD_MS` | stall threshold, ms | 10 |
+//! | `STALLSCOPE_SAMPLE_INTERVAL_US` | stack sample interval during a stall, µs | 2000 |
+//! | `STALLSCOPE_INTERVAL_MS` | aggregation interval, ms | 100 |
+//! | `STALLSCOPE_SIGNAL_OFFSET` | sample signal is `SIGRTMIN + offset` | 5 |
+//! | `STALLSCOPE_SAMPLING` | sample native stacks (`1`/`0`) | 1 |
+//! | `STALLSCOPE_SCHEDULE_LATENCY` | track schedule latency (`1`/`0`) | 0 |
+//! | `STALLSCOPE_NAME` | name shown to clients | process name |
+//!
+//! ## Guarantees
+//! The poll hooks take no locks, allocate nothing and do no I/O. Every buffer is allocated at
+//! [`ProbeBuilder::build`] and bounded; what does not fit is counted in
+//! [`wire::Drops`]. After start the probe never returns an error into the host and its threads
+//! catch their own panics (counted as `probe_panics`).
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+mod aggregator;
+mod alerts;
+mod clock;
+mod hist;
+mod hooks;
+mod instrument;
+mod lag;
+mod leak;
+pub mod pool;
+mod probe;
+mod report;
+mod runtime_metrics;
+mod sampler;
+mod slots;
+mod watchdog;
+
+pub use instrument::{instrument, Instrumented};
+pub use probe::{
+    BuildError, Config, Probe, ProbeBuilder, ProbeGuard, Subscription, DEFAULT_AGGREGATION_INTERVAL,
+    DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW,
+    DEFAULT_LEAK_WINDOWS, DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL, DEFAULT_MAX_STALLS,
+    DEFAULT_MAX_THREADS, DEFAULT_MAX_TRACKED_TASKS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET,
+    DEFAULT_STALL_THRESHOLD,
+};
+pub use report::render as render_report;
+/// The snapshot types (crate `stallscope-wire`).
+pub use stallscope_wire as wire;
+
+/// Whether the calling thread is inside the probe's stack-sample signal handler. For
+/// allocation tripwires in tests; not part of the stable API.
+#[doc(hidden)]
+pub fn __in_sample_handler() -> bool {
+    sampler::in_handler()
+}

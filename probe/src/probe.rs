@@ -1,0 +1,597 @@
+//! The probe's public handle: configuration, `build`, `install`, `start`, and the guard.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use stallscope_wire::{Snapshot, Update};
+
+use crate::aggregator::{self, Msg};
+use crate::clock::clock;
+use crate::hist::NsHist;
+use crate::slots::Slots;
+
+// === defaults ===
+
+/// Default stall threshold: a poll longer than this is a stall.
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(10);
+/// Default interval between native stack samples of a stalled thread.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_millis(2);
+/// Default aggregation interval (one snapshot per interval).
+pub const DEFAULT_AGGREGATION_INTERVAL: Duration = Duration::from_millis(100);
+/// Default heartbeat period for loop lag.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(25);
+/// Default sample signal: `SIGRTMIN + DEFAULT_SIGNAL_OFFSET`.
+pub const DEFAULT_SIGNAL_OFFSET: i32 = 5;
+/// Default number of thread slots (runtime workers, plus threads that spawn tasks).
+pub const DEFAULT_MAX_THREADS: usize = 64;
+/// Default number of spawn locations per thread slot.
+pub const DEFAULT_MAX_LOCATIONS: usize = 512;
+/// Default spawn/terminate events buffered per thread between aggregator drains.
+pub const DEFAULT_EVENT_RING: usize = 16 * 1024;
+/// Default number of live tasks whose age is tracked.
+pub const DEFAULT_MAX_TRACKED_TASKS: usize = 1_000_000;
+/// Default number of recent stalls kept in a snapshot.
+pub const DEFAULT_MAX_STALLS: usize = 256;
+/// Default number of stack samples kept per stall.
+pub const DEFAULT_MAX_SAMPLES_PER_STALL: usize = 2_000;
+/// Default leak-rule window.
+pub const DEFAULT_LEAK_WINDOW: Duration = Duration::from_secs(1);
+/// Default number of leak-rule windows.
+pub const DEFAULT_LEAK_WINDOWS: usize = 5;
+/// Default minimum growth of a location's live count over the leak windows.
+pub const DEFAULT_LEAK_MIN_GROWTH: u64 = 20;
+
+/// Probe configuration. Build it with [`Probe::builder`]; every field has a `DEFAULT_*`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// A poll longer than this is a stall.
+    pub stall_threshold: Duration,
+    /// Interval between stack samples of a stalled thread.
+    pub sample_interval: Duration,
+    /// One snapshot per interval.
+    pub aggregation_interval: Duration,
+    /// Heartbeat period for loop lag.
+    pub heartbeat_interval: Duration,
+    /// Sample signal is `SIGRTMIN + signal_offset`.
+    pub signal_offset: i32,
+    /// Whether to sample native stacks during stalls.
+    pub sampling: bool,
+    /// Track per-location schedule latency through Tokio (~68 ns per poll).
+    pub schedule_latency: bool,
+    /// Thread slots.
+    pub max_threads: usize,
+    /// Spawn locations per thread slot.
+    pub max_locations: usize,
+    /// Spawn/terminate events buffered per thread.
+    pub event_ring: usize,
+    /// Live tasks whose age is tracked.
+    pub max_tracked_tasks: usize,
+    /// Recent stalls kept.
+    pub max_stalls: usize,
+    /// Samples kept per stall.
+    pub max_samples_per_stall: usize,
+    /// Leak rule: window length.
+    pub leak_window: Duration,
+    /// Leak rule: number of windows.
+    pub leak_windows: usize,
+    /// Leak rule: minimum growth of the live count over all windows.
+    pub leak_min_growth: u64,
+    /// A name for this probe (defaults to the process name).
+    pub name: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            stall_threshold: DEFAULT_STALL_THRESHOLD,
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            aggregation_interval: DEFAULT_AGGREGATION_INTERVAL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            signal_offset: DEFAULT_SIGNAL_OFFSET,
+            sampling: true,
+            schedule_latency: false,
+            max_threads: DEFAULT_MAX_THREADS,
+            max_locations: DEFAULT_MAX_LOCATIONS,
+            event_ring: DEFAULT_EVENT_RING,
+            max_tracked_tasks: DEFAULT_MAX_TRACKED_TASKS,
+            max_stalls: DEFAULT_MAX_STALLS,
+            max_samples_per_stall: DEFAULT_MAX_SAMPLES_PER_STALL,
+            leak_window: DEFAULT_LEAK_WINDOW,
+            leak_windows: DEFAULT_LEAK_WINDOWS,
+            leak_min_growth: DEFAULT_LEAK_MIN_GROWTH,
+            name: None,
+        }
+    }
+}
+
+/// Why a probe could not be built. Each variant names the bad value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A duration setting is out of range.
+    #[error("{name} must be between {min:?} and {max:?}, got {value:?}")]
+    Duration {
+        /// Setting name.
+        name: &'static str,
+        /// Value given.
+        value: Duration,
+        /// Smallest allowed.
+        min: Duration,
+        /// Largest allowed.
+        max: Duration,
+    },
+    /// A size limit is out of range.
+    #[error("{name} must be between {min} and {max}, got {value}")]
+    Limit {
+        /// Setting name.
+        name: &'static str,
+        /// Value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// An environment variable could not be parsed.
+    #[error("environment variable {var}={value:?} is not valid: {reason}")]
+    Env {
+        /// Variable name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// The sample signal is outside the real-time range.
+    #[error("signal offset {offset} is outside 0..={max} (SIGRTMIN+offset must be a real-time signal)")]
+    SignalOffset {
+        /// Offset given.
+        offset: i32,
+        /// Largest valid offset here.
+        max: i32,
+    },
+    /// Somebody else already handles the sample signal.
+    #[error("signal {signal} (SIGRTMIN+{offset}) already has a handler that stallscope did not install; pick a free one with signal_offset() or STALLSCOPE_SIGNAL_OFFSET")]
+    SignalInUse {
+        /// Signal number.
+        signal: i32,
+        /// Offset from SIGRTMIN.
+        offset: i32,
+    },
+}
+
+/// Builds a [`Probe`]. See [`Config`] for the settings and their defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeBuilder {
+    config: Config,
+    env: bool,
+}
+
+macro_rules! setter {
+    ($(#[$m:meta])* $name:ident: $ty:ty) => {
+        $(#[$m])*
+        pub fn $name(mut self, v: $ty) -> Self {
+            self.config.$name = v;
+            self
+        }
+    };
+}
+
+impl ProbeBuilder {
+    setter!(
+        /// A poll longer than this is a stall (default 10 ms).
+        stall_threshold: Duration);
+    setter!(
+        /// Interval between stack samples while a stall lasts (default 2 ms).
+        sample_interval: Duration);
+    setter!(
+        /// Interval between snapshots (default 100 ms).
+        aggregation_interval: Duration);
+    setter!(
+        /// Heartbeat period for loop lag (default 25 ms).
+        heartbeat_interval: Duration);
+    setter!(
+        /// Sample signal is `SIGRTMIN + offset` (default 5). Change it if another profiler uses it.
+        signal_offset: i32);
+    setter!(
+        /// Sample native stacks during stalls (default on).
+        sampling: bool);
+    setter!(
+        /// Track per-location wake-to-poll latency through Tokio (default off; ~68 ns per poll).
+        /// Needs the `schedule-latency` cargo feature.
+        schedule_latency: bool);
+    setter!(
+        /// Thread slots (default 64). Threads beyond this are not measured; they are counted.
+        max_threads: usize);
+    setter!(
+        /// Spawn locations per thread (default 512); further locations share an overflow row.
+        max_locations: usize);
+    setter!(
+        /// Spawn/terminate events buffered per thread between drains (default 16384).
+        event_ring: usize);
+    setter!(
+        /// Live tasks whose age is tracked (default 1,000,000).
+        max_tracked_tasks: usize);
+    setter!(
+        /// Recent stalls kept (default 256).
+        max_stalls: usize);
+    setter!(
+        /// Samples kept per stall (default 2000).
+        max_samples_per_stall: usize);
+    setter!(
+        /// Leak rule window (default 1 s).
+        leak_window: Duration);
+    setter!(
+        /// Leak rule: number of windows (default 5).
+        leak_windows: usize);
+    setter!(
+        /// Leak rule: minimum live-count growth across the windows (default 20).
+        leak_min_growth: u64);
+
+    /// Name shown to clients (default: the process name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Lets `STALLSCOPE_*` environment variables override the builder (see the crate docs).
+    pub fn with_env(mut self) -> Self {
+        self.env = true;
+        self
+    }
+
+    /// Validates the settings, allocates every buffer and installs the sample signal handler.
+    pub fn build(self) -> Result<Probe, BuildError> {
+        let mut c = self.config;
+        if self.env {
+            apply_env(&mut c, |k| std::env::var(k).ok())?;
+        }
+        validate(&c)?;
+        let mut sampling_problem = None;
+        let mut signal = None;
+        if c.sampling && !crate::sampler::SUPPORTED {
+            sampling_problem = Some("native stack sampling is only supported on Linux x86_64 and aarch64".to_string());
+        }
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        if c.sampling {
+            let sig = libc::SIGRTMIN() + c.signal_offset;
+            match crate::sampler::signal::install(sig) {
+                Ok(()) => signal = Some(sig),
+                Err(crate::sampler::signal::InstallError::InUse) => {
+                    return Err(BuildError::SignalInUse { signal: sig, offset: c.signal_offset })
+                }
+                Err(crate::sampler::signal::InstallError::Os(e)) => {
+                    sampling_problem = Some(format!("sigaction failed for signal {sig}: errno {e}"))
+                }
+            }
+        }
+        if !c.sampling {
+            sampling_problem = Some("stack sampling turned off in the builder".to_string());
+        }
+        let clk = clock();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            threshold_ticks: clk.ns_to_ticks(c.stall_threshold.as_nanos() as u64).max(1),
+            slots: Slots::new(c.max_threads, c.max_locations, c.event_ring),
+            lag: NsHist::default(),
+            lag_last_ns: AtomicU64::new(0),
+            signal,
+            sampling_problem,
+            installed: AtomicBool::new(false),
+            running: AtomicBool::new(false),
+            latest: Mutex::new(None),
+            subscribers: Mutex::new(Vec::new()),
+            control: Mutex::new(None),
+            panics: AtomicU64::new(0),
+            samples_lost: AtomicU64::new(0),
+            stall_msgs_dropped: AtomicU64::new(0),
+            subscriber_drops: AtomicU64::new(0),
+            lag_running: AtomicBool::new(false),
+            config: c,
+        });
+        Ok(Probe { shared })
+    }
+}
+
+fn validate(c: &Config) -> Result<(), BuildError> {
+    let dur = |name, value: Duration, min: Duration, max: Duration| {
+        if value < min || value > max {
+            Err(BuildError::Duration { name, value, min, max })
+        } else {
+            Ok(())
+        }
+    };
+    let ms = Duration::from_millis;
+    dur("stall_threshold", c.stall_threshold, ms(1), Duration::from_secs(60))?;
+    dur("sample_interval", c.sample_interval, Duration::from_micros(200), c.stall_threshold.max(ms(1)))?;
+    dur("aggregation_interval", c.aggregation_interval, ms(10), Duration::from_secs(60))?;
+    dur("heartbeat_interval", c.heartbeat_interval, ms(1), Duration::from_secs(10))?;
+    dur("leak_window", c.leak_window, ms(10), Duration::from_secs(3600))?;
+    let lim = |name, value: usize, min: u64, max: u64| {
+        let value = value as u64;
+        if value < min || value > max {
+            Err(BuildError::Limit { name, value, min, max })
+        } else {
+            Ok(())
+        }
+    };
+    lim("max_threads", c.max_threads, 1, 4096)?;
+    lim("max_locations", c.max_locations, 16, 1 << 16)?;
+    lim("event_ring", c.event_ring, 64, 1 << 22)?;
+    lim("max_tracked_tasks", c.max_tracked_tasks, 0, 1 << 26)?;
+    lim("max_stalls", c.max_stalls, 1, 1 << 16)?;
+    lim("max_samples_per_stall", c.max_samples_per_stall, 1, 1 << 20)?;
+    lim("leak_windows", c.leak_windows, 2, 1000)?;
+    #[cfg(target_os = "linux")]
+    {
+        let max = libc::SIGRTMAX() - libc::SIGRTMIN();
+        if c.signal_offset < 0 || c.signal_offset > max {
+            return Err(BuildError::SignalOffset { offset: c.signal_offset, max });
+        }
+    }
+    Ok(())
+}
+
+/// Applies `STALLSCOPE_*` overrides. `get` reads a variable (the environment, or a map in tests).
+pub(crate) fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) -> Result<(), BuildError> {
+    fn num<T: std::str::FromStr>(var: &'static str, v: &str, reason: &'static str) -> Result<T, BuildError> {
+        v.trim().parse().map_err(|_| BuildError::Env { var, value: v.to_string(), reason })
+    }
+    fn flag(var: &'static str, v: &str) -> Result<bool, BuildError> {
+        match v.trim() {
+            "1" | "true" | "on" | "yes" => Ok(true),
+            "0" | "false" | "off" | "no" => Ok(false),
+            _ => Err(BuildError::Env { var, value: v.to_string(), reason: "expected 1/0, true/false, on/off" }),
+        }
+    }
+    const MS: &str = "expected a whole number of milliseconds";
+    if let Some(v) = get("STALLSCOPE_THRESHOLD_MS") {
+        c.stall_threshold = Duration::from_millis(num("STALLSCOPE_THRESHOLD_MS", &v, MS)?);
+    }
+    if let Some(v) = get("STALLSCOPE_SAMPLE_INTERVAL_US") {
+        c.sample_interval =
+            Duration::from_micros(num("STALLSCOPE_SAMPLE_INTERVAL_US", &v, "expected a whole number of microseconds")?);
+    }
+    if let Some(v) = get("STALLSCOPE_INTERVAL_MS") {
+        c.aggregation_interval = Duration::from_millis(num("STALLSCOPE_INTERVAL_MS", &v, MS)?);
+    }
+    if let Some(v) = get("STALLSCOPE_SIGNAL_OFFSET") {
+        c.signal_offset = num("STALLSCOPE_SIGNAL_OFFSET", &v, "expected a small whole number")?;
+    }
+    if let Some(v) = get("STALLSCOPE_SAMPLING") {
+        c.sampling = flag("STALLSCOPE_SAMPLING", &v)?;
+    }
+    if let Some(v) = get("STALLSCOPE_SCHEDULE_LATENCY") {
+        c.schedule_latency = flag("STALLSCOPE_SCHEDULE_LATENCY", &v)?;
+    }
+    if let Some(v) = get("STALLSCOPE_NAME") {
+        c.name = Some(v);
+    }
+    Ok(())
+}
+
+// === Shared ===
+
+/// State shared by the hooks, the probe's threads and the handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) id: u64,
+    pub(crate) config: Config,
+    pub(crate) threshold_ticks: u64,
+    pub(crate) slots: Slots,
+    pub(crate) lag: NsHist,
+    pub(crate) lag_last_ns: AtomicU64,
+    /// Sample signal, when sampling is on and the handler is installed.
+    pub(crate) signal: Option<i32>,
+    pub(crate) sampling_problem: Option<String>,
+    pub(crate) installed: AtomicBool,
+    pub(crate) running: AtomicBool,
+    pub(crate) latest: Mutex<Option<Arc<Snapshot>>>,
+    pub(crate) subscribers: Mutex<Vec<(SyncSender<Update>, Arc<AtomicU64>)>>,
+    /// Channel to the aggregator while running.
+    pub(crate) control: Mutex<Option<SyncSender<Msg>>>,
+    /// Panics caught in the probe's threads.
+    pub(crate) panics: AtomicU64,
+    /// Stack samples requested but not captured.
+    pub(crate) samples_lost: AtomicU64,
+    /// Watchdog messages lost because the aggregator's queue was full.
+    pub(crate) stall_msgs_dropped: AtomicU64,
+    /// Updates subscribers lost, summed.
+    pub(crate) subscriber_drops: AtomicU64,
+    /// Whether the heartbeat (loop lag) runs.
+    pub(crate) lag_running: AtomicBool,
+}
+
+impl Shared {
+    /// Sends an update to every subscriber without blocking; a full queue loses the update
+    /// and counts it.
+    pub(crate) fn publish(&self, u: &Update) -> u64 {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dropped = 0;
+        subs.retain(|(tx, drops)| match tx.try_send(u.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                drops.fetch_add(1, Relaxed);
+                self.subscriber_drops.fetch_add(1, Relaxed);
+                dropped += 1;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+        dropped
+    }
+}
+
+// === Probe ===
+
+/// The probe. Cheap to clone; all clones share the same state.
+///
+/// ```
+/// use std::time::Duration;
+/// let probe = stallscope_probe::Probe::builder()
+///     .stall_threshold(Duration::from_millis(20))
+///     .build()
+///     .expect("valid settings");
+/// let mut builder = tokio::runtime::Builder::new_multi_thread();
+/// builder.enable_all().worker_threads(2);
+/// probe.install(&mut builder);
+/// let rt = builder.build().unwrap();
+/// let guard = probe.start(rt.handle());
+/// rt.block_on(async { tokio::spawn(async { 1 + 1 }).await.unwrap() });
+/// let snapshot = probe.refresh(Duration::from_secs(5)).expect("a snapshot");
+/// assert!(snapshot.process.probe_version.len() > 0);
+/// drop(guard);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Probe {
+    /// A builder with the defaults.
+    pub fn builder() -> ProbeBuilder {
+        ProbeBuilder::default()
+    }
+
+    /// The configuration in force (after environment overrides).
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Registers the task hooks on a runtime builder. Call before `builder.build()`.
+    ///
+    /// Without `--cfg tokio_unstable` Tokio has no task hooks; this then does nothing and the
+    /// probe reports loop lag and the stable runtime metrics only.
+    pub fn install(&self, builder: &mut tokio::runtime::Builder) -> &Self {
+        #[cfg(tokio_unstable)]
+        crate::hooks::register(&self.shared, builder);
+        #[cfg(not(tokio_unstable))]
+        let _ = builder;
+        self.shared.installed.store(true, Relaxed);
+        self
+    }
+
+    /// Starts the watchdog and aggregator threads and the heartbeat task on `handle`'s runtime.
+    /// Dropping the returned guard stops them. Starting a probe that is already running returns
+    /// a guard that does nothing.
+    pub fn start(&self, handle: &tokio::runtime::Handle) -> ProbeGuard {
+        if self.shared.running.swap(true, AcqRel) {
+            return ProbeGuard { shared: self.shared.clone(), threads: Vec::new(), stop: None };
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::sync_channel::<Msg>(4096);
+        *self.shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        let mut threads = Vec::new();
+        crate::instrument::register_runtime(handle, &self.shared);
+        let lag = crate::lag::spawn_heartbeat(&self.shared, handle, stop.clone());
+        self.shared.lag_running.store(lag, Relaxed);
+        {
+            let shared = self.shared.clone();
+            let handle = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("stallscope-aggregator".into())
+                .spawn(move || aggregator::run(shared, rx, handle));
+            if let Ok(t) = spawned {
+                threads.push(t);
+            }
+        }
+        {
+            let shared = self.shared.clone();
+            let stop = stop.clone();
+            let spawned = std::thread::Builder::new()
+                .name("stallscope-watchdog".into())
+                .spawn(move || crate::watchdog::run(shared, tx, stop));
+            if let Ok(t) = spawned {
+                threads.push(t);
+            }
+        }
+        ProbeGuard { shared: self.shared.clone(), threads, stop: Some(stop) }
+    }
+
+    /// The most recent snapshot, if one has been made.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks the aggregator for a snapshot now and waits for it (up to `timeout`). The snapshot
+    /// covers everything that happened before the call. `None` if the probe is not running.
+    pub fn refresh(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
+        let control = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let (tx, rx) = mpsc::sync_channel(1);
+        control.send(Msg::Refresh(tx)).ok()?;
+        rx.recv_timeout(timeout).ok()?;
+        self.snapshot()
+    }
+
+    /// Receives every update (ticks, stall starts and ends) through a bounded queue of
+    /// `capacity`. A subscriber that does not keep up loses updates; the count is in
+    /// [`Subscription::dropped`] and in the snapshots.
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push((tx, dropped.clone()));
+        Subscription { rx, dropped }
+    }
+
+    /// A plain-text summary of the latest snapshot: stalls with their top user frame, leak
+    /// suspects, pools, lag and poll percentiles.
+    pub fn report(&self) -> String {
+        match self.refresh(Duration::from_secs(2)).or_else(|| self.snapshot()) {
+            Some(s) => crate::report::render(&s),
+            None => "stallscope: no snapshot yet (was the probe started?)\n".to_string(),
+        }
+    }
+}
+
+/// A stream of [`Update`]s from [`Probe::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    rx: Receiver<Update>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// Waits up to `timeout` for the next update.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Update> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Updates lost because this subscriber's queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
+/// Keeps the probe's threads running; dropping it stops and joins them.
+#[derive(Debug)]
+pub struct ProbeGuard {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl ProbeGuard {
+    /// The most recent snapshot.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        let Some(stop) = self.stop.take() else { return };
+        stop.store(true, Release);
+        if let Some(tx) = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.try_send(Msg::Stop);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.shared.running.store(false, Release);
+    }
+}

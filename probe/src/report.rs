@@ -1,0 +1,156 @@
+//! The plain-text report: stalls with their top user frame, leak suspects, pools, lag and poll
+//! percentiles.
+
+use std::fmt::Write;
+
+use stallscope_wire::{FrameKind, Histogram, Snapshot};
+
+use crate::alerts::{culprit, fmt_ns, short_path};
+
+fn pct(h: &Histogram, q: f64) -> String {
+    h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
+}
+
+/// Renders a snapshot as text.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = String::new();
+    let p = &s.process;
+    let _ = writeln!(
+        o,
+        "stallscope report: {} (pid {}), up {}, stall threshold {}",
+        p.name,
+        p.pid,
+        fmt_ns(s.uptime_ns),
+        fmt_ns(p.stall_threshold_ns)
+    );
+    for m in &p.missing {
+        let _ = writeln!(o, "  missing: {m}");
+    }
+
+    let _ = writeln!(o, "\nstalls: {} in all, {} stalled", s.stall_count, fmt_ns(s.stalled_ns));
+    let mut stalls: Vec<_> = s.stalls.iter().collect();
+    stalls.sort_by(|a, b| b.elapsed_ns.cmp(&a.elapsed_ns));
+    for st in stalls.iter().take(20) {
+        let state = if st.duration_ns.is_some() { "" } else { " (still running)" };
+        let bip = if st.in_block_in_place { " [in block_in_place]" } else { "" };
+        let task = st.task.map(|t| format!("task {t}")).unwrap_or_else(|| "instrumented future".into());
+        let _ = writeln!(
+            o,
+            "  {:>9}{state}{bip}  worker {} {}  spawned at {}",
+            fmt_ns(st.elapsed_ns),
+            st.worker,
+            task,
+            short_path(&st.spawned_at)
+        );
+        let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
+        if let Some(top) = st.stacks.first() {
+            for f in top.frames.iter().filter(|f| f.kind == FrameKind::User).skip(1).take(3) {
+                let _ = writeln!(o, "               called from {}", f.function);
+            }
+        }
+    }
+
+    let leaks: Vec<_> = s.locations.iter().filter(|l| l.leak_suspect && !l.internal).collect();
+    let _ = writeln!(o, "\nleak suspects: {}", leaks.len());
+    for l in leaks {
+        let _ = writeln!(
+            o,
+            "  {}  live {} (spawned {}, completed {}), oldest {}",
+            l.location,
+            l.live,
+            l.spawned,
+            l.completed,
+            l.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
+        );
+    }
+
+    let _ = writeln!(o, "\ntasks by spawn location (live / spawned / completed, poll p50 p99 max):");
+    let mut locs: Vec<_> = s.locations.iter().filter(|l| !l.internal).collect();
+    locs.sort_by(|a, b| b.live.cmp(&a.live).then(b.polls.cmp(&a.polls)));
+    for l in locs.iter().take(15) {
+        let _ = writeln!(
+            o,
+            "  {:>6} / {:>7} / {:>7}  {:>8} {:>8} {:>8}  {}",
+            l.live,
+            l.spawned,
+            l.completed,
+            pct(&l.poll_time, 0.5),
+            pct(&l.poll_time, 0.99),
+            fmt_ns(l.poll_time.max_ns),
+            l.location
+        );
+    }
+
+    let _ = writeln!(o, "\npools:");
+    for pl in &s.pools {
+        let _ = writeln!(
+            o,
+            "  {}: {}/{} in use, {} idle, {} waiting, wait p99 {}{}",
+            pl.name,
+            pl.in_use,
+            pl.max,
+            pl.idle,
+            pl.waiters,
+            pct(&pl.wait_time, 0.99),
+            if pl.saturated() { "  SATURATED" } else { "" }
+        );
+    }
+    if let Some(r) = &s.runtime {
+        let _ = writeln!(
+            o,
+            "  blocking pool: {} threads, {} idle, {} queued",
+            r.blocking_threads, r.idle_blocking_threads, r.blocking_queue_depth
+        );
+        let _ = writeln!(
+            o,
+            "\nruntime: {} workers, busy {:.0}%, global queue {}, local queues {}, {} steals, {} parks",
+            r.workers,
+            r.busy_ratio * 100.0,
+            r.global_queue_depth,
+            r.local_queue_depth,
+            r.steals,
+            r.parks
+        );
+    }
+
+    let all_polls = s.workers.iter().fold(Histogram::default(), |mut acc, w| {
+        if acc.counts.is_empty() {
+            acc = w.poll_time.clone();
+        } else {
+            for (a, b) in acc.counts.iter_mut().zip(&w.poll_time.counts) {
+                *a += b;
+            }
+            acc.count += w.poll_time.count;
+            acc.sum_ns += w.poll_time.sum_ns;
+            acc.max_ns = acc.max_ns.max(w.poll_time.max_ns);
+        }
+        acc
+    });
+    let _ = writeln!(
+        o,
+        "\nloop lag: p50 {} p99 {} max {} (heartbeat every {})",
+        pct(&s.lag.lag, 0.5),
+        pct(&s.lag.lag, 0.99),
+        fmt_ns(s.lag.lag.max_ns),
+        fmt_ns(s.lag.period_ns)
+    );
+    let _ = writeln!(
+        o,
+        "polls: {} in all, p50 {} p99 {} p99.9 {} max {}",
+        all_polls.count,
+        pct(&all_polls, 0.5),
+        pct(&all_polls, 0.99),
+        pct(&all_polls, 0.999),
+        fmt_ns(all_polls.max_ns)
+    );
+
+    let _ = writeln!(o, "\nalerts: {}", s.alerts.len());
+    for a in &s.alerts {
+        let _ = writeln!(o, "  ! {}", a.summary);
+        let _ = writeln!(o, "    what to do: {}", a.what_to_do);
+    }
+    if s.drops.total() > 0 {
+        let _ = writeln!(o, "\ndropped: {:?}", s.drops);
+    }
+    o
+}

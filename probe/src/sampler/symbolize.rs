@@ -1,0 +1,265 @@
+//! Symbolization (blazesym, with inlined frames and a per-address cache), frame classification
+//! and trimming of the probe's and Tokio's poll machinery. Runs on the aggregator thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
+use blazesym::Pid;
+use stallscope_wire::{Frame, FrameKind};
+
+/// Cache entries kept before the cache is cleared.
+const CACHE_LIMIT: usize = 200_000;
+
+/// Address → frames (innermost first; an address inside inlined code yields several frames).
+pub(crate) struct Symbolizer {
+    blaze: Blaze,
+    cache: HashMap<u64, Arc<[Frame]>>,
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer").field("cached", &self.cache.len()).finish()
+    }
+}
+
+impl Symbolizer {
+    pub(crate) fn new() -> Symbolizer {
+        let blaze = Blaze::builder()
+            .enable_code_info(true)
+            .enable_inlined_fns(true)
+            .enable_demangling(true)
+            .build();
+        Symbolizer { blaze, cache: HashMap::new() }
+    }
+
+    /// Symbolizes every address not yet in the cache, in one batch.
+    pub(crate) fn prepare(&mut self, addrs: &[u64]) {
+        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        if self.cache.len() + missing.len() > CACHE_LIMIT {
+            self.cache.clear();
+        }
+        let mut process = Process::new(Pid::Slf);
+        process.perf_map = false;
+        process.map_files = false;
+        let src = Source::Process(process);
+        // On failure every address stays unknown (shown as hex) rather than failing the stall.
+        let results = self.blaze.symbolize(&src, Input::AbsAddr(&missing[..])).unwrap_or_default();
+        for (i, addr) in missing.iter().enumerate() {
+            let frames = match results.get(i) {
+                Some(Symbolized::Sym(sym)) => frames_of(sym),
+                _ => vec![unknown(*addr)],
+            };
+            self.cache.insert(*addr, frames.into());
+        }
+    }
+
+    /// Frames for a stack of lookup addresses (innermost first). Call `prepare` first.
+    pub(crate) fn frames(&self, addrs: &[u64]) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            match self.cache.get(a) {
+                Some(f) => out.extend(f.iter().cloned()),
+                None => out.push(unknown(*a)),
+            }
+        }
+        out
+    }
+}
+
+fn unknown(addr: u64) -> Frame {
+    Frame { function: format!("{addr:#x}"), file: None, line: None, inlined: false, kind: FrameKind::Unknown }
+}
+
+fn path_of(ci: &blazesym::symbolize::CodeInfo<'_>) -> String {
+    match &ci.dir {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(&*ci.file).to_string_lossy().into_owned(),
+        _ => ci.file.to_string_lossy().into_owned(),
+    }
+}
+
+fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
+    let module = sym.module.as_ref().map(|m| m.to_string_lossy().into_owned());
+    // blazesym reports the outer function `f` with inlined calls `g`, `h` (outermost first).
+    // `sym.code_info` is the line inside `f` (where `g` was inlined), and each inlined
+    // function's `code_info` is the line inside that function (checked against std's
+    // `thread::sleep` chain: functions.rs -> sys/thread/unix.rs -> nanosleep).
+    let mut names: Vec<(&str, bool)> = vec![(&sym.name, false)];
+    names.extend(sym.inlined.iter().map(|i| (i.name.as_ref(), true)));
+    let mut locs: Vec<Option<(String, Option<u32>)>> = Vec::with_capacity(names.len());
+    for i in 0..names.len() {
+        let ci = if i == 0 { sym.code_info.as_deref() } else { sym.inlined[i - 1].code_info.as_ref() };
+        locs.push(ci.map(|c| (path_of(c), c.line)));
+    }
+    let mut out: Vec<Frame> = names
+        .iter()
+        .zip(locs)
+        .map(|((name, inlined), loc)| {
+            let (file, line) = match loc {
+                Some((f, l)) => (Some(f), l),
+                None => (None, None),
+            };
+            let kind = classify(name, file.as_deref(), module.as_deref());
+            Frame { function: name.to_string(), file, line, inlined: *inlined, kind }
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+/// The crate a (demangled) function name belongs to: its first path segment, looking through
+/// `<T as Trait>::f` to `T` and past references.
+pub(crate) fn crate_of(function: &str) -> &str {
+    let mut s = function.trim_start_matches(['<', '&', '*', '(']);
+    for p in ["mut ", "const ", "dyn ", "impl "] {
+        s = s.trim_start_matches(p);
+    }
+    s = s.trim_start_matches(['<', '&']);
+    let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+    &s[..end]
+}
+
+/// Which kind of code a frame is. The source path decides when there is one (inlined frames
+/// under `line-tables-only` carry short names such as `{closure#0}`); otherwise the crate of
+/// the symbol name, then the module it lives in.
+pub(crate) fn classify(function: &str, file: Option<&str>, module: Option<&str>) -> FrameKind {
+    if let Some(f) = file {
+        if f.starts_with("/rustc/") || f.contains("/rustlib/src/") {
+            return FrameKind::Std;
+        }
+        if let Some(dep) = registry_crate(f) {
+            return if dep.starts_with("tokio-") && !dep.starts_with("tokio-metrics") { FrameKind::Tokio } else { FrameKind::Library };
+        }
+    }
+    let krate = crate_of(function);
+    if matches!(krate, "std" | "core" | "alloc" | "proc_macro") {
+        return FrameKind::Std;
+    }
+    if krate == "tokio" {
+        return FrameKind::Tokio;
+    }
+    if krate == "stallscope_probe" {
+        return FrameKind::Library;
+    }
+    // A C symbol (no path separator) without line info, or anything in a shared object other
+    // than the executable, is a library.
+    let in_shared_object = module.is_some_and(|m| m.contains(".so"));
+    if in_shared_object || (!function.contains("::") && file.is_none()) {
+        return FrameKind::Library;
+    }
+    FrameKind::User
+}
+
+/// `tokio-1.54.1` for a path inside a crate downloaded by cargo.
+fn registry_crate(path: &str) -> Option<&str> {
+    let i = path.find("/.cargo/registry/src/").or_else(|| path.find("/.cargo/git/checkouts/"))?;
+    let rest = &path[i..];
+    // .../registry/src/<index>/<crate-version>/...
+    rest.split('/').nth(5).filter(|s| !s.is_empty())
+}
+
+/// Whether a frame is where Tokio (or the probe's `instrument`) polls a task's future: every
+/// frame outside it is runtime machinery and is trimmed. Decided by Tokio's module (from the
+/// name, or from the source path for inlined frames), never by the user's names.
+fn is_poll_boundary(f: &Frame) -> bool {
+    let n = f.function.trim_start_matches('<');
+    if n.contains("block_in_place") {
+        return false;
+    }
+    let by_name = n.starts_with("tokio::runtime::task::")
+        || n.starts_with("tokio::runtime::park::CachedParkThread::block_on")
+        || n.starts_with("tokio::runtime::scheduler::current_thread::CoreGuard::block_on")
+        || n.starts_with("tokio::task::local::")
+        || n.starts_with("stallscope_probe::");
+    let by_path = f.kind == FrameKind::Tokio
+        && f.file.as_deref().is_some_and(|p| {
+            p.contains("/src/runtime/task/")
+                || p.contains("/src/runtime/scheduler/")
+                || p.ends_with("/src/runtime/park.rs")
+                || p.ends_with("/src/task/local.rs")
+        });
+    let probe_path = f.file.as_deref().is_some_and(|p| {
+        p.ends_with("/src/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
+    });
+    by_name || by_path || probe_path
+}
+
+/// Trims a symbolized stack (innermost first): keeps the frames inside the innermost poll
+/// boundary. Stacks with no boundary (should not happen for a stalled poll) lose only the
+/// thread-start frames.
+pub(crate) fn trim(frames: &mut Vec<Frame>) {
+    if let Some(cut) = frames.iter().position(is_poll_boundary) {
+        frames.truncate(cut);
+        // The future's own `poll` glue that Tokio calls through (`Pin<&mut F>::poll`,
+        // `AssertUnwindSafe`, closures of `catch_unwind`) is std; drop those outermost ones.
+        while frames.last().is_some_and(|f| f.kind == FrameKind::Std) && frames.len() > 1 {
+            frames.pop();
+        }
+        return;
+    }
+    while frames.last().is_some_and(|f| {
+        let n = f.function.as_str();
+        n.starts_with("std::sys::") || n.contains("start_thread") || n.contains("clone") || n.starts_with("core::ops::function")
+    }) && frames.len() > 1
+    {
+        frames.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fr(name: &str, file: Option<&str>) -> Frame {
+        Frame {
+            function: name.into(),
+            file: file.map(Into::into),
+            line: None,
+            inlined: false,
+            kind: classify(name, file, None),
+        }
+    }
+
+    #[test]
+    fn crates_are_read_through_trait_impls() {
+        assert_eq!(crate_of("<tokio::runtime::task::core::Core<T,S>>::poll"), "tokio");
+        assert_eq!(crate_of("<&mut F as core::future::future::Future>::poll"), "F");
+        assert_eq!(crate_of("my_service::handler::{{closure}}"), "my_service");
+        assert_eq!(crate_of("clock_nanosleep"), "clock_nanosleep");
+    }
+
+    #[test]
+    fn classification_separates_user_std_tokio_and_libraries() {
+        assert_eq!(classify("std::thread::sleep", Some("/rustc/abc/library/std/src/thread/mod.rs"), None), FrameKind::Std);
+        assert_eq!(classify("tokio::task::block_in_place", None, None), FrameKind::Tokio);
+        assert_eq!(classify("clock_nanosleep", None, Some("/usr/lib/x86_64-linux-gnu/libc.so.6")), FrameKind::Library);
+        assert_eq!(classify("serde_json::from_str", Some("/root/.cargo/registry/src/x/serde_json-1/src/de.rs"), None), FrameKind::Library);
+        assert_eq!(classify("{closure#0}", Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/core.rs"), None), FrameKind::Tokio);
+        assert_eq!(classify("{async_block#0}", Some("/srv/app/src/main.rs"), None), FrameKind::User);
+        assert_eq!(classify("svc::culprit", Some("/work/svc/src/main.rs"), Some("/work/svc/target/release/svc")), FrameKind::User);
+    }
+
+    #[test]
+    fn trim_keeps_frames_inside_the_task_poll() {
+        let mut frames = vec![
+            fr("clock_nanosleep", None),
+            fr("std::thread::sleep", Some("/rustc/x/std/src/thread/mod.rs")),
+            fr("svc::culprit", Some("/w/src/main.rs")),
+            fr("svc::handler::{{closure}}", Some("/w/src/main.rs")),
+            fr("<core::pin::Pin<P> as core::future::future::Future>::poll", Some("/rustc/x/core/src/future/future.rs")),
+            fr("poll<svc::Root>", Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/trace/mod.rs")),
+            fr("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}", None),
+            fr("tokio::runtime::scheduler::multi_thread::worker::Context::run", None),
+            fr("start_thread", None),
+        ];
+        trim(&mut frames);
+        let names: Vec<_> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(names, ["clock_nanosleep", "std::thread::sleep", "svc::culprit", "svc::handler::{{closure}}"]);
+    }
+}

@@ -1,0 +1,295 @@
+//! Per-thread slots: everything the poll hooks write. All memory is allocated when the probe is
+//! built; a thread claims a slot on its first hook call and then writes only to that slot, so no
+//! cache line is shared between workers on the poll path.
+//!
+//! Writers: the slot's owner thread (plain atomic load + store, no read-modify-write), except
+//! the shared slot used by threads that found no free slot (read-modify-write).
+//! Readers: the watchdog (current poll), the aggregator (everything else).
+
+use std::panic::Location;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+use crate::hist::TickHist;
+
+/// Long polls each slot remembers between two aggregator drains.
+pub(crate) const LONG_RING: usize = 32;
+
+/// Flag in `PollState::flags`: the current poll is an `instrument`ed future, not a Tokio task.
+pub(crate) const FLAG_INSTRUMENTED: u32 = 1;
+
+/// High bit of an event's task word: the event is a termination (clear: a spawn).
+pub(crate) const EVENT_TERMINATE: u64 = 1 << 63;
+
+/// Pads a value to its own pair of cache lines (adjacent-line prefetch included).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The poll in progress on a thread. `seq` is odd while a poll runs; a reader loads `seq`, then
+/// the fields, then `seq` again, and trusts the fields only if both loads match.
+#[derive(Debug, Default)]
+pub(crate) struct PollState {
+    pub(crate) seq: AtomicU64,
+    pub(crate) start: AtomicU64,
+    pub(crate) task: AtomicU64,
+    pub(crate) loc: AtomicUsize,
+    pub(crate) entry: AtomicU32,
+    pub(crate) flags: AtomicU32,
+    /// Nesting depth of polls on this thread (an `instrument`ed future inside a task).
+    pub(crate) depth: AtomicU32,
+}
+
+/// A poll that ran past the stall threshold, written by the owner when the poll ends.
+#[derive(Debug, Default)]
+pub(crate) struct LongPoll {
+    /// Poll sequence number at the poll's start (odd). 0 = never written.
+    pub(crate) seq: AtomicU64,
+    pub(crate) start: AtomicU64,
+    pub(crate) ticks: AtomicU64,
+    pub(crate) task: AtomicU64,
+    pub(crate) loc: AtomicUsize,
+    pub(crate) flags: AtomicU32,
+}
+
+/// A spawn or termination, for the aggregator's live-task ages.
+#[derive(Debug, Default)]
+pub(crate) struct Event {
+    pub(crate) loc: AtomicUsize,
+    /// Task id, with [`EVENT_TERMINATE`] set for a termination.
+    pub(crate) task: AtomicU64,
+    pub(crate) at: AtomicU64,
+}
+
+/// Counters for one spawn location on one thread.
+#[derive(Debug, Default)]
+pub(crate) struct LocEntry {
+    /// `&'static Location<'static>` as an address; 0 while empty. Written once by the owner.
+    pub(crate) key: AtomicUsize,
+    pub(crate) spawned: AtomicU64,
+    pub(crate) terminated: AtomicU64,
+    pub(crate) poll: TickHist,
+    pub(crate) sched: TickHist,
+}
+
+#[inline(always)]
+fn bump(a: &AtomicU64) {
+    a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
+}
+
+/// One thread's slot.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Kernel thread id of the owner; 0 while free.
+    pub(crate) tid: AtomicI32,
+    /// `pthread_t` of the owner, for the watchdog's stack-bounds query.
+    pub(crate) pthread: AtomicUsize,
+    /// Bumped on every claim, so readers can tell a new owner from the old one.
+    pub(crate) generation: AtomicU64,
+    /// Whether this slot is shared by threads that found no free slot (writes use RMW).
+    pub(crate) shared: bool,
+    pub(crate) poll: Padded<PollState>,
+    pub(crate) long: Box<[LongPoll]>,
+    pub(crate) long_head: Padded<AtomicU64>,
+    pub(crate) events: Box<[Event]>,
+    pub(crate) ev_head: Padded<AtomicU64>,
+    pub(crate) ev_tail: Padded<AtomicU64>,
+    pub(crate) ev_dropped: AtomicU64,
+    /// Open-addressed by location address; the last entry is the overflow row.
+    pub(crate) locs: Box<[LocEntry]>,
+    pub(crate) loc_overflow: AtomicU64,
+}
+
+impl Slot {
+    pub(crate) fn new(locations: usize, events: usize, shared: bool) -> Slot {
+        let locations = locations.next_power_of_two();
+        Slot {
+            tid: AtomicI32::new(0),
+            pthread: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            shared,
+            poll: Padded::default(),
+            long: (0..LONG_RING).map(|_| LongPoll::default()).collect(),
+            long_head: Padded::default(),
+            events: (0..events.next_power_of_two()).map(|_| Event::default()).collect(),
+            ev_head: Padded::default(),
+            ev_tail: Padded::default(),
+            ev_dropped: AtomicU64::new(0),
+            locs: (0..locations + 1).map(|_| LocEntry::default()).collect(),
+            loc_overflow: AtomicU64::new(0),
+        }
+    }
+
+    #[inline(always)]
+    fn overflow_index(&self) -> usize {
+        self.locs.len() - 1
+    }
+
+    /// Index of the entry for `loc`, inserting it if needed. Linear probing over at most 16
+    /// entries; when they are all taken by other locations, the overflow row.
+    #[inline(always)]
+    pub(crate) fn entry_index(&self, loc: &'static Location<'static>) -> usize {
+        let key = loc as *const Location<'static> as usize;
+        let mask = self.overflow_index() - 1;
+        let mut i = (key.wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as usize) >> 20) & mask;
+        for _ in 0..16 {
+            let k = self.locs[i].key.load(Acquire);
+            if k == key {
+                return i;
+            }
+            if k == 0 {
+                if !self.shared {
+                    self.locs[i].key.store(key, Release);
+                    return i;
+                }
+                match self.locs[i].key.compare_exchange(0, key, AcqRel, Acquire) {
+                    Ok(_) => return i,
+                    Err(k) if k == key => return i,
+                    Err(_) => {}
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        self.count_overflow();
+        self.overflow_index()
+    }
+
+    #[cold]
+    fn count_overflow(&self) {
+        self.loc_overflow.fetch_add(1, Relaxed);
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_spawn(&self, i: usize) {
+        if self.shared {
+            self.locs[i].spawned.fetch_add(1, Relaxed);
+        } else {
+            bump(&self.locs[i].spawned)
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn count_terminate(&self, i: usize) {
+        if self.shared {
+            self.locs[i].terminated.fetch_add(1, Relaxed);
+        } else {
+            bump(&self.locs[i].terminated)
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_poll(&self, i: usize, ticks: u64) {
+        if self.shared {
+            self.locs[i].poll.record_shared(ticks)
+        } else {
+            self.locs[i].poll.record(ticks)
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn record_sched(&self, i: usize, ticks: u64) {
+        if self.shared {
+            self.locs[i].sched.record_shared(ticks)
+        } else {
+            self.locs[i].sched.record(ticks)
+        }
+    }
+
+    /// Appends a spawn/terminate event. Single producer (the owner); drops and counts when the
+    /// aggregator has fallen a full ring behind.
+    #[inline(always)]
+    pub(crate) fn push_event(&self, loc: usize, task: u64, at: u64) {
+        if self.shared {
+            self.ev_dropped.fetch_add(1, Relaxed);
+            return;
+        }
+        let head = self.ev_head.load(Relaxed);
+        let tail = self.ev_tail.load(Acquire);
+        if head.wrapping_sub(tail) >= self.events.len() as u64 {
+            self.ev_dropped.store(self.ev_dropped.load(Relaxed) + 1, Relaxed);
+            return;
+        }
+        let e = &self.events[head as usize & (self.events.len() - 1)];
+        e.loc.store(loc, Relaxed);
+        e.task.store(task, Relaxed);
+        e.at.store(at, Relaxed);
+        self.ev_head.store(head.wrapping_add(1), Release);
+    }
+
+    /// Records a poll that ran past the threshold. Rare: only on the slow branch.
+    #[cold]
+    pub(crate) fn push_long(&self, seq: u64, start: u64, ticks: u64, task: u64, loc: usize, flags: u32) {
+        if self.shared {
+            return;
+        }
+        let head = self.long_head.load(Relaxed);
+        let e = &self.long[head as usize % LONG_RING];
+        e.seq.store(0, Relaxed);
+        e.start.store(start, Relaxed);
+        e.ticks.store(ticks, Relaxed);
+        e.task.store(task, Relaxed);
+        e.loc.store(loc, Relaxed);
+        e.flags.store(flags, Relaxed);
+        e.seq.store(seq, Release);
+        self.long_head.store(head.wrapping_add(1), Release);
+    }
+}
+
+/// All slots of one probe, plus the shared fallback slot.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    pub(crate) slots: Box<[Slot]>,
+    pub(crate) shared: Slot,
+    /// Claims that found every slot taken.
+    pub(crate) no_slot: AtomicU64,
+    pub(crate) any_claimed: AtomicBool,
+}
+
+impl Slots {
+    pub(crate) fn new(threads: usize, locations: usize, events: usize) -> Slots {
+        Slots {
+            slots: (0..threads).map(|_| Slot::new(locations, events, false)).collect(),
+            shared: Slot::new(locations, 0, true),
+            no_slot: AtomicU64::new(0),
+            any_claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// Claims a free slot for the calling thread (or finds the one it already holds).
+    /// Called once per thread, not per poll.
+    #[cold]
+    pub(crate) fn claim(&self, tid: i32) -> Option<u32> {
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.tid.load(Acquire) == tid {
+                return Some(i as u32);
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.tid.compare_exchange(0, tid, AcqRel, Relaxed).is_ok() {
+                // SAFETY: pthread_self has no preconditions.
+                let me = unsafe { libc::pthread_self() } as usize;
+                s.pthread.store(me, Relaxed);
+                s.generation.fetch_add(1, Release);
+                self.any_claimed.store(true, Relaxed);
+                return Some(i as u32);
+            }
+        }
+        self.no_slot.fetch_add(1, Relaxed);
+        None
+    }
+
+    /// Releases the slot held by `tid` (its thread is exiting). Counters stay: they are
+    /// cumulative and the aggregator sums every slot.
+    pub(crate) fn release(&self, idx: u32) {
+        if let Some(s) = self.slots.get(idx as usize) {
+            s.pthread.store(0, Relaxed);
+            s.tid.store(0, Release);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The watchdog thread: finds polls that have run past the stall threshold, samples the stalled
+//! thread's native stack while the stall lasts, unwinds the copies, and tells the aggregator.
+//!
+//! It runs outside the service's runtime, so a fully stalled runtime still reports its stall.
+
+use std::sync::atomic::{fence, AtomicBool, Ordering::*};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::aggregator::{Msg, StallStart};
+use crate::clock::{clock, now_raw};
+use crate::probe::Shared;
+
+#[derive(Debug, Default)]
+struct Watch {
+    generation: u64,
+    stack: Option<(usize, usize)>,
+    active: Option<Active>,
+}
+
+#[derive(Debug)]
+struct Active {
+    seq: u64,
+    tid: i32,
+    last_sample: u64,
+    ended: bool,
+}
+
+/// Sends to the aggregator without blocking; a full queue is counted as a dropped stall record.
+fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
+    if tx.try_send(msg).is_err() {
+        shared.stall_msgs_dropped.fetch_add(1, Relaxed);
+    }
+}
+
+pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
+    let c = &shared.config;
+    // Scan often enough to start sampling within a fraction of the threshold.
+    let period = (c.stall_threshold / 8).min(c.sample_interval).max(Duration::from_micros(250));
+    let clk = clock();
+    let sample_ticks = clk.ns_to_ticks(c.sample_interval.as_nanos() as u64);
+    let request_timeout = clk.ns_to_ticks(50_000_000);
+    let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
+    while !stop.load(Acquire) {
+        std::thread::sleep(period);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+            if let Some(unwinder) = unwinder.as_mut() {
+                collect_samples(&shared, &tx, unwinder, request_timeout);
+            }
+            scan(&shared, &tx, &mut watches, sample_ticks);
+        }));
+        if result.is_err() {
+            shared.panics.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn collect_samples(
+    shared: &Shared,
+    tx: &SyncSender<Msg>,
+    unwinder: &mut crate::sampler::unwind::Unwinder,
+    request_timeout: u64,
+) {
+    let mut addrs = Vec::with_capacity(crate::sampler::unwind::MAX_FRAMES);
+    let expired = crate::sampler::signal::collect(shared.id, now_raw(), request_timeout, |cap| {
+        // A sample whose poll had already ended when the signal landed shows another poll's
+        // stack: drop it rather than blame the wrong code.
+        if cap.got_seq != cap.want_seq || cap.stack.is_empty() {
+            shared.samples_lost.fetch_add(1, Relaxed);
+            return;
+        }
+        unwinder.unwind(cap.regs, cap.stack, &mut addrs);
+        if addrs.is_empty() {
+            shared.samples_lost.fetch_add(1, Relaxed);
+            return;
+        }
+        send(tx, shared, Msg::Sample { slot: cap.slot, seq: cap.want_seq, addrs: addrs.clone() });
+    });
+    shared.samples_lost.fetch_add(expired, Relaxed);
+}
+
+fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_ticks: u64) {
+    let now = now_raw();
+    for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
+        let generation = slot.generation.load(Acquire);
+        if generation != w.generation {
+            w.generation = generation;
+            w.stack = None;
+        }
+        let p = &slot.poll.0;
+        let seq = p.seq.load(Acquire);
+        if let Some(a) = &mut w.active {
+            if a.seq != seq || slot.tid.load(Acquire) != a.tid {
+                a.ended = true;
+            }
+            // End a stall only once no sample request for it is in flight, so that every
+            // sample reaches the aggregator before the end does.
+            if a.ended && !sample_in_flight(shared, a.tid) {
+                send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq });
+                w.active = None;
+            }
+        }
+        if seq & 1 == 0 {
+            continue;
+        }
+        let start = p.start.load(Relaxed);
+        let task = p.task.load(Relaxed);
+        let loc = p.loc.load(Relaxed);
+        let flags = p.flags.load(Relaxed);
+        let tid = slot.tid.load(Relaxed);
+        fence(Acquire);
+        if p.seq.load(Relaxed) != seq || tid == 0 {
+            continue;
+        }
+        if now.saturating_sub(start) < shared.threshold_ticks {
+            continue;
+        }
+        if w.active.is_none() {
+            w.active = Some(Active { seq, tid, last_sample: 0, ended: false });
+            send(tx, shared, Msg::StallStarted(StallStart { slot: i, seq, start, task, loc, flags, tid, detected: now }));
+        }
+        let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended) else { continue };
+        if now.saturating_sub(a.last_sample) < sample_ticks {
+            continue;
+        }
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        if let Some(signal) = shared.signal {
+            use crate::sampler::signal;
+            if signal::in_flight(shared.id, tid) {
+                continue;
+            }
+            if w.stack.is_none() {
+                w.stack = signal::stack_bounds(slot.pthread.load(Relaxed));
+            }
+            let Some(stack) = w.stack else {
+                shared.samples_lost.fetch_add(1, Relaxed);
+                a.last_sample = now;
+                continue;
+            };
+            let req = signal::Request { probe: shared.id, slot: i, tid, seq: &p.seq, want_seq: seq, stack, now };
+            if signal::request(signal, req).is_err() {
+                shared.samples_lost.fetch_add(1, Relaxed);
+            }
+            a.last_sample = now;
+        }
+    }
+}
+
+fn sample_in_flight(_shared: &Shared, _tid: i32) -> bool {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    if _shared.signal.is_some() {
+        return crate::sampler::signal::in_flight(_shared.id, _tid);
+    }
+    false
+}

@@ -1,0 +1,462 @@
+//! Messages shared by the stallscope probe and its clients.
+//!
+//! Everything here is plain data: `serde` types with no behaviour beyond small helpers
+//! (percentiles, deltas). The probe builds a [`Snapshot`] (cumulative state) and an
+//! [`Interval`] (what changed since the previous snapshot) once per aggregation interval.
+//! Durations are carried as integer nanoseconds (`*_ns`) or milliseconds (`*_ms`) so the
+//! encoding is independent of any clock type.
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the snapshot schema. Bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+// === Histogram ===
+
+/// A log-bucket histogram of durations.
+///
+/// Bucket `i` counts values in `(upper_ns[i-1], upper_ns[i]]`; the last bucket is open-ended and
+/// its upper bound is the largest value seen (`max_ns`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Inclusive upper bound of each bucket, in nanoseconds, ascending.
+    pub upper_ns: Vec<u64>,
+    /// Number of values in each bucket.
+    pub counts: Vec<u64>,
+    /// Number of values recorded.
+    pub count: u64,
+    /// Sum of all values, in nanoseconds.
+    pub sum_ns: u64,
+    /// Largest value recorded, in nanoseconds (0 when empty).
+    pub max_ns: u64,
+}
+
+impl Histogram {
+    /// The value at quantile `q` (0.0 ..= 1.0), as the upper bound of the bucket holding it,
+    /// capped at the largest value seen. `None` when the histogram is empty.
+    ///
+    /// ```
+    /// use stallscope_wire::Histogram;
+    /// let h = Histogram { upper_ns: vec![10, 100, 1000], counts: vec![90, 9, 1], count: 100, sum_ns: 2_000, max_ns: 700 };
+    /// assert_eq!(h.quantile_ns(0.5), Some(10));
+    /// assert_eq!(h.quantile_ns(0.99), Some(100));
+    /// assert_eq!(h.quantile_ns(1.0), Some(700));
+    /// ```
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen = seen.saturating_add(*c);
+            if seen >= rank {
+                let upper = self.upper_ns.get(i).copied().unwrap_or(self.max_ns);
+                return Some(upper.min(self.max_ns.max(1)));
+            }
+        }
+        Some(self.max_ns)
+    }
+
+    /// Mean value in nanoseconds, `None` when empty.
+    pub fn mean_ns(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.sum_ns / self.count)
+    }
+
+    /// `self - earlier`, bucket by bucket (saturating). Both must share bucket bounds; the
+    /// maximum is kept from `self` because a maximum cannot be subtracted.
+    pub fn delta(&self, earlier: &Histogram) -> Histogram {
+        let counts = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+            .collect();
+        Histogram {
+            upper_ns: self.upper_ns.clone(),
+            counts,
+            count: self.count.saturating_sub(earlier.count),
+            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
+            max_ns: self.max_ns,
+        }
+    }
+}
+
+// === Stacks ===
+
+/// What kind of code a stack frame belongs to. Used for trimming and colouring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FrameKind {
+    /// The service's own code.
+    User,
+    /// The Rust standard library (`std`, `core`, `alloc`).
+    Std,
+    /// Tokio.
+    Tokio,
+    /// Any other library: crates from a registry, libc and other shared objects.
+    Library,
+    /// An address that could not be symbolized.
+    Unknown,
+}
+
+/// One symbolized frame. Inlined functions get a frame of their own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    /// Demangled function name without the hash suffix.
+    pub function: String,
+    /// Source file, when line tables are present.
+    pub file: Option<String>,
+    /// Source line, when line tables are present.
+    pub line: Option<u32>,
+    /// Whether the function was inlined into its caller.
+    pub inlined: bool,
+    /// What kind of code this is.
+    pub kind: FrameKind,
+}
+
+/// A distinct stack and how many samples landed on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackCount {
+    /// Frames, innermost first, already trimmed of the probe and Tokio's poll machinery.
+    pub frames: Vec<Frame>,
+    /// Samples that landed on this exact stack.
+    pub count: u64,
+}
+
+// === Stalls ===
+
+/// One poll that ran longer than the stall threshold.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    /// Identifier, unique within a probe.
+    pub id: u64,
+    /// Wall-clock start, milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// Exact duration of the poll; `None` while it is still running.
+    pub duration_ns: Option<u64>,
+    /// How long it had run when this record was made (equals `duration_ns` once ended).
+    pub elapsed_ns: u64,
+    /// Runtime thread slot the poll ran on.
+    pub worker: u32,
+    /// Kernel thread id of that thread.
+    pub tid: i32,
+    /// Tokio task id, `None` for an `instrument`ed future.
+    pub task: Option<u64>,
+    /// Spawn location (`file:line:col`) of the stalled task.
+    pub spawned_at: String,
+    /// The stall happened inside `tokio::task::block_in_place`, which is allowed to block.
+    pub in_block_in_place: bool,
+    /// Native stack samples, grouped by identical stack.
+    pub stacks: Vec<StackCount>,
+    /// Samples requested but not captured (buffer busy, thread gone, unwind failed).
+    pub samples_lost: u64,
+}
+
+impl Stall {
+    /// The innermost user frame of the most sampled stack, if any.
+    pub fn top_user_frame(&self) -> Option<&Frame> {
+        self.stacks
+            .iter()
+            .max_by_key(|s| s.count)
+            .and_then(|s| s.frames.iter().find(|f| f.kind == FrameKind::User))
+    }
+
+    /// Total samples taken.
+    pub fn sample_count(&self) -> u64 {
+        self.stacks.iter().map(|s| s.count).sum()
+    }
+}
+
+// === Tasks ===
+
+/// Figures for one spawn location.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocationStats {
+    /// `file:line:col` of the `spawn` call.
+    pub location: String,
+    /// Tasks spawned here, ever.
+    pub spawned: u64,
+    /// Tasks spawned here that have terminated.
+    pub completed: u64,
+    /// Tasks spawned here that are alive now (`spawned - completed`).
+    pub live: u64,
+    /// Age of the oldest live task spawned here, when known.
+    pub oldest_live_ns: Option<u64>,
+    /// Number of polls.
+    pub polls: u64,
+    /// Poll durations.
+    pub poll_time: Histogram,
+    /// Wake-to-poll latency, when schedule-latency tracking is on.
+    pub schedule_latency: Option<Histogram>,
+    /// This location's live count keeps growing (see the leak rule in the docs).
+    pub leak_suspect: bool,
+    /// The location belongs to the probe itself (its heartbeat task).
+    pub internal: bool,
+}
+
+/// Figures for one runtime thread slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    /// Slot index (stable for the life of the thread).
+    pub index: u32,
+    /// Kernel thread id, 0 if the thread has gone.
+    pub tid: i32,
+    /// Polls run on this thread.
+    pub polls: u64,
+    /// Time spent in polls, nanoseconds.
+    pub busy_ns: u64,
+    /// Poll durations on this thread.
+    pub poll_time: Histogram,
+}
+
+// === Runtime and pools ===
+
+/// Tokio runtime metrics (through tokio-metrics' `RuntimeMonitor`) for the last interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeStats {
+    /// Worker threads.
+    pub workers: u64,
+    /// Tasks alive in the runtime.
+    pub live_tasks: u64,
+    /// Share of the interval the workers were busy, 0.0 ..= 1.0.
+    pub busy_ratio: f64,
+    /// Tasks in the global (injection) queue.
+    pub global_queue_depth: u64,
+    /// Tasks in all workers' local queues (needs `tokio_unstable`).
+    pub local_queue_depth: u64,
+    /// Tasks stolen between workers in the interval (needs `tokio_unstable`).
+    pub steals: u64,
+    /// Times workers parked in the interval.
+    pub parks: u64,
+    /// Polls in the interval (needs `tokio_unstable`).
+    pub polls: u64,
+    /// Blocking-pool threads (needs `tokio_unstable`).
+    pub blocking_threads: u64,
+    /// Idle blocking-pool threads (needs `tokio_unstable`).
+    pub idle_blocking_threads: u64,
+    /// Tasks queued for the blocking pool (needs `tokio_unstable`).
+    pub blocking_queue_depth: u64,
+}
+
+/// Gauges and wait times for one pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// Name given when the pool was registered.
+    pub name: String,
+    /// Permits or connections handed out.
+    pub in_use: u64,
+    /// Permits or connections ready to hand out.
+    pub idle: u64,
+    /// Capacity.
+    pub max: u64,
+    /// Callers waiting to acquire.
+    pub waiters: u64,
+    /// Successful acquisitions, ever.
+    pub acquired: u64,
+    /// How long acquisitions waited.
+    pub wait_time: Histogram,
+}
+
+impl PoolStats {
+    /// Every unit is handed out and somebody is waiting.
+    pub fn saturated(&self) -> bool {
+        self.max > 0 && self.in_use >= self.max && self.waiters > 0
+    }
+}
+
+/// How late the probe's heartbeat timer was polled after its deadline.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagStats {
+    /// Heartbeat period, nanoseconds.
+    pub period_ns: u64,
+    /// Lag of every heartbeat.
+    pub lag: Histogram,
+    /// Lag of the most recent heartbeat, nanoseconds.
+    pub last_ns: u64,
+}
+
+// === Alerts ===
+
+/// The kinds of alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AlertKind {
+    /// A poll blocked a worker.
+    BlockingPoll,
+    /// A spawn location's live count keeps growing.
+    LeakSuspect,
+    /// A pool has every unit in use and callers waiting.
+    PoolSaturated,
+    /// The blocking pool has work queued and no idle thread.
+    BlockingPoolStarved,
+    /// The heartbeat timer fired late.
+    LoopLag,
+    /// The probe dropped data.
+    DroppedData,
+}
+
+/// One active alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What kind.
+    pub kind: AlertKind,
+    /// One-line summary naming the culprit.
+    pub summary: String,
+    /// What to do about it.
+    pub what_to_do: String,
+}
+
+// === Snapshot ===
+
+/// Data the probe had to drop, and failures it absorbed. All cumulative.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Stack samples requested but not captured.
+    pub samples: u64,
+    /// Spawn/terminate events dropped because a ring was full (counts stay exact; ages may not).
+    pub task_events: u64,
+    /// Threads that found no free slot (their polls are not measured).
+    pub threads_without_slot: u64,
+    /// Polls or spawns whose location did not fit the location table (counted in an overflow row).
+    pub location_overflow: u64,
+    /// Stall records dropped because the stall queue was full.
+    pub stalls: u64,
+    /// Live tasks not tracked for age because the tracking table was full.
+    pub untracked_tasks: u64,
+    /// Panics caught inside the probe's own threads.
+    pub probe_panics: u64,
+    /// Snapshots a subscriber did not take in time.
+    pub subscriber_updates: u64,
+}
+
+impl Drops {
+    /// Sum of everything dropped.
+    pub fn total(&self) -> u64 {
+        self.samples
+            + self.task_events
+            + self.threads_without_slot
+            + self.location_overflow
+            + self.stalls
+            + self.untracked_tasks
+            + self.probe_panics
+            + self.subscriber_updates
+    }
+}
+
+/// Facts about the probed process that do not change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub name: String,
+    /// Probe version.
+    pub probe_version: String,
+    /// Whether the probe was built with `--cfg tokio_unstable`.
+    pub tokio_unstable: bool,
+    /// Measures this build cannot provide, with the reason.
+    pub missing: Vec<String>,
+    /// Stall threshold, nanoseconds.
+    pub stall_threshold_ns: u64,
+    /// Stack sampling interval during a stall, nanoseconds.
+    pub sample_interval_ns: u64,
+    /// Whether native stacks can be sampled here.
+    pub stack_sampling: bool,
+}
+
+/// Cumulative state of the probe, produced once per aggregation interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Schema version, [`SCHEMA_VERSION`].
+    pub schema: u32,
+    /// Sequence number, starting at 1.
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Time since the probe started, nanoseconds.
+    pub uptime_ns: u64,
+    /// Facts about the process.
+    pub process: ProcessInfo,
+    /// Per runtime thread.
+    pub workers: Vec<WorkerStats>,
+    /// Per spawn location.
+    pub locations: Vec<LocationStats>,
+    /// Recent stalls (bounded; oldest first). `stall_count` counts all of them.
+    pub stalls: Vec<Stall>,
+    /// Stalls ever seen.
+    pub stall_count: u64,
+    /// Time spent stalled, ever, nanoseconds.
+    pub stalled_ns: u64,
+    /// Loop lag.
+    pub lag: LagStats,
+    /// Runtime metrics of the last interval, when a runtime monitor is running.
+    pub runtime: Option<RuntimeStats>,
+    /// Registered pools.
+    pub pools: Vec<PoolStats>,
+    /// Active alerts.
+    pub alerts: Vec<Alert>,
+    /// What the probe dropped.
+    pub drops: Drops,
+}
+
+impl Snapshot {
+    /// The figures for one spawn location, looked up by a suffix of `file:line:col`.
+    pub fn location(&self, suffix: &str) -> Option<&LocationStats> {
+        self.locations.iter().find(|l| l.location.ends_with(suffix))
+    }
+
+    /// Stalls that have ended.
+    pub fn finished_stalls(&self) -> impl Iterator<Item = &Stall> {
+        self.stalls.iter().filter(|s| s.duration_ns.is_some())
+    }
+}
+
+/// Per-location change over one interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LocationDelta {
+    /// `file:line:col` of the spawn call.
+    pub location: String,
+    /// Tasks spawned in the interval.
+    pub spawned: u64,
+    /// Tasks completed in the interval.
+    pub completed: u64,
+    /// Polls in the interval.
+    pub polls: u64,
+    /// Poll durations in the interval.
+    pub poll_time: Histogram,
+}
+
+/// What changed between two consecutive snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    /// Sequence number of the snapshot that ends this interval.
+    pub seq: u64,
+    /// Length of the interval, nanoseconds.
+    pub duration_ns: u64,
+    /// Per-location changes (only locations with activity).
+    pub locations: Vec<LocationDelta>,
+    /// Stalls that started or ended in the interval.
+    pub stalls: Vec<Stall>,
+    /// Time stalled in the interval, nanoseconds.
+    pub stalled_ns: u64,
+    /// Heartbeat lag in the interval.
+    pub lag: Histogram,
+    /// Drops in the interval.
+    pub drops: Drops,
+}
+
+/// What a subscriber receives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Update {
+    /// The periodic frame: cumulative state plus the interval that led to it.
+    Tick {
+        /// Cumulative state.
+        snapshot: Box<Snapshot>,
+        /// Change since the previous tick.
+        interval: Box<Interval>,
+    },
+    /// A stall has just crossed the threshold (sent at once, before its samples).
+    StallStarted(Stall),
+    /// A stall has ended (sent at once, with its samples).
+    StallEnded(Stall),
+}
