@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stallscope_wire as wire;
-use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, Update, WorkerStats};
+use stallscope_wire::{
+    Interval, LocationDelta, LocationStats, Snapshot, Stall, Update, WorkerStats,
+};
 
 use crate::clock::{clock, now_raw, Clock};
 use crate::hist::TickSum;
@@ -22,6 +24,8 @@ use crate::slots::{EVENT_TERMINATE, FLAG_INSTRUMENTED, LONG_RING};
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
 /// A stall the watchdog saw end but whose exact duration never arrived is closed after this.
 const END_GRACE: Duration = Duration::from_secs(1);
+/// How long `refresh` waits for stalls that have just ended to be closed.
+const SETTLE: Duration = Duration::from_millis(500);
 /// Finalized stall keys remembered, to ignore late watchdog messages for them.
 const RECENT_KEYS: usize = 4096;
 
@@ -29,8 +33,15 @@ const RECENT_KEYS: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum Msg {
     StallStarted(StallStart),
-    Sample { slot: usize, seq: u64, addrs: Vec<u64> },
-    StallEnded { slot: usize, seq: u64 },
+    Sample {
+        slot: usize,
+        seq: u64,
+        addrs: Vec<u64>,
+    },
+    StallEnded {
+        slot: usize,
+        seq: u64,
+    },
     Refresh(SyncSender<()>),
     Stop,
 }
@@ -185,10 +196,12 @@ struct Agg {
     prev_lag: wire::Histogram,
     prev_drops: wire::Drops,
     last_tick: Instant,
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
-    symbolizer: Option<crate::sampler::symbolize::Symbolizer>,
+    /// Whether stacks are sampled (and so symbolized).
+    symbolize: bool,
     runtime: crate::runtime_metrics::Monitor,
     alerts: crate::alerts::Checks,
+    /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
+    pending: Vec<(SyncSender<()>, Instant)>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
@@ -208,7 +221,12 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         stall_count: 0,
         stalled_ticks: 0,
         interval_stalled_ticks: 0,
-        long_tail: shared.slots.slots.iter().map(|s| s.long_head.load(Acquire)).collect(),
+        long_tail: shared
+            .slots
+            .slots
+            .iter()
+            .map(|s| s.long_head.load(Acquire))
+            .collect(),
         long_overrun: 0,
         ages: Ages::default(),
         leak_history: HashMap::new(),
@@ -218,18 +236,30 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         prev_lag: wire::Histogram::default(),
         prev_drops: wire::Drops::default(),
         last_tick: now,
-        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
-        symbolizer: shared.signal.map(|_| crate::sampler::symbolize::Symbolizer::new()),
+        symbolize: shared.signal.is_some(),
         runtime: crate::runtime_metrics::Monitor::new(&handle),
         alerts: crate::alerts::Checks::default(),
+        pending: Vec::new(),
         shared,
     };
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    if agg.symbolize {
+        // Parse debug info now rather than while the first stall waits to be reported.
+        crate::sampler::symbolize::warm_up();
+    }
     let tick_every = agg.shared.config.aggregation_interval;
     let mut next_tick = now + tick_every;
     let mut next_drain = now + DRAIN_EVERY;
     loop {
         let now = Instant::now();
-        let wait = next_tick.min(next_drain).saturating_duration_since(now);
+        let mut wake = next_tick.min(next_drain);
+        if !agg.pending.is_empty() {
+            wake = wake.min(now + Duration::from_millis(1));
+        }
+        let wait = wake.saturating_duration_since(now);
         let msg = rx.recv_timeout(wait);
         let stop = matches!(msg, Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -237,6 +267,9 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
                 agg.handle(m);
             }
             let now = Instant::now();
+            if !agg.pending.is_empty() {
+                agg.answer_refreshes(now);
+            }
             if now >= next_drain {
                 agg.drain();
                 next_drain = now + DRAIN_EVERY;
@@ -302,10 +335,31 @@ impl Agg {
             }
             Msg::Refresh(reply) => {
                 self.drain();
-                self.tick();
-                let _ = reply.try_send(());
+                self.pending.push((reply, Instant::now() + SETTLE));
+                self.answer_refreshes(Instant::now());
             }
             Msg::Stop => {}
+        }
+    }
+
+    /// Answers `refresh` callers once no stall is caught between its end and its record (the
+    /// watchdog notices ends within a scan period), or at their deadline.
+    fn answer_refreshes(&mut self, now: Instant) {
+        self.drain();
+        let slots = &self.shared.slots.slots;
+        // A stall whose poll has ended (its slot moved on) but that is not closed yet.
+        let unsettled = self.active.values().any(|r| {
+            let moved_on = slots
+                .get(r.start.slot)
+                .is_none_or(|s| s.poll.seq.load(Acquire) != r.start.seq);
+            moved_on || (r.ticks.is_some() != r.ended_at.is_some())
+        });
+        if unsettled && self.pending.iter().all(|(_, deadline)| now < *deadline) {
+            return;
+        }
+        self.tick();
+        for (reply, _) in self.pending.drain(..) {
+            let _ = reply.try_send(());
         }
     }
 
@@ -324,7 +378,8 @@ impl Agg {
                 if task & EVENT_TERMINATE != 0 {
                     self.ages.terminate(task & !EVENT_TERMINATE);
                 } else {
-                    self.ages.spawn(task, e.loc.load(Relaxed), e.at.load(Relaxed), cap);
+                    self.ages
+                        .spawn(task, e.loc.load(Relaxed), e.at.load(Relaxed), cap);
                 }
                 i = i.wrapping_add(1);
             }
@@ -370,7 +425,16 @@ impl Agg {
                 Some(rec) => rec.ticks = Some(ticks),
                 None => {
                     // A stall that ended between two watchdog scans: exact, but with no samples.
-                    let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
+                    let s = StallStart {
+                        slot: i,
+                        seq,
+                        start,
+                        task,
+                        loc,
+                        flags,
+                        tid,
+                        detected: start,
+                    };
                     let rec = StallRec {
                         id: self.next_stall_id,
                         start: s,
@@ -393,11 +457,16 @@ impl Agg {
         let ready: Vec<(usize, u64)> = self
             .active
             .iter()
-            .filter(|(_, r)| r.ended_at.is_some_and(|t| r.ticks.is_some() || t.elapsed() >= END_GRACE))
+            .filter(|(_, r)| {
+                r.ended_at
+                    .is_some_and(|t| r.ticks.is_some() || t.elapsed() >= END_GRACE)
+            })
             .map(|(k, _)| *k)
             .collect();
         for key in ready {
-            let Some(mut rec) = self.active.remove(&key) else { continue };
+            let Some(mut rec) = self.active.remove(&key) else {
+                continue;
+            };
             if rec.ticks.is_none() {
                 // The exact duration was overwritten in the ring; fall back to the detection time.
                 rec.ticks = Some(rec.start.detected.saturating_sub(rec.start.start));
@@ -432,7 +501,8 @@ impl Agg {
             .entry(key)
             .or_insert_with(|| {
                 // SAFETY: keys are addresses of `&'static Location<'static>` stored by the hooks.
-                let loc: &'static Location<'static> = unsafe { &*(key as *const Location<'static>) };
+                let loc: &'static Location<'static> =
+                    unsafe { &*(key as *const Location<'static>) };
                 format!("{}:{}:{}", loc.file(), loc.line(), loc.column())
             })
             .clone()
@@ -444,17 +514,24 @@ impl Agg {
         let elapsed_ticks = rec.ticks.unwrap_or_else(|| now.saturating_sub(s.start));
         let mut stacks: Vec<wire::StackCount> = Vec::new();
         let mut in_bip = false;
-        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
-        if let Some(sym) = self.symbolizer.as_mut() {
+        #[cfg(all(
+            target_os = "linux",
+            any(target_arch = "x86_64", target_arch = "aarch64")
+        ))]
+        if self.symbolize && !rec.stacks.is_empty() {
+            use crate::sampler::symbolize;
             let all: Vec<u64> = rec.stacks.keys().flatten().copied().collect();
-            sym.prepare(&all);
+            symbolize::prepare(&all);
             for (addrs, count) in &rec.stacks {
-                let mut frames = sym.frames(addrs);
+                let mut frames = symbolize::frames(addrs);
                 in_bip |= frames.iter().any(|f| f.function.contains("block_in_place"));
-                crate::sampler::symbolize::trim(&mut frames);
+                symbolize::trim(&mut frames);
                 match stacks.iter_mut().find(|x| x.frames == frames) {
                     Some(x) => x.count += count,
-                    None => stacks.push(wire::StackCount { frames, count: *count }),
+                    None => stacks.push(wire::StackCount {
+                        frames,
+                        count: *count,
+                    }),
                 }
             }
         }
@@ -485,7 +562,13 @@ impl Agg {
         let mut locs: HashMap<usize, LocAgg> = HashMap::new();
         let mut overflow = LocAgg::default();
         let mut workers = Vec::new();
-        for (wi, slot) in shared.slots.slots.iter().chain(std::iter::once(&shared.slots.shared)).enumerate() {
+        for (wi, slot) in shared
+            .slots
+            .slots
+            .iter()
+            .chain(std::iter::once(&shared.slots.shared))
+            .enumerate()
+        {
             let mut wsum = TickSum::default();
             let last = slot.locs.len() - 1;
             for (i, e) in slot.locs.iter().enumerate() {
@@ -493,7 +576,11 @@ impl Agg {
                 if key == 0 && i != last {
                     continue;
                 }
-                let agg = if i == last { &mut overflow } else { locs.entry(key).or_default() };
+                let agg = if i == last {
+                    &mut overflow
+                } else {
+                    locs.entry(key).or_default()
+                };
                 agg.spawned += e.spawned.load(Relaxed);
                 agg.terminated += e.terminated.load(Relaxed);
                 let mut p = TickSum::default();
@@ -527,7 +614,9 @@ impl Agg {
             let a = &locs[&key];
             let live = a.spawned.saturating_sub(a.terminated);
             let oldest = self.ages.oldest(key, live);
-            let oldest_live_ns = oldest.filter(|_| live > 0).map(|at| clk.ticks_to_ns(now_raw.saturating_sub(at)));
+            let oldest_live_ns = oldest
+                .filter(|_| live > 0)
+                .map(|at| clk.ticks_to_ns(now_raw.saturating_sub(at)));
             if window_due {
                 let h = self.leak_history.entry(key).or_default();
                 h.push_back(live);
@@ -563,7 +652,10 @@ impl Agg {
         }
         if overflow.spawned > 0 || overflow.poll.count > 0 {
             locations.push(LocationStats {
-                location: format!("(other locations: more than {} per thread)", shared.config.max_locations),
+                location: format!(
+                    "(other locations: more than {} per thread)",
+                    shared.config.max_locations
+                ),
                 spawned: overflow.spawned,
                 completed: overflow.terminated,
                 live: overflow.spawned.saturating_sub(overflow.terminated),
@@ -590,10 +682,20 @@ impl Agg {
 
         let drops = wire::Drops {
             samples: shared.samples_lost.load(Relaxed),
-            task_events: shared.slots.slots.iter().map(|s| s.ev_dropped.load(Relaxed)).sum::<u64>()
+            task_events: shared
+                .slots
+                .slots
+                .iter()
+                .map(|s| s.ev_dropped.load(Relaxed))
+                .sum::<u64>()
                 + shared.slots.shared.ev_dropped.load(Relaxed),
             threads_without_slot: shared.slots.no_slot.load(Relaxed),
-            location_overflow: shared.slots.slots.iter().map(|s| s.loc_overflow.load(Relaxed)).sum::<u64>()
+            location_overflow: shared
+                .slots
+                .slots
+                .iter()
+                .map(|s| s.loc_overflow.load(Relaxed))
+                .sum::<u64>()
                 + shared.slots.shared.loc_overflow.load(Relaxed),
             stalls: shared.stall_msgs_dropped.load(Relaxed) + self.long_overrun,
             untracked_tasks: self.ages.untracked,
@@ -626,7 +728,10 @@ impl Agg {
         snapshot.alerts = self.alerts.evaluate(&snapshot, &interval, &shared.config);
         let snapshot = Arc::new(snapshot);
         *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
-        shared.publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
+        shared.publish(&Update::Tick {
+            snapshot: Box::new((*snapshot).clone()),
+            interval: Box::new(interval),
+        });
         let _ = self.started;
     }
 
@@ -644,14 +749,19 @@ impl Agg {
                     poll_time: l.poll_time.delta(&ph),
                 });
             }
-            self.prev_locs.insert(l.location.clone(), (l.spawned, l.completed, l.polls, l.poll_time.clone()));
+            self.prev_locs.insert(
+                l.location.clone(),
+                (l.spawned, l.completed, l.polls, l.poll_time.clone()),
+            );
         }
         let d = &s.drops;
         let p = &self.prev_drops;
         let drops = wire::Drops {
             samples: d.samples.saturating_sub(p.samples),
             task_events: d.task_events.saturating_sub(p.task_events),
-            threads_without_slot: d.threads_without_slot.saturating_sub(p.threads_without_slot),
+            threads_without_slot: d
+                .threads_without_slot
+                .saturating_sub(p.threads_without_slot),
             location_overflow: d.location_overflow.saturating_sub(p.location_overflow),
             stalls: d.stalls.saturating_sub(p.stalls),
             untracked_tasks: d.untracked_tasks.saturating_sub(p.untracked_tasks),
@@ -666,7 +776,9 @@ impl Agg {
             duration_ns: now.duration_since(self.last_tick).as_nanos() as u64,
             locations,
             stalls: std::mem::take(&mut self.interval_stalls),
-            stalled_ns: self.clock.ticks_to_ns(std::mem::take(&mut self.interval_stalled_ticks)),
+            stalled_ns: self
+                .clock
+                .ticks_to_ns(std::mem::take(&mut self.interval_stalled_ticks)),
             lag,
             drops,
         };
@@ -682,18 +794,26 @@ fn process_info(shared: &Shared) -> wire::ProcessInfo {
             "stalls, stack samples, poll times and per-location task counts: build with RUSTFLAGS=\"--cfg tokio_unstable\" (Tokio's task hooks)"
                 .to_string(),
         );
-        missing.push("blocking-pool gauges, steals and local queue depths: build with --cfg tokio_unstable".to_string());
+        missing.push(
+            "blocking-pool gauges, steals and local queue depths: build with --cfg tokio_unstable"
+                .to_string(),
+        );
     } else if !shared.installed.load(Relaxed) {
-        missing.push("task hooks: Probe::install was not called on the runtime builder".to_string());
+        missing
+            .push("task hooks: Probe::install was not called on the runtime builder".to_string());
     }
     if let Some(p) = &shared.sampling_problem {
         missing.push(format!("native stacks: {p}"));
     }
     if !shared.lag_running.load(Relaxed) {
-        missing.push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
+        missing
+            .push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
     }
     if shared.config.schedule_latency && !cfg!(all(tokio_unstable, feature = "schedule-latency")) {
-        missing.push("schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable".to_string());
+        missing.push(
+            "schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable"
+                .to_string(),
+        );
     }
     wire::ProcessInfo {
         pid: std::process::id(),

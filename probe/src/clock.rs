@@ -28,7 +28,12 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        Clock { inner, ns_per_mega_tick, epoch_raw, epoch_unix_ns }
+        Clock {
+            inner,
+            ns_per_mega_tick,
+            epoch_raw,
+            epoch_unix_ns,
+        }
     }
 
     /// Ticks to nanoseconds (saturating).
@@ -38,15 +43,18 @@ impl Clock {
 
     /// Nanoseconds to ticks (rounded up).
     pub(crate) fn ns_to_ticks(&self, ns: u64) -> u64 {
-        (((ns as u128) << 20).div_ceil(self.ns_per_mega_tick.max(1) as u128)).min(u64::MAX as u128) as u64
+        (((ns as u128) << 20).div_ceil(self.ns_per_mega_tick.max(1) as u128)).min(u64::MAX as u128)
+            as u64
     }
 
     /// Wall-clock time of a raw stamp, nanoseconds since the Unix epoch.
     pub(crate) fn raw_to_unix_ns(&self, raw: u64) -> u64 {
         if raw >= self.epoch_raw {
-            self.epoch_unix_ns.saturating_add(self.ticks_to_ns(raw - self.epoch_raw))
+            self.epoch_unix_ns
+                .saturating_add(self.ticks_to_ns(raw - self.epoch_raw))
         } else {
-            self.epoch_unix_ns.saturating_sub(self.ticks_to_ns(self.epoch_raw - raw))
+            self.epoch_unix_ns
+                .saturating_sub(self.ticks_to_ns(self.epoch_raw - raw))
         }
     }
 }

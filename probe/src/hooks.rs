@@ -29,7 +29,11 @@ fn slot(shared: &Shared) -> &Slot {
     if probe != shared.id {
         return claim(shared);
     }
-    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
+    shared
+        .slots
+        .slots
+        .get(idx as usize)
+        .unwrap_or(&shared.slots.shared)
 }
 
 #[cold]
@@ -39,7 +43,11 @@ fn claim(shared: &Shared) -> &Slot {
     let tid = unsafe { libc::gettid() };
     let idx = shared.slots.claim(tid).unwrap_or(u32::MAX);
     CLAIM.with(|c| c.set((shared.id, idx)));
-    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
+    shared
+        .slots
+        .slots
+        .get(idx as usize)
+        .unwrap_or(&shared.slots.shared)
 }
 
 /// Releases the calling thread's slot (`on_thread_stop`).
@@ -186,7 +194,13 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
     builder.on_task_terminate(move |meta| terminate(&s, task_id_u64(meta.id()), meta.spawned_at()));
     let s = shared.clone();
     builder.on_before_task_poll(move |meta| {
-        before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, schedule_latency(&s, meta))
+        before_poll(
+            &s,
+            task_id_u64(meta.id()),
+            meta.spawned_at(),
+            0,
+            schedule_latency(&s, meta),
+        )
     });
     let s = shared.clone();
     builder.on_after_task_poll(move |_meta| after_poll(&s));

@@ -40,7 +40,12 @@ pub struct PoolGauges {
 impl PoolGauges {
     /// Gauges from their four values.
     pub fn new(in_use: u64, idle: u64, max: u64, waiters: u64) -> PoolGauges {
-        PoolGauges { in_use, idle, max, waiters }
+        PoolGauges {
+            in_use,
+            idle,
+            max,
+            waiters,
+        }
     }
 }
 
@@ -72,14 +77,18 @@ pub struct PoolHandle(Arc<Entry>);
 
 impl std::fmt::Debug for PoolHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolHandle").field("name", &self.0.name).finish()
+        f.debug_struct("PoolHandle")
+            .field("name", &self.0.name)
+            .finish()
     }
 }
 
 impl PoolHandle {
     /// Records one successful acquisition that waited `wait`.
     pub fn record_wait(&self, wait: Duration) {
-        self.0.waits.record_ns(wait.as_nanos().min(u64::MAX as u128) as u64);
+        self.0
+            .waits
+            .record_ns(wait.as_nanos().min(u64::MAX as u128) as u64);
         self.0.acquired.fetch_add(1, Relaxed);
     }
 
@@ -101,7 +110,12 @@ impl PoolHandle {
 
 /// Registers a pool under `name`.
 pub fn register(name: impl Into<String>, gauge: impl PoolGauge) -> PoolHandle {
-    let entry = Arc::new(Entry { name: name.into(), gauge: Box::new(gauge), waits: NsHist::default(), acquired: AtomicU64::new(0) });
+    let entry = Arc::new(Entry {
+        name: name.into(),
+        gauge: Box::new(gauge),
+        waits: NsHist::default(),
+        acquired: AtomicU64::new(0),
+    });
     let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     reg.retain(|w| w.strong_count() > 0);
     reg.push(Arc::downgrade(&entry));
@@ -119,7 +133,8 @@ pub(crate) fn collect() -> Vec<PoolStats> {
         .iter()
         .filter_map(|e| {
             // A user's gauge implementation must not take the aggregator down.
-            let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.gauge.gauges())).ok()?;
+            let g =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.gauge.gauges())).ok()?;
             Some(PoolStats {
                 name: e.name.clone(),
                 in_use: g.in_use,
@@ -159,10 +174,23 @@ impl Semaphore {
         let max = permits as u64;
         let (i, w) = (Arc::downgrade(&inner), waiters.clone());
         let handle = register(name, move || {
-            let idle = i.upgrade().map(|s| s.available_permits() as u64).unwrap_or(0);
-            PoolGauges { in_use: max.saturating_sub(idle), idle, max, waiters: w.load(Relaxed) }
+            let idle = i
+                .upgrade()
+                .map(|s| s.available_permits() as u64)
+                .unwrap_or(0);
+            PoolGauges {
+                in_use: max.saturating_sub(idle),
+                idle,
+                max,
+                waiters: w.load(Relaxed),
+            }
         });
-        Semaphore { inner, waiters, max, handle }
+        Semaphore {
+            inner,
+            waiters,
+            max,
+            handle,
+        }
     }
 
     /// Acquires a permit, counting the caller as a waiter until it has one (or gives up).
@@ -197,6 +225,11 @@ impl Semaphore {
     /// Current gauges.
     pub fn gauges(&self) -> PoolGauges {
         let idle = self.inner.available_permits() as u64;
-        PoolGauges { in_use: self.max.saturating_sub(idle), idle, max: self.max, waiters: self.waiters.load(Relaxed) }
+        PoolGauges {
+            in_use: self.max.saturating_sub(idle),
+            idle,
+            max: self.max,
+            waiters: self.waiters.load(Relaxed),
+        }
     }
 }

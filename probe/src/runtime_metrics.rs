@@ -15,7 +15,9 @@ impl std::fmt::Debug for Monitor {
 impl Monitor {
     pub(crate) fn new(handle: &tokio::runtime::Handle) -> Monitor {
         let monitor = tokio_metrics::RuntimeMonitor::new(handle);
-        Monitor { intervals: Box::new(monitor.intervals()) }
+        Monitor {
+            intervals: Box::new(monitor.intervals()),
+        }
     }
 
     /// Metrics for the time since the previous call.

@@ -1,1 +1,233 @@
-//! Test support.
+//! Test support: run a real runtime with a real probe, then state what the snapshot must show.
+//!
+//! ```ignore
+//! let snap = Service::multi().run(|| async { tokio::spawn(async { culprit() }).await.unwrap() });
+//! expect_stall(&snap).lasting_ms(50, 0.10).naming("culprit").once();
+//! ```
+#![warn(missing_docs, missing_debug_implementations)]
+
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use stallscope_probe::wire::{FrameKind, Snapshot, Stall};
+use stallscope_probe::{Probe, ProbeBuilder};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Tests in one binary share two cores; timing-sensitive ones take this lock so that one test's
+/// CPU loop does not stretch another's measurement.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runtime flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `new_multi_thread` with 2 workers.
+    Multi,
+    /// `new_current_thread`.
+    Current,
+}
+
+/// A real runtime with a real probe.
+#[derive(Debug)]
+pub struct Service {
+    flavor: Flavor,
+    builder: ProbeBuilder,
+    max_blocking: Option<usize>,
+}
+
+impl Service {
+    /// Multi-thread runtime, 2 workers, default probe.
+    pub fn multi() -> Service {
+        Service {
+            flavor: Flavor::Multi,
+            builder: Probe::builder(),
+            max_blocking: None,
+        }
+    }
+
+    /// Current-thread runtime, default probe.
+    pub fn current() -> Service {
+        Service {
+            flavor: Flavor::Current,
+            builder: Probe::builder(),
+            max_blocking: None,
+        }
+    }
+
+    /// Either flavour.
+    pub fn of(flavor: Flavor) -> Service {
+        match flavor {
+            Flavor::Multi => Service::multi(),
+            Flavor::Current => Service::current(),
+        }
+    }
+
+    /// Adjusts the probe builder.
+    pub fn probe(mut self, f: impl FnOnce(ProbeBuilder) -> ProbeBuilder) -> Service {
+        self.builder = f(self.builder);
+        self
+    }
+
+    /// Caps the blocking pool.
+    pub fn max_blocking_threads(mut self, n: usize) -> Service {
+        self.max_blocking = Some(n);
+        self
+    }
+
+    /// Builds the runtime and the probe, runs `body` to completion inside it, shuts the runtime
+    /// down (so every hook of every poll has run: Tokio wakes a task's joiner before its
+    /// after-poll hook), and returns the probe's snapshot taken then.
+    pub fn run<F, Fut>(self, body: F) -> Snapshot
+    where
+        F: FnOnce(Probe) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let (snap, _) = self.run_with(|p| async move {
+            body(p).await;
+        });
+        snap
+    }
+
+    /// Like [`run`](Self::run), also returning the body's output.
+    pub fn run_with<F, Fut, T>(self, body: F) -> (Snapshot, T)
+    where
+        F: FnOnce(Probe) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let probe = self.builder.build().expect("probe settings");
+        let mut b = match self.flavor {
+            Flavor::Multi => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(2);
+                b
+            }
+            Flavor::Current => tokio::runtime::Builder::new_current_thread(),
+        };
+        b.enable_all();
+        if let Some(n) = self.max_blocking {
+            b.max_blocking_threads(n);
+        }
+        probe.install(&mut b);
+        let rt = b.build().expect("runtime");
+        let guard = probe.start(rt.handle());
+        let out = rt.block_on(body(probe.clone()));
+        drop(rt);
+        let snap = probe
+            .refresh(Duration::from_secs(10))
+            .expect("a snapshot after the run");
+        drop(guard);
+        ((*snap).clone(), out)
+    }
+}
+
+/// Expectations about the stalls of a snapshot.
+#[derive(Debug)]
+pub struct StallExpect<'a> {
+    snap: &'a Snapshot,
+    matching: Vec<&'a Stall>,
+    what: String,
+}
+
+/// Starts an expectation over the finished stalls of `snap`.
+pub fn expect_stall(snap: &Snapshot) -> StallExpect<'_> {
+    StallExpect {
+        snap,
+        matching: snap.finished_stalls().collect(),
+        what: "stalls".into(),
+    }
+}
+
+/// Names of the user frames of a stall's most sampled stack, innermost first.
+pub fn user_frames(s: &Stall) -> Vec<String> {
+    s.stacks
+        .iter()
+        .max_by_key(|st| st.count)
+        .map(|st| {
+            st.frames
+                .iter()
+                .filter(|f| f.kind == FrameKind::User)
+                .map(|f| f.function.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A compact dump of the stalls, for failure messages.
+pub fn describe(snap: &Snapshot) -> String {
+    let mut o = format!("{} stalls:\n", snap.stall_count);
+    for s in &snap.stalls {
+        o.push_str(&format!(
+            "  {:?} ns at {} worker {} samples {} bip {} user frames {:?}\n",
+            s.duration_ns,
+            s.spawned_at,
+            s.worker,
+            s.sample_count(),
+            s.in_block_in_place,
+            user_frames(s)
+        ));
+        if let Some(st) = s.stacks.first() {
+            for f in st.frames.iter().take(12) {
+                o.push_str(&format!("      {:?} {}\n", f.kind, f.function));
+            }
+        }
+    }
+    o
+}
+
+impl<'a> StallExpect<'a> {
+    /// Only stalls of tasks spawned at a location ending with `suffix` (`file.rs:line`).
+    pub fn spawned_at(mut self, suffix: &str) -> Self {
+        self.matching.retain(|s| s.spawned_at.contains(suffix));
+        self.what = format!("{} spawned at {suffix}", self.what);
+        self
+    }
+
+    /// Only stalls whose top user frames (the first three) include `function`.
+    pub fn naming(mut self, function: &str) -> Self {
+        self.matching
+            .retain(|s| user_frames(s).iter().take(3).any(|f| f.ends_with(function)));
+        self.what = format!("{} naming {function}", self.what);
+        self
+    }
+
+    /// Every matching stall lasted `ms` ± `tolerance` (a fraction).
+    pub fn lasting_ms(self, ms: u64, tolerance: f64) -> Self {
+        let lo = (ms as f64 * (1.0 - tolerance) * 1e6) as u64;
+        let hi = (ms as f64 * (1.0 + tolerance) * 1e6) as u64;
+        for s in &self.matching {
+            let d = s.duration_ns.unwrap_or(0);
+            assert!(
+                (lo..=hi).contains(&d),
+                "{}: duration {d} ns outside {lo}..={hi}\n{}",
+                self.what,
+                describe(self.snap)
+            );
+        }
+        self
+    }
+
+    /// Exactly `n` stalls match.
+    pub fn count(self, n: usize) -> Self {
+        assert_eq!(
+            self.matching.len(),
+            n,
+            "{}: expected {n}\n{}",
+            self.what,
+            describe(self.snap)
+        );
+        self
+    }
+
+    /// Exactly one stall matches.
+    pub fn once(self) -> Self {
+        self.count(1)
+    }
+
+    /// The matching stalls.
+    pub fn stalls(&self) -> &[&'a Stall] {
+        &self.matching
+    }
+}

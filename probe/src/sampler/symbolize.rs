@@ -2,7 +2,8 @@
 //! and trimming of the probe's and Tokio's poll machinery. Runs on the aggregator thread.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
@@ -11,81 +12,146 @@ use stallscope_wire::{Frame, FrameKind};
 
 /// Cache entries kept before the cache is cleared.
 const CACHE_LIMIT: usize = 200_000;
+/// How long a caller waits for the symbolizer thread.
+const WAIT: Duration = Duration::from_secs(10);
 
-/// Address → frames (innermost first; an address inside inlined code yields several frames).
-pub(crate) struct Symbolizer {
-    blaze: Blaze,
-    cache: HashMap<u64, Arc<[Frame]>>,
+type Request = (Vec<u64>, mpsc::SyncSender<Vec<Vec<Frame>>>);
+
+/// One symbolizer per process, shared by every probe: blazesym's symbolizer is not `Send`, so
+/// it lives on its own thread, and its DWARF parsing and the address cache serve every probe.
+struct Service {
+    tx: Mutex<mpsc::Sender<Request>>,
+    cache: Mutex<HashMap<u64, Arc<[Frame]>>>,
 }
 
-impl std::fmt::Debug for Symbolizer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Symbolizer").field("cached", &self.cache.len()).finish()
+static SERVICE: OnceLock<Option<Service>> = OnceLock::new();
+
+fn service() -> Option<&'static Service> {
+    SERVICE
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Request>();
+            let spawned = std::thread::Builder::new()
+                .name("stallscope-symbolizer".into())
+                .spawn(move || {
+                    let blaze = Blaze::builder()
+                        .enable_code_info(true)
+                        .enable_inlined_fns(true)
+                        .enable_demangling(true)
+                        .build();
+                    while let Ok((addrs, reply)) = rx.recv() {
+                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            symbolize(&blaze, &addrs)
+                        }))
+                        .unwrap_or_else(|_| addrs.iter().map(|a| vec![unknown(*a)]).collect());
+                        let _ = reply.try_send(out);
+                    }
+                });
+            spawned.ok().map(|_| Service {
+                tx: Mutex::new(tx),
+                cache: Mutex::new(HashMap::new()),
+            })
+        })
+        .as_ref()
+}
+
+fn symbolize(blaze: &Blaze, addrs: &[u64]) -> Vec<Vec<Frame>> {
+    let mut process = Process::new(Pid::Slf);
+    process.perf_map = false;
+    process.map_files = false;
+    let src = Source::Process(process);
+    // On failure every address stays unknown (shown as hex) rather than failing the stall.
+    let results = blaze
+        .symbolize(&src, Input::AbsAddr(addrs))
+        .unwrap_or_default();
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| match results.get(i) {
+            Some(Symbolized::Sym(sym)) => frames_of(sym),
+            _ => vec![unknown(*addr)],
+        })
+        .collect()
+}
+
+/// Symbolizes every address not yet in the cache, in one batch.
+pub(crate) fn prepare(addrs: &[u64]) {
+    let Some(svc) = service() else { return };
+    let mut missing: Vec<u64> = {
+        let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
+        addrs
+            .iter()
+            .copied()
+            .filter(|a| !cache.contains_key(a))
+            .collect()
+    };
+    if missing.is_empty() {
+        return;
+    }
+    missing.sort_unstable();
+    missing.dedup();
+    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+    let sent = svc
+        .tx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((missing.clone(), reply_tx));
+    if sent.is_err() {
+        return;
+    }
+    let Ok(frames) = reply_rx.recv_timeout(WAIT) else {
+        return;
+    };
+    let mut cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() + missing.len() > CACHE_LIMIT {
+        cache.clear();
+    }
+    for (a, f) in missing.into_iter().zip(frames) {
+        cache.insert(a, f.into());
     }
 }
 
-impl Symbolizer {
-    pub(crate) fn new() -> Symbolizer {
-        let blaze = Blaze::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .build();
-        Symbolizer { blaze, cache: HashMap::new() }
+/// Frames for a stack of lookup addresses (innermost first). Call `prepare` first.
+pub(crate) fn frames(addrs: &[u64]) -> Vec<Frame> {
+    let mut out = Vec::with_capacity(addrs.len());
+    let cache = service().map(|s| s.cache.lock().unwrap_or_else(|e| e.into_inner()));
+    for a in addrs {
+        match cache.as_ref().and_then(|c| c.get(a)) {
+            Some(f) => out.extend(f.iter().cloned()),
+            None => out.push(unknown(*a)),
+        }
     }
+    out
+}
 
-    /// Symbolizes every address not yet in the cache, in one batch.
-    pub(crate) fn prepare(&mut self, addrs: &[u64]) {
-        let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.cache.contains_key(a)).collect();
-        if missing.is_empty() {
-            return;
-        }
-        missing.sort_unstable();
-        missing.dedup();
-        if self.cache.len() + missing.len() > CACHE_LIMIT {
-            self.cache.clear();
-        }
-        let mut process = Process::new(Pid::Slf);
-        process.perf_map = false;
-        process.map_files = false;
-        let src = Source::Process(process);
-        // On failure every address stays unknown (shown as hex) rather than failing the stall.
-        let results = self.blaze.symbolize(&src, Input::AbsAddr(&missing[..])).unwrap_or_default();
-        for (i, addr) in missing.iter().enumerate() {
-            let frames = match results.get(i) {
-                Some(Symbolized::Sym(sym)) => frames_of(sym),
-                _ => vec![unknown(*addr)],
-            };
-            self.cache.insert(*addr, frames.into());
-        }
-    }
-
-    /// Frames for a stack of lookup addresses (innermost first). Call `prepare` first.
-    pub(crate) fn frames(&self, addrs: &[u64]) -> Vec<Frame> {
-        let mut out = Vec::with_capacity(addrs.len());
-        for a in addrs {
-            match self.cache.get(a) {
-                Some(f) => out.extend(f.iter().cloned()),
-                None => out.push(unknown(*a)),
-            }
-        }
-        out
-    }
+/// Parses the executable's debug information ahead of the first stall.
+pub(crate) fn warm_up() {
+    prepare(&[warm_up as *const () as usize as u64]);
 }
 
 fn unknown(addr: u64) -> Frame {
-    Frame { function: format!("{addr:#x}"), file: None, line: None, inlined: false, kind: FrameKind::Unknown }
+    Frame {
+        function: format!("{addr:#x}"),
+        file: None,
+        line: None,
+        inlined: false,
+        kind: FrameKind::Unknown,
+    }
 }
 
 fn path_of(ci: &blazesym::symbolize::CodeInfo<'_>) -> String {
     match &ci.dir {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.join(&*ci.file).to_string_lossy().into_owned(),
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            dir.join(&*ci.file).to_string_lossy().into_owned()
+        }
         _ => ci.file.to_string_lossy().into_owned(),
     }
 }
 
 fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
-    let module = sym.module.as_ref().map(|m| m.to_string_lossy().into_owned());
+    let module = sym
+        .module
+        .as_ref()
+        .map(|m| m.to_string_lossy().into_owned());
     // blazesym reports the outer function `f` with inlined calls `g`, `h` (outermost first).
     // `sym.code_info` is the line inside `f` (where `g` was inlined), and each inlined
     // function's `code_info` is the line inside that function (checked against std's
@@ -94,7 +160,11 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
     names.extend(sym.inlined.iter().map(|i| (i.name.as_ref(), true)));
     let mut locs: Vec<Option<(String, Option<u32>)>> = Vec::with_capacity(names.len());
     for i in 0..names.len() {
-        let ci = if i == 0 { sym.code_info.as_deref() } else { sym.inlined[i - 1].code_info.as_ref() };
+        let ci = if i == 0 {
+            sym.code_info.as_deref()
+        } else {
+            sym.inlined[i - 1].code_info.as_ref()
+        };
         locs.push(ci.map(|c| (path_of(c), c.line)));
     }
     let mut out: Vec<Frame> = names
@@ -106,7 +176,13 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
                 None => (None, None),
             };
             let kind = classify(name, file.as_deref(), module.as_deref());
-            Frame { function: name.to_string(), file, line, inlined: *inlined, kind }
+            Frame {
+                function: name.to_string(),
+                file,
+                line,
+                inlined: *inlined,
+                kind,
+            }
         })
         .collect();
     out.reverse();
@@ -121,7 +197,9 @@ pub(crate) fn crate_of(function: &str) -> &str {
         s = s.trim_start_matches(p);
     }
     s = s.trim_start_matches(['<', '&']);
-    let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
+    let end = s
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
     &s[..end]
 }
 
@@ -134,7 +212,11 @@ pub(crate) fn classify(function: &str, file: Option<&str>, module: Option<&str>)
             return FrameKind::Std;
         }
         if let Some(dep) = registry_crate(f) {
-            return if dep.starts_with("tokio-") && !dep.starts_with("tokio-metrics") { FrameKind::Tokio } else { FrameKind::Library };
+            return if dep.starts_with("tokio-") && !dep.starts_with("tokio-metrics") {
+                FrameKind::Tokio
+            } else {
+                FrameKind::Library
+            };
         }
     }
     let krate = crate_of(function);
@@ -158,7 +240,9 @@ pub(crate) fn classify(function: &str, file: Option<&str>, module: Option<&str>)
 
 /// `tokio-1.54.1` for a path inside a crate downloaded by cargo.
 fn registry_crate(path: &str) -> Option<&str> {
-    let i = path.find("/.cargo/registry/src/").or_else(|| path.find("/.cargo/git/checkouts/"))?;
+    let i = path
+        .find("/.cargo/registry/src/")
+        .or_else(|| path.find("/.cargo/git/checkouts/"))?;
     let rest = &path[i..];
     // .../registry/src/<index>/<crate-version>/...
     rest.split('/').nth(5).filter(|s| !s.is_empty())
@@ -185,7 +269,8 @@ fn is_poll_boundary(f: &Frame) -> bool {
                 || p.ends_with("/src/task/local.rs")
         });
     let probe_path = f.file.as_deref().is_some_and(|p| {
-        p.ends_with("/src/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
+        p.ends_with("/src/instrument.rs")
+            && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
     });
     by_name || by_path || probe_path
 }
@@ -205,7 +290,10 @@ pub(crate) fn trim(frames: &mut Vec<Frame>) {
     }
     while frames.last().is_some_and(|f| {
         let n = f.function.as_str();
-        n.starts_with("std::sys::") || n.contains("start_thread") || n.contains("clone") || n.starts_with("core::ops::function")
+        n.starts_with("std::sys::")
+            || n.contains("start_thread")
+            || n.contains("clone")
+            || n.starts_with("core::ops::function")
     }) && frames.len() > 1
     {
         frames.pop();
@@ -228,21 +316,68 @@ mod tests {
 
     #[test]
     fn crates_are_read_through_trait_impls() {
-        assert_eq!(crate_of("<tokio::runtime::task::core::Core<T,S>>::poll"), "tokio");
-        assert_eq!(crate_of("<&mut F as core::future::future::Future>::poll"), "F");
+        assert_eq!(
+            crate_of("<tokio::runtime::task::core::Core<T,S>>::poll"),
+            "tokio"
+        );
+        assert_eq!(
+            crate_of("<&mut F as core::future::future::Future>::poll"),
+            "F"
+        );
         assert_eq!(crate_of("my_service::handler::{{closure}}"), "my_service");
         assert_eq!(crate_of("clock_nanosleep"), "clock_nanosleep");
     }
 
     #[test]
     fn classification_separates_user_std_tokio_and_libraries() {
-        assert_eq!(classify("std::thread::sleep", Some("/rustc/abc/library/std/src/thread/mod.rs"), None), FrameKind::Std);
-        assert_eq!(classify("tokio::task::block_in_place", None, None), FrameKind::Tokio);
-        assert_eq!(classify("clock_nanosleep", None, Some("/usr/lib/x86_64-linux-gnu/libc.so.6")), FrameKind::Library);
-        assert_eq!(classify("serde_json::from_str", Some("/root/.cargo/registry/src/x/serde_json-1/src/de.rs"), None), FrameKind::Library);
-        assert_eq!(classify("{closure#0}", Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/core.rs"), None), FrameKind::Tokio);
-        assert_eq!(classify("{async_block#0}", Some("/srv/app/src/main.rs"), None), FrameKind::User);
-        assert_eq!(classify("svc::culprit", Some("/work/svc/src/main.rs"), Some("/work/svc/target/release/svc")), FrameKind::User);
+        assert_eq!(
+            classify(
+                "std::thread::sleep",
+                Some("/rustc/abc/library/std/src/thread/mod.rs"),
+                None
+            ),
+            FrameKind::Std
+        );
+        assert_eq!(
+            classify("tokio::task::block_in_place", None, None),
+            FrameKind::Tokio
+        );
+        assert_eq!(
+            classify(
+                "clock_nanosleep",
+                None,
+                Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+            ),
+            FrameKind::Library
+        );
+        assert_eq!(
+            classify(
+                "serde_json::from_str",
+                Some("/root/.cargo/registry/src/x/serde_json-1/src/de.rs"),
+                None
+            ),
+            FrameKind::Library
+        );
+        assert_eq!(
+            classify(
+                "{closure#0}",
+                Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/core.rs"),
+                None
+            ),
+            FrameKind::Tokio
+        );
+        assert_eq!(
+            classify("{async_block#0}", Some("/srv/app/src/main.rs"), None),
+            FrameKind::User
+        );
+        assert_eq!(
+            classify(
+                "svc::culprit",
+                Some("/work/svc/src/main.rs"),
+                Some("/work/svc/target/release/svc")
+            ),
+            FrameKind::User
+        );
     }
 
     #[test]
@@ -252,14 +387,34 @@ mod tests {
             fr("std::thread::sleep", Some("/rustc/x/std/src/thread/mod.rs")),
             fr("svc::culprit", Some("/w/src/main.rs")),
             fr("svc::handler::{{closure}}", Some("/w/src/main.rs")),
-            fr("<core::pin::Pin<P> as core::future::future::Future>::poll", Some("/rustc/x/core/src/future/future.rs")),
-            fr("poll<svc::Root>", Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/trace/mod.rs")),
-            fr("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}", None),
-            fr("tokio::runtime::scheduler::multi_thread::worker::Context::run", None),
+            fr(
+                "<core::pin::Pin<P> as core::future::future::Future>::poll",
+                Some("/rustc/x/core/src/future/future.rs"),
+            ),
+            fr(
+                "poll<svc::Root>",
+                Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/trace/mod.rs"),
+            ),
+            fr(
+                "tokio::runtime::task::core::Core<T,S>::poll::{{closure}}",
+                None,
+            ),
+            fr(
+                "tokio::runtime::scheduler::multi_thread::worker::Context::run",
+                None,
+            ),
             fr("start_thread", None),
         ];
         trim(&mut frames);
         let names: Vec<_> = frames.iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(names, ["clock_nanosleep", "std::thread::sleep", "svc::culprit", "svc::handler::{{closure}}"]);
+        assert_eq!(
+            names,
+            [
+                "clock_nanosleep",
+                "std::thread::sleep",
+                "svc::culprit",
+                "svc::handler::{{closure}}"
+            ]
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 use std::ffi::CStr;
 use std::ops::Range;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use framehop::{ExplicitModuleSectionInfo, Module, Unwinder as _};
@@ -25,17 +26,99 @@ type Inner = framehop::aarch64::UnwinderAarch64<Vec<u8>>;
 #[cfg(target_arch = "aarch64")]
 type Cache = framehop::aarch64::CacheAarch64;
 
-/// The unwinder and its module list.
+/// The module list, loaded once per process and shared by every probe's watchdog (reading the
+/// executable's unwind tables can take tens of milliseconds; a watchdog must not spend that
+/// while a stall is starting). framehop's unwinder is cheap to clone.
+#[derive(Clone)]
+struct Modules {
+    inner: Inner,
+    ranges: Vec<Range<u64>>,
+    loaded_at: Instant,
+}
+
+static MODULES: Mutex<Option<Modules>> = Mutex::new(None);
+
+/// Loads the module list if no probe has yet. Called from `ProbeBuilder::build`.
+pub(crate) fn preload() {
+    let mut m = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+    if m.is_none() {
+        *m = Some(load_modules());
+    }
+}
+
+/// Returns the shared modules, reloading them first if `stale` and the last load is more than a
+/// second old.
+fn modules(stale: bool) -> Modules {
+    let mut m = MODULES.lock().unwrap_or_else(|e| e.into_inner());
+    let reload = match &*m {
+        None => true,
+        Some(cur) => stale && cur.loaded_at.elapsed() >= Duration::from_secs(1),
+    };
+    if reload {
+        *m = Some(load_modules());
+    }
+    m.clone().unwrap_or_else(load_modules)
+}
+
+fn load_modules() -> Modules {
+    let mut inner = Inner::new();
+    let mut ranges = Vec::new();
+    for (n, l) in loaded_objects().iter().enumerate() {
+        let Some(lo) = l.loads.iter().map(|(v, _)| *v).min() else {
+            continue;
+        };
+        let hi = l.loads.iter().map(|(v, s)| v + s).max().unwrap_or(lo);
+        let avma = l.bias + lo..l.bias + hi;
+        let module = if l.name.contains("vdso") || l.name.contains("linux-gate") {
+            // SAFETY: the vDSO image is mapped read-only for the life of the process.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(avma.start as *const u8, (hi - lo) as usize) };
+            module_from(l, bytes, avma.clone())
+        } else {
+            let path = if l.name.is_empty() && n == 0 {
+                "/proc/self/exe".to_string()
+            } else {
+                l.name.clone()
+            };
+            if path.is_empty() {
+                continue;
+            }
+            let Ok(file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            // SAFETY: a read-only private mapping of a loaded object's file; if the file is
+            // replaced on disk the mapping keeps the old inode.
+            match unsafe { memmap2::Mmap::map(&file) } {
+                Ok(map) => module_from(l, &map, avma.clone()),
+                Err(_) => None,
+            }
+        };
+        if let Some(m) = module {
+            inner.add_module(m);
+            ranges.push(avma);
+        }
+    }
+    Modules {
+        inner,
+        ranges,
+        loaded_at: Instant::now(),
+    }
+}
+
+/// A watchdog's unwinder: a clone of the shared modules plus its own rule cache.
 pub(crate) struct Unwinder {
     inner: Inner,
     cache: Cache,
     ranges: Vec<Range<u64>>,
-    last_refresh: Option<Instant>,
+    loaded_at: Instant,
+    checked_at: Instant,
 }
 
 impl std::fmt::Debug for Unwinder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unwinder").field("modules", &self.ranges.len()).finish()
+        f.debug_struct("Unwinder")
+            .field("modules", &self.ranges.len())
+            .finish()
     }
 }
 
@@ -56,7 +139,9 @@ unsafe extern "C" fn collect_cb(
     let name = if info.dlpi_name.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(info.dlpi_name).to_string_lossy().into_owned()
+        CStr::from_ptr(info.dlpi_name)
+            .to_string_lossy()
+            .into_owned()
     };
     let mut loads = Vec::new();
     for i in 0..info.dlpi_phnum as usize {
@@ -65,14 +150,23 @@ unsafe extern "C" fn collect_cb(
             loads.push((ph.p_vaddr, ph.p_memsz));
         }
     }
-    out.push(Loaded { name, bias: info.dlpi_addr, loads });
+    out.push(Loaded {
+        name,
+        bias: info.dlpi_addr,
+        loads,
+    });
     0
 }
 
 fn loaded_objects() -> Vec<Loaded> {
     let mut out: Vec<Loaded> = Vec::new();
     // SAFETY: the callback only reads the phdr info handed to it and pushes into `out`.
-    unsafe { libc::dl_iterate_phdr(Some(collect_cb), &mut out as *mut Vec<Loaded> as *mut libc::c_void) };
+    unsafe {
+        libc::dl_iterate_phdr(
+            Some(collect_cb),
+            &mut out as *mut Vec<Loaded> as *mut libc::c_void,
+        )
+    };
     out
 }
 
@@ -108,45 +202,29 @@ fn module_from(l: &Loaded, data: &[u8], avma: Range<u64>) -> Option<Module<Vec<u
 
 impl Unwinder {
     pub(crate) fn new() -> Unwinder {
-        let mut u = Unwinder { inner: Inner::new(), cache: Cache::new(), ranges: Vec::new(), last_refresh: None };
-        u.refresh();
-        u
+        let m = modules(false);
+        Unwinder {
+            inner: m.inner,
+            cache: Cache::new(),
+            ranges: m.ranges,
+            loaded_at: m.loaded_at,
+            checked_at: Instant::now(),
+        }
     }
 
-    /// Reloads the module list (at most once a second).
+    /// Picks up a newer module list (a library was loaded since).
     fn refresh(&mut self) {
-        if self.last_refresh.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+        if self.checked_at.elapsed() < Duration::from_secs(1) {
             return;
         }
-        self.last_refresh = Some(Instant::now());
-        let mut inner = Inner::new();
-        let mut ranges = Vec::new();
-        for (n, l) in loaded_objects().iter().enumerate() {
-            let Some(lo) = l.loads.iter().map(|(v, _)| *v).min() else { continue };
-            let hi = l.loads.iter().map(|(v, s)| v + s).max().unwrap_or(lo);
-            let avma = l.bias + lo..l.bias + hi;
-            let module = if l.name.contains("vdso") || l.name.contains("linux-gate") {
-                // SAFETY: the vDSO image is mapped read-only for the life of the process.
-                let bytes = unsafe { std::slice::from_raw_parts(avma.start as *const u8, (hi - lo) as usize) };
-                module_from(l, bytes, avma.clone())
-            } else {
-                let path = if l.name.is_empty() && n == 0 { "/proc/self/exe".to_string() } else { l.name.clone() };
-                if path.is_empty() {
-                    continue;
-                }
-                match std::fs::read(&path) {
-                    Ok(data) => module_from(l, &data, avma.clone()),
-                    Err(_) => None,
-                }
-            };
-            if let Some(m) = module {
-                inner.add_module(m);
-                ranges.push(avma);
-            }
+        self.checked_at = Instant::now();
+        let m = modules(true);
+        if m.loaded_at != self.loaded_at {
+            self.inner = m.inner;
+            self.ranges = m.ranges;
+            self.loaded_at = m.loaded_at;
+            self.cache = Cache::new();
         }
-        self.inner = inner;
-        self.cache = Cache::new();
-        self.ranges = ranges;
     }
 
     fn known(&self, addr: u64) -> bool {
@@ -170,7 +248,9 @@ impl Unwinder {
         let uregs = framehop::x86_64::UnwindRegsX86_64::new(regs.ip, regs.sp, regs.fp);
         #[cfg(target_arch = "aarch64")]
         let uregs = framehop::aarch64::UnwindRegsAarch64::new(regs.lr, regs.sp, regs.fp);
-        let mut iter = self.inner.iter_frames(regs.ip, uregs, &mut self.cache, &mut read);
+        let mut iter = self
+            .inner
+            .iter_frames(regs.ip, uregs, &mut self.cache, &mut read);
         while let Ok(Some(frame)) = iter.next() {
             out.push(frame.address_for_lookup());
             if out.len() >= MAX_FRAMES {

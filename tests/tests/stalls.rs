@@ -1,0 +1,173 @@
+//! A 50 ms `thread::sleep`, a 50 ms CPU loop and a 50 ms mutex wait are each reported once,
+//! with a duration within ±10% and the culprit function among the top user frames, on both
+//! runtime flavours. Run in release (`debug = "line-tables-only"` in the workspace profile).
+
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use stallscope_tests::{describe, expect_stall, serial, Flavor, Service};
+
+const STALL: Duration = Duration::from_millis(50);
+
+#[inline(never)]
+fn culprit_sleep() {
+    std::thread::sleep(black_box(STALL));
+    black_box(());
+}
+
+#[inline(never)]
+fn culprit_spin() -> u64 {
+    let start = Instant::now();
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    while start.elapsed() < STALL {
+        for _ in 0..1_000 {
+            x = black_box(x.rotate_left(7) ^ 0xA5A5_A5A5);
+        }
+    }
+    black_box(x)
+}
+
+#[inline(never)]
+fn culprit_lock(m: &Mutex<u64>) -> u64 {
+    let g = m.lock().unwrap();
+    black_box(*g + 1)
+}
+
+fn sleep_stall(flavor: Flavor) {
+    let _s = serial();
+    let snap = Service::of(flavor).run(|_| async {
+        tokio::spawn(async { culprit_sleep() }).await.unwrap();
+    });
+    expect_stall(&snap)
+        .count(1)
+        .naming("culprit_sleep")
+        .once()
+        .lasting_ms(50, 0.10);
+}
+
+fn spin_stall(flavor: Flavor) {
+    let _s = serial();
+    let snap = Service::of(flavor).run(|_| async {
+        tokio::spawn(async { culprit_spin() }).await.unwrap();
+    });
+    expect_stall(&snap)
+        .count(1)
+        .naming("culprit_spin")
+        .once()
+        .lasting_ms(50, 0.10);
+}
+
+fn mutex_stall(flavor: Flavor) {
+    let _s = serial();
+    let snap = Service::of(flavor).run(|_| async {
+        let m = Arc::new(Mutex::new(0u64));
+        let (locked_tx, locked_rx) = tokio::sync::oneshot::channel();
+        let holder = {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                let g = m.lock().unwrap();
+                let _ = locked_tx.send(());
+                std::thread::sleep(STALL);
+                drop(g);
+            })
+        };
+        let task = tokio::spawn(async move {
+            locked_rx.await.unwrap();
+            culprit_lock(&m)
+        });
+        task.await.unwrap();
+        holder.join().unwrap();
+    });
+    expect_stall(&snap)
+        .count(1)
+        .naming("culprit_lock")
+        .once()
+        .lasting_ms(50, 0.10);
+}
+
+#[test]
+fn sleep_is_one_stall_naming_the_culprit_multi_thread() {
+    sleep_stall(Flavor::Multi)
+}
+
+#[test]
+fn sleep_is_one_stall_naming_the_culprit_current_thread() {
+    sleep_stall(Flavor::Current)
+}
+
+#[test]
+fn cpu_loop_is_one_stall_naming_the_culprit_multi_thread() {
+    spin_stall(Flavor::Multi)
+}
+
+#[test]
+fn cpu_loop_is_one_stall_naming_the_culprit_current_thread() {
+    spin_stall(Flavor::Current)
+}
+
+#[test]
+fn mutex_wait_is_one_stall_naming_the_culprit_multi_thread() {
+    mutex_stall(Flavor::Multi)
+}
+
+#[test]
+fn mutex_wait_is_one_stall_naming_the_culprit_current_thread() {
+    mutex_stall(Flavor::Current)
+}
+
+#[test]
+fn ten_thousand_short_polls_give_no_stall() {
+    let _s = serial();
+    for flavor in [Flavor::Multi, Flavor::Current] {
+        let snap = Service::of(flavor).run(|_| async {
+            let mut handles = Vec::new();
+            for _ in 0..100 {
+                handles.push(tokio::spawn(async {
+                    for _ in 0..100 {
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        let polls: u64 = snap
+            .locations
+            .iter()
+            .filter(|l| l.location.contains("stalls.rs"))
+            .map(|l| l.polls)
+            .sum();
+        assert!(polls >= 10_000, "{flavor:?}: only {polls} polls counted");
+        assert_eq!(snap.stall_count, 0, "{flavor:?}: {}", describe(&snap));
+    }
+}
+
+#[test]
+fn a_stall_is_published_while_it_is_still_running() {
+    let _s = serial();
+    Service::multi().run(|probe| async move {
+        let sub = probe.subscribe(1024);
+        let task = tokio::spawn(async {
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        let started = tokio::task::spawn_blocking(move || loop {
+            match sub.recv_timeout(Duration::from_secs(5)) {
+                Some(stallscope_probe::wire::Update::StallStarted(s)) => return Some(s),
+                Some(_) => continue,
+                None => return None,
+            }
+        })
+        .await
+        .unwrap()
+        .expect("a StallStarted update");
+        assert!(started.duration_ns.is_none(), "published before it ended");
+        assert!(
+            started.elapsed_ns < 200_000_000,
+            "published {} ns into the stall",
+            started.elapsed_ns
+        );
+        task.await.unwrap();
+    });
+}
