@@ -87,3 +87,13 @@ pub use stallscope_wire as wire;
 pub fn __in_sample_handler() -> bool {
     sampler::in_handler()
 }
+
+/// Stacks copied by the sample signal handler in this process, ever. For soak tests and
+/// benchmarks; not part of the stable API.
+#[doc(hidden)]
+pub fn __sample_captures() -> u64 {
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    return sampler::signal::CAPTURES.load(std::sync::atomic::Ordering::Relaxed);
+    #[allow(unreachable_code)]
+    0
+}

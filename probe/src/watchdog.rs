@@ -27,10 +27,13 @@ struct Active {
     ended: bool,
 }
 
-/// Sends to the aggregator without blocking; a full queue is counted as a dropped stall record.
+/// Sends to the aggregator without blocking; what a full queue loses is counted (a sample as a
+/// lost sample, a stall start or end as a lost stall record).
 fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
+    let is_sample = matches!(msg, Msg::Sample { .. });
     if tx.try_send(msg).is_err() {
-        shared.stall_msgs_dropped.fetch_add(1, Relaxed);
+        let counter = if is_sample { &shared.samples_lost } else { &shared.stall_msgs_dropped };
+        counter.fetch_add(1, Relaxed);
     }
 }
 

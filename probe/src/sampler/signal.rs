@@ -74,6 +74,8 @@ unsafe impl Sync for Entry {}
 unsafe impl Send for Entry {}
 
 static TABLE: OnceLock<Box<[Entry]>> = OnceLock::new();
+/// Stacks copied by the handler, ever (for soak tests and the benchmark).
+pub(crate) static CAPTURES: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 fn table() -> &'static [Entry] {
@@ -164,6 +166,7 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             // SAFETY: ctx is the ucontext the kernel passed to this SA_SIGINFO handler.
             unsafe { capture(e, ctx) };
             e.state.store(READY, Release);
+            CAPTURES.fetch_add(1, Relaxed);
             break;
         }
     }

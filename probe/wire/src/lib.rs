@@ -400,9 +400,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The figures for one spawn location, looked up by a suffix of `file:line:col`.
+    /// The figures for one spawn location, looked up by a suffix of `file:line:col` or of
+    /// `file:line`.
     pub fn location(&self, suffix: &str) -> Option<&LocationStats> {
-        self.locations.iter().find(|l| l.location.ends_with(suffix))
+        self.locations.iter().find(|l| {
+            l.location.ends_with(suffix) || l.location.rsplit_once(':').is_some_and(|(fl, _)| fl.ends_with(suffix))
+        })
     }
 
     /// Stalls that have ended.
