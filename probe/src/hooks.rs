@@ -7,6 +7,7 @@
 //! claims a slot with compare-and-swap). Do not add anything here that is not per-poll essential:
 //! aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
 //! guards this file.
+#![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
 use std::cell::Cell;
 use std::hash::{Hash, Hasher};

@@ -92,7 +92,10 @@ pub fn __in_sample_handler() -> bool {
 /// benchmarks; not part of the stable API.
 #[doc(hidden)]
 pub fn __sample_captures() -> u64 {
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     return sampler::signal::CAPTURES.load(std::sync::atomic::Ordering::Relaxed);
     #[allow(unreachable_code)]
     0

@@ -5,6 +5,7 @@
 //! Writers: the slot's owner thread (plain atomic load + store, no read-modify-write), except
 //! the shared slot used by threads that found no free slot (read-modify-write).
 //! Readers: the watchdog (current poll), the aggregator (everything else).
+#![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};

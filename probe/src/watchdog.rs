@@ -32,7 +32,11 @@ struct Active {
 fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
     let is_sample = matches!(msg, Msg::Sample { .. });
     if tx.try_send(msg).is_err() {
-        let counter = if is_sample { &shared.samples_lost } else { &shared.stall_msgs_dropped };
+        let counter = if is_sample {
+            &shared.samples_lost
+        } else {
+            &shared.stall_msgs_dropped
+        };
         counter.fetch_add(1, Relaxed);
     }
 }

@@ -404,7 +404,10 @@ impl Snapshot {
     /// `file:line`.
     pub fn location(&self, suffix: &str) -> Option<&LocationStats> {
         self.locations.iter().find(|l| {
-            l.location.ends_with(suffix) || l.location.rsplit_once(':').is_some_and(|(fl, _)| fl.ends_with(suffix))
+            l.location.ends_with(suffix)
+                || l.location
+                    .rsplit_once(':')
+                    .is_some_and(|(fl, _)| fl.ends_with(suffix))
         })
     }
 

@@ -1,0 +1,31 @@
+//! A service that blocks its current-thread runtime for 60 ms, with the probe. Built by the
+//! `without_tokio_unstable` test with plain RUSTFLAGS to show what the probe still reports.
+
+use std::time::Duration;
+
+fn main() {
+    let probe = stallscope_probe::Probe::builder().build().expect("probe");
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all();
+    probe.install(&mut b);
+    let rt = b.build().expect("runtime");
+    let guard = probe.start(rt.handle());
+    rt.block_on(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    });
+    let snap = probe.refresh(Duration::from_secs(5)).expect("snapshot");
+    println!("tokio_unstable={}", snap.process.tokio_unstable);
+    println!("lag_max_ns={}", snap.lag.lag.max_ns);
+    println!("lag_count={}", snap.lag.lag.count);
+    println!("stall_count={}", snap.stall_count);
+    println!(
+        "runtime_workers={}",
+        snap.runtime.as_ref().map(|r| r.workers).unwrap_or(0)
+    );
+    print!("{}", probe.report());
+    drop(guard);
+}
