@@ -66,9 +66,7 @@ impl FromStr for Flavor {
         match s {
             "current" | "current_thread" | "current-thread" => Ok(Flavor::CurrentThread),
             "multi" | "multi_thread" | "multi-thread" => Ok(Flavor::MultiThread),
-            other => Err(format!(
-                "unknown flavor {other:?}: expected `current` or `multi`"
-            )),
+            other => Err(format!("unknown flavor {other:?}: expected `current` or `multi`")),
         }
     }
 }
@@ -101,29 +99,19 @@ impl Options {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut opts = Options {
-            duration: default_duration,
-            flavor: Flavor::MultiThread,
-            json: false,
-        };
+        let mut opts = Options { duration: default_duration, flavor: Flavor::MultiThread, json: false };
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
                 _ => (arg.clone(), None),
             };
-            let mut value = |name: &str| {
-                inline
-                    .clone()
-                    .or_else(|| args.next())
-                    .ok_or_else(|| format!("{name} needs a value"))
-            };
+            let mut value =
+                |name: &str| inline.clone().or_else(|| args.next()).ok_or_else(|| format!("{name} needs a value"));
             match flag.as_str() {
                 "--duration" => {
                     let v = value("--duration")?;
-                    let secs: f64 = v
-                        .parse()
-                        .map_err(|_| format!("--duration: {v:?} is not a number of seconds"))?;
+                    let secs: f64 = v.parse().map_err(|_| format!("--duration: {v:?} is not a number of seconds"))?;
                     if !(secs.is_finite() && secs > 0.0 && secs <= 24.0 * 3600.0) {
                         return Err(format!("--duration: {v} is out of range (0, 86400]"));
                     }
@@ -132,12 +120,7 @@ impl Options {
                 "--flavor" => opts.flavor = value("--flavor")?.parse()?,
                 "--json" => opts.json = true,
                 "-h" | "--help" => return Err(usage(default_duration)),
-                other => {
-                    return Err(format!(
-                        "unknown argument {other:?}\n\n{}",
-                        usage(default_duration)
-                    ))
-                }
+                other => return Err(format!("unknown argument {other:?}\n\n{}", usage(default_duration))),
             }
         }
         Ok(opts)
@@ -218,11 +201,7 @@ impl std::fmt::Debug for Example {
 impl Example {
     /// An example called `name` (used in messages), running [`DEFAULT_DURATION`] by default.
     pub fn new(name: impl Into<String>) -> Example {
-        Example {
-            name: name.into(),
-            default_duration: DEFAULT_DURATION,
-            configure: Vec::new(),
-        }
+        Example { name: name.into(), default_duration: DEFAULT_DURATION, configure: Vec::new() }
     }
 
     /// Run time when `--duration` is not given.
@@ -233,10 +212,7 @@ impl Example {
 
     /// Adjusts the runtime builder (after the flavor's defaults, before the probe installs its
     /// hooks), e.g. `|b| { b.max_blocking_threads(2); }`.
-    pub fn configure_runtime(
-        mut self,
-        f: impl FnOnce(&mut tokio::runtime::Builder) + 'static,
-    ) -> Example {
+    pub fn configure_runtime(mut self, f: impl FnOnce(&mut tokio::runtime::Builder) + 'static) -> Example {
         self.configure.push(Box::new(f));
         self
     }
@@ -281,18 +257,9 @@ impl Example {
         let guard = probe.start(runtime.handle());
         let stop_watching = Arc::new(AtomicBool::new(false));
         let (log, log_thread) = watch_alerts(&probe, stop_watching.clone());
-        eprintln!(
-            "{}: running for {} on the {} runtime",
-            self.name,
-            secs(opts.duration),
-            opts.flavor
-        );
+        eprintln!("{}: running for {} on the {} runtime", self.name, secs(opts.duration), opts.flavor);
 
-        let ctx = Context {
-            probe: probe.clone(),
-            duration: opts.duration,
-            flavor: opts.flavor,
-        };
+        let ctx = Context { probe: probe.clone(), duration: opts.duration, flavor: opts.flavor };
         let snapshot = runtime.block_on(async {
             let service = service(ctx);
             tokio::pin!(service);
@@ -341,10 +308,7 @@ impl Example {
             }
         } else {
             print!("{}", stallscope_probe::render_report(&snapshot));
-            print!(
-                "{}",
-                render_alert_log(&log.lock().unwrap_or_else(|e| e.into_inner()))
-            );
+            print!("{}", render_alert_log(&log.lock().unwrap_or_else(|e| e.into_inner())));
         }
     }
 }
@@ -357,8 +321,7 @@ fn watch_alerts(probe: &Probe, stop: Arc<AtomicBool>) -> (Arc<Mutex<AlertLog>>, 
     let l = log.clone();
     let thread = std::thread::spawn(move || {
         while !stop.load(Ordering::Acquire) {
-            if let Some(Update::Tick { snapshot, .. }) = sub.recv_timeout(Duration::from_millis(50))
-            {
+            if let Some(Update::Tick { snapshot, .. }) = sub.recv_timeout(Duration::from_millis(50)) {
                 record(&mut l.lock().unwrap_or_else(|e| e.into_inner()), &snapshot);
             }
         }
@@ -374,10 +337,7 @@ fn record(log: &mut AlertLog, s: &Snapshot) {
             continue;
         }
         kinds.push(a.kind);
-        let e = log
-            .seen
-            .entry(kind_name(a.kind).to_string())
-            .or_insert_with(|| (0, a.summary.clone()));
+        let e = log.seen.entry(kind_name(a.kind).to_string()).or_insert_with(|| (0, a.summary.clone()));
         e.0 += 1;
     }
 }
@@ -395,12 +355,8 @@ fn kind_name(k: AlertKind) -> &'static str {
 
 fn render_alert_log(log: &AlertLog) -> String {
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "\nalerts raised at any time during the run ({} snapshots watched): {}",
-        log.ticks,
-        log.seen.len()
-    );
+    let _ =
+        writeln!(o, "\nalerts raised at any time during the run ({} snapshots watched): {}", log.ticks, log.seen.len());
     for (kind, (n, first)) in &log.seen {
         let _ = writeln!(o, "  {kind}: active in {n} snapshots; first: {first}");
     }
@@ -415,24 +371,9 @@ mod tests {
     fn parses_flags() {
         let d = Duration::from_secs(3);
         let o = Options::parse_from(Vec::<String>::new(), d).unwrap();
-        assert_eq!(
-            o,
-            Options {
-                duration: d,
-                flavor: Flavor::MultiThread,
-                json: false
-            }
-        );
-        let o =
-            Options::parse_from(["--duration", "1.5", "--flavor", "current", "--json"], d).unwrap();
-        assert_eq!(
-            o,
-            Options {
-                duration: Duration::from_millis(1500),
-                flavor: Flavor::CurrentThread,
-                json: true
-            }
-        );
+        assert_eq!(o, Options { duration: d, flavor: Flavor::MultiThread, json: false });
+        let o = Options::parse_from(["--duration", "1.5", "--flavor", "current", "--json"], d).unwrap();
+        assert_eq!(o, Options { duration: Duration::from_millis(1500), flavor: Flavor::CurrentThread, json: true });
         let o = Options::parse_from(["--duration=2", "--flavor=multi"], d).unwrap();
         assert_eq!(o.duration, Duration::from_secs(2));
         assert!(Options::parse_from(["--duration"], d).is_err());

@@ -1,9 +1,10 @@
 //! Wall-time overhead of the probe on a Tokio runtime.
 //!
 //! ```text
-//! cargo bench -p stallscope-probe --bench overhead              # full run (~1-2 min)
+//! cargo bench -p stallscope-probe --bench overhead              # full run (~1.5 min on 2 cores)
 //! cargo bench -p stallscope-probe --bench overhead -- --quick   # CI guard (a few seconds)
 //! STALLSCOPE_BENCH_QUICK=1 cargo bench -p stallscope-probe --bench overhead
+//! cargo bench -p stallscope-probe --bench overhead -- --diag    # full run + W1 breakdown
 //! ```
 //!
 //! Workloads, each on a fresh 2-worker multi-thread runtime per run:
@@ -12,14 +13,18 @@
 //! - **W2 spawn storm**: a few spawner tasks spawn tiny tasks in batches and await every handle.
 //!
 //! Configurations: `bare` (no hooks) and `probe` (probe built with its defaults, installed on the
-//! builder and started; its guard is dropped after the run). The two run in alternation
-//! (bare, probe, bare, probe, ...) in one process after one warm-up pair, and every figure is
-//! reported per pair so that drift on the machine hits both sides alike. Only the workload is
-//! timed: building the probe and the runtime, and shutting them down, are outside the timer.
+//! builder and started; its guard is dropped after the run). They run in alternation (bare,
+//! probe, bare, probe, ...) in one process after one warm-up round, and the ratios and
+//! differences are taken per pair, so drift on the machine hits both sides alike. Only the
+//! workload is timed: building the probe and the runtime, and shutting them down, are not.
 //!
-//! Also measured: the cost of the poll hooks alone (`instrument`ed future polled in a tight loop
-//! on one thread, with and without a running probe), and in full mode, Tokio's own cost of
-//! calling hooks (empty hooks vs bare) on W1.
+//! Each run also notes how many cores other processes kept busy meanwhile (from `/proc/stat`,
+//! Linux only): on a 2-core machine, any other load lands on the measured workers.
+//!
+//! Also measured: the cost of the poll hooks alone (an `instrument`ed future polled in a tight
+//! loop on one thread, with and without a running probe). With `--diag`, W1 is also run with
+//! empty Tokio hooks (Tokio's own cost of calling hooks) and with the probe installed but not
+//! started (its hooks without its threads).
 //!
 //! Quick mode exits with status 1 when the median probe/bare ratio on W1 exceeds
 //! [`QUICK_MAX_W1_RATIO`]. Run without `--bench` (as `cargo test --benches` does), the binary
@@ -45,6 +50,8 @@ const W2_SPAWNERS: u64 = 4;
 const W2_BATCH: u64 = 1_000;
 /// Quick-mode guard on the median W1 probe/bare wall-time ratio.
 const QUICK_MAX_W1_RATIO: f64 = 2.0;
+/// Other processes' load (cores) above which a run is flagged as disturbed.
+const DISTURBED_CORES: f64 = 0.1;
 
 #[derive(Clone, Copy, Debug)]
 struct Plan {
@@ -53,43 +60,55 @@ struct Plan {
     w1_yields: u64,
     w2_tasks: u64,
     hook_iters: u64,
+    hook_rounds: usize,
 }
 
 impl Plan {
     fn full() -> Plan {
         // 64 × (312_499 + 1) = 20_000_000 polls per W1 run.
-        Plan {
-            quick: false,
-            pairs: 7,
-            w1_yields: 312_499,
-            w2_tasks: 1_000_000,
-            hook_iters: 20_000_000,
-        }
+        Plan { quick: false, pairs: 7, w1_yields: 312_499, w2_tasks: 1_000_000, hook_iters: 20_000_000, hook_rounds: 7 }
     }
 
     fn quick() -> Plan {
         // 64 × 15_625 = 1_000_000 polls per W1 run.
-        Plan {
-            quick: true,
-            pairs: 5,
-            w1_yields: 15_624,
-            w2_tasks: 100_000,
-            hook_iters: 2_000_000,
-        }
+        Plan { quick: true, pairs: 5, w1_yields: 15_624, w2_tasks: 100_000, hook_iters: 2_000_000, hook_rounds: 3 }
     }
 
     fn w1_polls(&self) -> u64 {
         W1_TASKS * (self.w1_yields + 1)
     }
+
+    fn mode(&self) -> &'static str {
+        if self.quick {
+            "quick"
+        } else {
+            "full"
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
+    /// No hooks.
     Bare,
-    /// Tokio hooks that do nothing: what Tokio itself charges for calling hooks.
-    #[cfg_attr(not(tokio_unstable), allow(dead_code))]
-    EmptyHooks,
+    /// The probe with its defaults, installed and started.
     Probe,
+    /// Tokio hooks that do nothing: what Tokio itself charges for calling hooks. (Without
+    /// `tokio_unstable` there are no hooks and this is the same as `Bare`.)
+    EmptyHooks,
+    /// The probe installed but not started: its hooks without its threads.
+    HooksOnly,
+}
+
+impl Setup {
+    fn name(self) -> &'static str {
+        match self {
+            Setup::Bare => "bare",
+            Setup::Probe => "probe",
+            Setup::EmptyHooks => "empty hooks",
+            Setup::HooksOnly => "installed, not started",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -146,13 +165,48 @@ async fn spawn_storm(tasks: u64) -> Duration {
     start.elapsed()
 }
 
+// === other load on the machine ===
+
+/// CPU ticks (USER_HZ, 100 per second on Linux) used by the whole machine (busy + stolen by the
+/// hypervisor) and by this process, read together.
+#[derive(Clone, Copy, Debug)]
+struct CpuTicks {
+    machine: u64,
+    own: u64,
+}
+
+fn cpu_ticks() -> Option<CpuTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu  user nice system idle iowait irq softirq steal ...
+    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|x| x.parse().ok()).collect();
+    let machine = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name start at field 3; utime and stime are fields 14 and 15.
+    let f: Vec<&str> = me.get(me.rfind(')')? + 2..)?.split_whitespace().collect();
+    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(CpuTicks { machine, own })
+}
+
+/// Cores kept busy by other processes (and the hypervisor) between two readings `secs` apart.
+fn other_cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<f64> {
+    let (a, b) = (a?, b?);
+    let other = (b.machine - a.machine).saturating_sub(b.own - a.own);
+    Some(other as f64 / 100.0 / secs)
+}
+
+// === runs ===
+
+/// One run's wall time and the other load meanwhile.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    secs: f64,
+    other: Option<f64>,
+}
+
 /// One timed run on a fresh runtime. Building and tearing down are not timed.
-fn run_once(setup: Setup, work: Workload) -> Duration {
-    let probe = (setup == Setup::Probe).then(|| {
-        Probe::builder()
-            .build()
-            .expect("probe with default settings")
-    });
+fn run_once(setup: Setup, work: Workload) -> Run {
+    let probe = matches!(setup, Setup::Probe | Setup::HooksOnly)
+        .then(|| Probe::builder().build().expect("probe with default settings"));
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(WORKERS).enable_all();
     if let Some(p) = &probe {
@@ -160,23 +214,49 @@ fn run_once(setup: Setup, work: Workload) -> Duration {
     }
     #[cfg(tokio_unstable)]
     if setup == Setup::EmptyHooks {
-        builder
-            .on_task_spawn(|_| {})
-            .on_task_terminate(|_| {})
-            .on_before_task_poll(|_| {})
-            .on_after_task_poll(|_| {});
+        builder.on_task_spawn(|_| {}).on_task_terminate(|_| {}).on_before_task_poll(|_| {}).on_after_task_poll(|_| {});
     }
     let rt = builder.build().expect("runtime");
-    let guard = probe.as_ref().map(|p| p.start(rt.handle()));
+    let guard = probe.as_ref().filter(|_| setup == Setup::Probe).map(|p| p.start(rt.handle()));
+    let before = cpu_ticks();
     let elapsed = rt.block_on(async move {
         match work {
             Workload::YieldStorm { yields } => yield_storm(yields).await,
             Workload::SpawnStorm { tasks } => spawn_storm(tasks).await,
         }
     });
+    let secs = elapsed.as_secs_f64();
+    let other = other_cores(before, cpu_ticks(), secs);
     drop(guard);
     drop(rt);
-    elapsed
+    Run { secs, other }
+}
+
+/// Results of one workload: `runs[k][i]` is setup `k`'s run in round `i`.
+struct Rounds {
+    setups: Vec<Setup>,
+    runs: Vec<Vec<Run>>,
+}
+
+/// One warm-up round, then `rounds` rounds running each setup once, in order.
+fn measure(name: &str, work: Workload, setups: &[Setup], rounds: usize) -> Rounds {
+    for &s in setups {
+        run_once(s, work);
+    }
+    let mut runs = vec![Vec::new(); setups.len()];
+    for i in 0..rounds {
+        let mut line = format!("  {name} round {}/{rounds}:", i + 1);
+        for (k, &s) in setups.iter().enumerate() {
+            let r = run_once(s, work);
+            line += &format!(" {} {:.1} ms", s.name(), r.secs * 1e3);
+            if let Some(o) = r.other {
+                line += &format!(" (other load {o:.2} cores)");
+            }
+            runs[k].push(r);
+        }
+        eprintln!("{line}");
+    }
+    Rounds { setups: setups.to_vec(), runs }
 }
 
 // === statistics ===
@@ -195,59 +275,30 @@ fn median(v: &[f64]) -> f64 {
 }
 
 fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        })
+    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
 }
 
-/// Per-pair results of one workload: wall times in seconds.
-struct Pairs {
-    base: Vec<f64>,
-    test: Vec<f64>,
-}
-
-impl Pairs {
-    fn ratios(&self) -> Vec<f64> {
-        self.base
-            .iter()
-            .zip(&self.test)
-            .map(|(b, t)| t / b)
-            .collect()
+impl Rounds {
+    fn secs(&self, k: usize) -> Vec<f64> {
+        self.runs[k].iter().map(|r| r.secs).collect()
     }
 
-    /// Added nanoseconds per unit of work, per pair.
-    fn added_ns(&self, units: u64) -> Vec<f64> {
-        self.base
-            .iter()
-            .zip(&self.test)
-            .map(|(b, t)| (t - b) * 1e9 / units as f64)
-            .collect()
+    /// Per-round ratio of setup `k` to setup 0.
+    fn ratios(&self, k: usize) -> Vec<f64> {
+        self.secs(k).iter().zip(self.secs(0)).map(|(t, b)| t / b).collect()
     }
-}
 
-/// Warm-up pair, then `pairs` alternating runs of `base` and `test`.
-fn measure(name: &str, work: Workload, base: Setup, test: Setup, pairs: usize) -> Pairs {
-    run_once(base, work);
-    run_once(test, work);
-    let mut out = Pairs {
-        base: Vec::new(),
-        test: Vec::new(),
-    };
-    for i in 0..pairs {
-        let b = run_once(base, work).as_secs_f64();
-        let t = run_once(test, work).as_secs_f64();
-        eprintln!(
-            "  {name} pair {}/{pairs}: {base:?} {:.1} ms, {test:?} {:.1} ms, ratio {:.3}",
-            i + 1,
-            b * 1e3,
-            t * 1e3,
-            t / b
-        );
-        out.base.push(b);
-        out.test.push(t);
+    /// Per-round added nanoseconds per unit of work, setup `k` against setup 0.
+    fn added_ns(&self, k: usize, units: u64) -> Vec<f64> {
+        self.secs(k).iter().zip(self.secs(0)).map(|(t, b)| (t - b) * 1e9 / units as f64).collect()
     }
-    out
+
+    /// Median and max of the other load over every run, if it could be read.
+    fn other_load(&self) -> Option<(f64, f64)> {
+        let v: Option<Vec<f64>> = self.runs.iter().flatten().map(|r| r.other).collect();
+        let v = v?;
+        Some((median(&v), min_max(&v).1))
+    }
 }
 
 // === hook cost in isolation ===
@@ -278,7 +329,7 @@ fn instrumented_poll_ns(rt: &tokio::runtime::Runtime, iters: u64) -> f64 {
     start.elapsed().as_secs_f64() * 1e9 / iters as f64
 }
 
-/// (bare ns/poll, probe ns/poll) per alternating round.
+/// (without probe, with probe) ns per poll, per alternating round.
 fn hook_cost(iters: u64, rounds: usize) -> (Vec<f64>, Vec<f64>) {
     let current = || {
         let mut b = tokio::runtime::Builder::new_current_thread();
@@ -286,9 +337,7 @@ fn hook_cost(iters: u64, rounds: usize) -> (Vec<f64>, Vec<f64>) {
         b
     };
     let bare = current().build().expect("runtime");
-    let probe = Probe::builder()
-        .build()
-        .expect("probe with default settings");
+    let probe = Probe::builder().build().expect("probe with default settings");
     let mut b = current();
     probe.install(&mut b);
     let probed = b.build().expect("runtime");
@@ -310,39 +359,47 @@ fn ms(s: f64) -> String {
     format!("{:.1} ms", s * 1e3)
 }
 
-fn row(label: &str, size: &str, p: &Pairs, units: u64, unit: &str) -> String {
-    let r = p.ratios();
-    let (rlo, rhi) = min_max(&r);
-    let added = p.added_ns(units);
-    let (alo, ahi) = min_max(&added);
-    let per = |v: &[f64]| median(v) * 1e9 / units as f64;
-    format!(
-        "| {label} | {size} | {} | {} | {} | {:.3} | {:.3}–{:.3} | {:.2} | {:.2} | {:+.2} ({:+.2} to {:+.2}) ns/{unit} |",
-        p.base.len(),
-        ms(median(&p.base)),
-        ms(median(&p.test)),
-        median(&r),
-        rlo,
-        rhi,
-        per(&p.base),
-        per(&p.test),
-        median(&added),
-        alo,
-        ahi,
-    )
-}
-
-fn header(base: &str, test: &str) {
+fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
+    let base = workloads[0].2.setups[0].name();
     println!(
-        "| workload | work per run | pairs | {base} median | {test} median | {test}/{base} median | {test}/{base} min–max | {base} ns/unit | {test} ns/unit | added per unit: median (min to max) |"
+        "| workload | work per run | setup | rounds | median wall | ratio to {base}: median (min–max) | ns per unit | added ns per unit vs {base}: median (min to max) | other load, cores: median / max |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (label, size, r, units, unit) in workloads {
+        let load = match r.other_load() {
+            Some((m, x)) => format!("{m:.2} / {x:.2}"),
+            None => "n/a".to_string(),
+        };
+        for (k, s) in r.setups.iter().enumerate() {
+            let secs = r.secs(k);
+            let per = median(&secs) * 1e9 / *units as f64;
+            let (ratio, added) = if k == 0 {
+                ("—".to_string(), "—".to_string())
+            } else {
+                let ratios = r.ratios(k);
+                let (lo, hi) = min_max(&ratios);
+                let add = r.added_ns(k, *units);
+                let (alo, ahi) = min_max(&add);
+                (
+                    format!("{:.3} ({lo:.3}–{hi:.3})", median(&ratios)),
+                    format!("{:+.1} ({alo:+.1} to {ahi:+.1})", median(&add)),
+                )
+            };
+            let (l, z, ld) = if k == 0 { (*label, size.as_str(), load.as_str()) } else { ("", "", "") };
+            println!(
+                "| {l} | {z} | {} | {} | {} | {ratio} | {per:.1} ns/{unit} | {added} | {ld} |",
+                s.name(),
+                secs.len(),
+                ms(median(&secs)),
+            );
+        }
+    }
 }
 
 fn smoke() {
     // `cargo test --benches` runs this binary without `--bench`: check that everything runs, but
     // time nothing and assert nothing about time.
-    for setup in [Setup::Bare, Setup::Probe] {
+    for setup in [Setup::Bare, Setup::Probe, Setup::EmptyHooks, Setup::HooksOnly] {
         run_once(setup, Workload::YieldStorm { yields: 10 });
         run_once(setup, Workload::SpawnStorm { tasks: 100 });
     }
@@ -352,111 +409,73 @@ fn smoke() {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let env_quick =
-        std::env::var("STALLSCOPE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let quick = env_quick || args.iter().any(|a| a == "--quick");
     if !args.iter().any(|a| a == "--bench") {
         smoke();
         return ExitCode::SUCCESS;
     }
-    let plan = if quick { Plan::quick() } else { Plan::full() };
+    let env_quick = std::env::var("STALLSCOPE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
+    let plan = if env_quick || args.iter().any(|a| a == "--quick") { Plan::quick() } else { Plan::full() };
+    let diag = args.iter().any(|a| a == "--diag");
     if !cfg!(tokio_unstable) {
         eprintln!("warning: built without --cfg tokio_unstable: the probe installs no task hooks");
     }
-    eprintln!(
-        "overhead: {} mode, {WORKERS} workers, {} pairs per workload",
-        if plan.quick { "quick" } else { "full" },
-        plan.pairs
-    );
+    eprintln!("overhead: {} mode, {WORKERS} workers, {} rounds per workload", plan.mode(), plan.pairs);
 
     let w1_polls = plan.w1_polls();
-    let w1 = measure(
-        "W1",
-        Workload::YieldStorm {
-            yields: plan.w1_yields,
-        },
-        Setup::Bare,
-        Setup::Probe,
-        plan.pairs,
-    );
-    let w2 = measure(
-        "W2",
-        Workload::SpawnStorm {
-            tasks: plan.w2_tasks,
-        },
-        Setup::Bare,
-        Setup::Probe,
-        plan.pairs,
-    );
-    let hook_rounds = if plan.quick { 3 } else { 7 };
-    let (hook_bare, hook_probe) = hook_cost(plan.hook_iters, hook_rounds);
-    #[cfg(tokio_unstable)]
-    let empty = (!plan.quick).then(|| {
-        measure(
-            "W1 empty hooks",
-            Workload::YieldStorm {
-                yields: plan.w1_yields,
-            },
-            Setup::Bare,
-            Setup::EmptyHooks,
-            plan.pairs,
-        )
+    let w1_work = Workload::YieldStorm { yields: plan.w1_yields };
+    let w1 = measure("W1", w1_work, &[Setup::Bare, Setup::Probe], plan.pairs);
+    let w2_work = Workload::SpawnStorm { tasks: plan.w2_tasks };
+    let w2 = measure("W2", w2_work, &[Setup::Bare, Setup::Probe], plan.pairs);
+    let (hook_bare, hook_probe) = hook_cost(plan.hook_iters, plan.hook_rounds);
+    let breakdown = diag.then(|| {
+        let mut setups = vec![Setup::Bare];
+        if cfg!(tokio_unstable) {
+            setups.push(Setup::EmptyHooks);
+        }
+        setups.extend([Setup::HooksOnly, Setup::Probe]);
+        measure("W1 breakdown", w1_work, &setups, plan.pairs)
     });
-    #[cfg(not(tokio_unstable))]
-    let empty: Option<Pairs> = None;
 
-    let w1_size = format!(
-        "{W1_TASKS} tasks × {} yields = {w1_polls} polls",
-        plan.w1_yields
-    );
-    let w2_size = format!(
-        "{} tasks from {W2_SPAWNERS} spawners, batches of {W2_BATCH}",
-        plan.w2_tasks
-    );
+    let w1_size = format!("{W1_TASKS} tasks × {} yields = {w1_polls} polls", plan.w1_yields);
+    let w2_size = format!("{} tasks from {W2_SPAWNERS} spawners, batches of {W2_BATCH}", plan.w2_tasks);
     println!();
-    println!(
-        "### probe vs bare ({WORKERS} workers, wall time; {} mode)",
-        if plan.quick { "quick" } else { "full" }
-    );
+    println!("### probe vs bare ({WORKERS} workers, wall time, {} mode)", plan.mode());
     println!();
-    header("bare", "probe");
-    println!("{}", row("W1 yield storm", &w1_size, &w1, w1_polls, "poll"));
-    println!(
-        "{}",
-        row("W2 spawn storm", &w2_size, &w2, plan.w2_tasks, "task")
-    );
-    if let Some(empty) = &empty {
+    print_table(&[
+        ("W1 yield storm", w1_size.clone(), &w1, w1_polls, "poll"),
+        ("W2 spawn storm", w2_size, &w2, plan.w2_tasks, "task"),
+    ]);
+    if let Some(b) = &breakdown {
         println!();
-        println!("### Tokio's hook dispatch alone: empty hooks vs bare (W1)");
+        println!("### W1 breakdown ({WORKERS} workers, wall time)");
         println!();
-        header("bare", "empty");
-        println!(
-            "{}",
-            row("W1 yield storm", &w1_size, empty, w1_polls, "poll")
-        );
+        print_table(&[("W1 yield storm", w1_size, b, w1_polls, "poll")]);
     }
-    let added: Vec<f64> = hook_probe
-        .iter()
-        .zip(&hook_bare)
-        .map(|(p, b)| p - b)
-        .collect();
+    let added: Vec<f64> = hook_probe.iter().zip(&hook_bare).map(|(p, b)| p - b).collect();
     let (alo, ahi) = min_max(&added);
     println!();
-    println!("### poll hooks in isolation (one thread, `instrument`ed never-ready future, {} polls × {hook_rounds} rounds)", plan.hook_iters);
+    println!(
+        "### poll hooks in isolation (one thread, `instrument`ed never-ready future, {} polls × {} rounds)",
+        plan.hook_iters, plan.hook_rounds
+    );
     println!();
-    println!("| without probe ns/poll | with probe ns/poll | added ns/poll: median (min to max) |");
+    println!("| without probe | with probe | added per poll: median (min to max) |");
     println!("|---|---|---|");
     println!(
-        "| {:.2} | {:.2} | {:+.2} ({:+.2} to {:+.2}) |",
+        "| {:.1} ns/poll | {:.1} ns/poll | {:+.1} ({alo:+.1} to {ahi:+.1}) ns |",
         median(&hook_bare),
         median(&hook_probe),
         median(&added),
-        alo,
-        ahi
     );
 
-    let w1_ratio = median(&w1.ratios());
     println!();
+    let disturbed = [&w1, &w2].iter().filter_map(|r| r.other_load()).any(|(_, max)| max > DISTURBED_CORES);
+    if disturbed {
+        println!(
+            "note: other processes kept more than {DISTURBED_CORES} cores busy during some runs; figures are disturbed"
+        );
+    }
+    let w1_ratio = median(&w1.ratios(1));
     if plan.quick {
         if w1_ratio > QUICK_MAX_W1_RATIO {
             println!("FAIL: W1 median probe/bare ratio {w1_ratio:.3} exceeds {QUICK_MAX_W1_RATIO}");

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stallscope_wire as wire;
-use stallscope_wire::{
-    Interval, LocationDelta, LocationStats, Snapshot, Stall, Update, WorkerStats,
-};
+use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, Update, WorkerStats};
 
 use crate::clock::{clock, now_raw, Clock};
 use crate::hist::TickSum;
@@ -26,6 +24,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(10);
 const END_GRACE: Duration = Duration::from_secs(1);
 /// How long `refresh` waits for stalls that have just ended to be closed.
 const SETTLE: Duration = Duration::from_millis(500);
+/// How long a stall seen only in the long-poll ring waits for the watchdog to claim it.
+const UNSEEN_GRACE: Duration = Duration::from_millis(100);
 /// Finalized stall keys remembered, to ignore late watchdog messages for them.
 const RECENT_KEYS: usize = 4096;
 
@@ -33,15 +33,8 @@ const RECENT_KEYS: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum Msg {
     StallStarted(StallStart),
-    Sample {
-        slot: usize,
-        seq: u64,
-        addrs: Vec<u64>,
-    },
-    StallEnded {
-        slot: usize,
-        seq: u64,
-    },
+    Sample { slot: usize, seq: u64, addrs: Vec<u64> },
+    StallEnded { slot: usize, seq: u64 },
     Refresh(SyncSender<()>),
     Stop,
 }
@@ -68,7 +61,12 @@ struct StallRec {
     lost: u64,
     /// Exact duration from the hook, in ticks.
     ticks: Option<u64>,
+    /// When the watchdog reported the poll's end.
     ended_at: Option<Instant>,
+    /// Set for a stall known only from the long-poll ring so far: the watchdog may still report
+    /// it (its start message can trail the ring when the aggregator is busy), so it is closed
+    /// only after `UNSEEN_GRACE` unless the watchdog claims it first.
+    unseen_since: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -221,12 +219,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         stall_count: 0,
         stalled_ticks: 0,
         interval_stalled_ticks: 0,
-        long_tail: shared
-            .slots
-            .slots
-            .iter()
-            .map(|s| s.long_head.load(Acquire))
-            .collect(),
+        long_tail: shared.slots.slots.iter().map(|s| s.long_head.load(Acquire)).collect(),
         long_overrun: 0,
         ages: Ages::default(),
         leak_history: HashMap::new(),
@@ -242,10 +235,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         pending: Vec::new(),
         shared,
     };
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     if agg.symbolize {
         // Parse debug info now rather than while the first stall waits to be reported.
         crate::sampler::symbolize::warm_up();
@@ -296,7 +286,14 @@ impl Agg {
         match m {
             Msg::StallStarted(s) => {
                 let key = (s.slot, s.seq);
-                if self.recent_set.contains(&key) || self.active.contains_key(&key) {
+                if self.recent_set.contains(&key) {
+                    return;
+                }
+                if let Some(rec) = self.active.get_mut(&key) {
+                    // Found in the long-poll ring first; now the watchdog owns its end.
+                    rec.unseen_since = None;
+                    rec.start.tid = s.tid;
+                    rec.start.detected = s.detected;
                     return;
                 }
                 let rec = StallRec {
@@ -307,6 +304,7 @@ impl Agg {
                     lost: 0,
                     ticks: None,
                     ended_at: None,
+                    unseen_since: None,
                 };
                 self.next_stall_id += 1;
                 let stall = self.wire_stall(&rec, false);
@@ -349,10 +347,8 @@ impl Agg {
         let slots = &self.shared.slots.slots;
         // A stall whose poll has ended (its slot moved on) but that is not closed yet.
         let unsettled = self.active.values().any(|r| {
-            let moved_on = slots
-                .get(r.start.slot)
-                .is_none_or(|s| s.poll.seq.load(Acquire) != r.start.seq);
-            moved_on || (r.ticks.is_some() != r.ended_at.is_some())
+            let moved_on = slots.get(r.start.slot).is_none_or(|s| s.poll.seq.load(Acquire) != r.start.seq);
+            moved_on || r.unseen_since.is_some() || (r.ticks.is_some() != r.ended_at.is_some())
         });
         if unsettled && self.pending.iter().all(|(_, deadline)| now < *deadline) {
             return;
@@ -378,8 +374,7 @@ impl Agg {
                 if task & EVENT_TERMINATE != 0 {
                     self.ages.terminate(task & !EVENT_TERMINATE);
                 } else {
-                    self.ages
-                        .spawn(task, e.loc.load(Relaxed), e.at.load(Relaxed), cap);
+                    self.ages.spawn(task, e.loc.load(Relaxed), e.at.load(Relaxed), cap);
                 }
                 i = i.wrapping_add(1);
             }
@@ -425,16 +420,7 @@ impl Agg {
                 Some(rec) => rec.ticks = Some(ticks),
                 None => {
                     // A stall that ended between two watchdog scans: exact, but with no samples.
-                    let s = StallStart {
-                        slot: i,
-                        seq,
-                        start,
-                        task,
-                        loc,
-                        flags,
-                        tid,
-                        detected: start,
-                    };
+                    let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
                     let rec = StallRec {
                         id: self.next_stall_id,
                         start: s,
@@ -442,7 +428,8 @@ impl Agg {
                         samples: 0,
                         lost: 0,
                         ticks: Some(ticks),
-                        ended_at: Some(Instant::now()),
+                        ended_at: None,
+                        unseen_since: Some(Instant::now()),
                     };
                     self.next_stall_id += 1;
                     self.active.insert(key, rec);
@@ -458,8 +445,8 @@ impl Agg {
             .active
             .iter()
             .filter(|(_, r)| {
-                r.ended_at
-                    .is_some_and(|t| r.ticks.is_some() || t.elapsed() >= END_GRACE)
+                r.ended_at.is_some_and(|t| r.ticks.is_some() || t.elapsed() >= END_GRACE)
+                    || r.unseen_since.is_some_and(|t| t.elapsed() >= UNSEEN_GRACE)
             })
             .map(|(k, _)| *k)
             .collect();
@@ -501,8 +488,7 @@ impl Agg {
             .entry(key)
             .or_insert_with(|| {
                 // SAFETY: keys are addresses of `&'static Location<'static>` stored by the hooks.
-                let loc: &'static Location<'static> =
-                    unsafe { &*(key as *const Location<'static>) };
+                let loc: &'static Location<'static> = unsafe { &*(key as *const Location<'static>) };
                 format!("{}:{}:{}", loc.file(), loc.line(), loc.column())
             })
             .clone()
@@ -514,10 +500,7 @@ impl Agg {
         let elapsed_ticks = rec.ticks.unwrap_or_else(|| now.saturating_sub(s.start));
         let mut stacks: Vec<wire::StackCount> = Vec::new();
         let mut in_bip = false;
-        #[cfg(all(
-            target_os = "linux",
-            any(target_arch = "x86_64", target_arch = "aarch64")
-        ))]
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if self.symbolize && !rec.stacks.is_empty() {
             use crate::sampler::symbolize;
             let all: Vec<u64> = rec.stacks.keys().flatten().copied().collect();
@@ -528,10 +511,7 @@ impl Agg {
                 symbolize::trim(&mut frames);
                 match stacks.iter_mut().find(|x| x.frames == frames) {
                     Some(x) => x.count += count,
-                    None => stacks.push(wire::StackCount {
-                        frames,
-                        count: *count,
-                    }),
+                    None => stacks.push(wire::StackCount { frames, count: *count }),
                 }
             }
         }
@@ -562,13 +542,7 @@ impl Agg {
         let mut locs: HashMap<usize, LocAgg> = HashMap::new();
         let mut overflow = LocAgg::default();
         let mut workers = Vec::new();
-        for (wi, slot) in shared
-            .slots
-            .slots
-            .iter()
-            .chain(std::iter::once(&shared.slots.shared))
-            .enumerate()
-        {
+        for (wi, slot) in shared.slots.slots.iter().chain(std::iter::once(&shared.slots.shared)).enumerate() {
             let mut wsum = TickSum::default();
             let last = slot.locs.len() - 1;
             for (i, e) in slot.locs.iter().enumerate() {
@@ -576,11 +550,7 @@ impl Agg {
                 if key == 0 && i != last {
                     continue;
                 }
-                let agg = if i == last {
-                    &mut overflow
-                } else {
-                    locs.entry(key).or_default()
-                };
+                let agg = if i == last { &mut overflow } else { locs.entry(key).or_default() };
                 agg.spawned += e.spawned.load(Relaxed);
                 agg.terminated += e.terminated.load(Relaxed);
                 let mut p = TickSum::default();
@@ -612,11 +582,14 @@ impl Agg {
         keys.sort_unstable();
         for key in keys {
             let a = &locs[&key];
-            let live = a.spawned.saturating_sub(a.terminated);
+            // Tokio calls the terminate hook for spawn_blocking tasks but not the spawn hook: a
+            // location with completions and no spawns is a blocking-task site. Its tasks are
+            // counted when they finish; none is ever seen live.
+            let blocking = a.spawned == 0 && a.terminated > 0;
+            let spawned = if blocking { a.terminated } else { a.spawned };
+            let live = spawned.saturating_sub(a.terminated);
             let oldest = self.ages.oldest(key, live);
-            let oldest_live_ns = oldest
-                .filter(|_| live > 0)
-                .map(|at| clk.ticks_to_ns(now_raw.saturating_sub(at)));
+            let oldest_live_ns = oldest.filter(|_| live > 0).map(|at| clk.ticks_to_ns(now_raw.saturating_sub(at)));
             if window_due {
                 let h = self.leak_history.entry(key).or_default();
                 h.push_back(live);
@@ -640,9 +613,10 @@ impl Agg {
             locations.push(LocationStats {
                 internal: name.starts_with(crate::lag::HEARTBEAT_FILE),
                 location: name,
-                spawned: a.spawned,
+                spawned,
                 completed: a.terminated,
                 live,
+                blocking,
                 oldest_live_ns,
                 polls: a.poll.count,
                 poll_time: a.poll.to_wire(clk),
@@ -652,10 +626,7 @@ impl Agg {
         }
         if overflow.spawned > 0 || overflow.poll.count > 0 {
             locations.push(LocationStats {
-                location: format!(
-                    "(other locations: more than {} per thread)",
-                    shared.config.max_locations
-                ),
+                location: format!("(other locations: more than {} per thread)", shared.config.max_locations),
                 spawned: overflow.spawned,
                 completed: overflow.terminated,
                 live: overflow.spawned.saturating_sub(overflow.terminated),
@@ -665,6 +636,7 @@ impl Agg {
                 schedule_latency: None,
                 leak_suspect: false,
                 internal: false,
+                blocking: false,
             });
         }
 
@@ -673,7 +645,7 @@ impl Agg {
         let mut stalls: Vec<Stall> = self.done.iter().cloned().collect();
         for k in active_keys {
             if let Some(rec) = self.active.remove(&k) {
-                if rec.ended_at.is_none() {
+                if rec.ended_at.is_none() && rec.unseen_since.is_none() {
                     stalls.push(self.wire_stall(&rec, false));
                 }
                 self.active.insert(k, rec);
@@ -682,20 +654,10 @@ impl Agg {
 
         let drops = wire::Drops {
             samples: shared.samples_lost.load(Relaxed),
-            task_events: shared
-                .slots
-                .slots
-                .iter()
-                .map(|s| s.ev_dropped.load(Relaxed))
-                .sum::<u64>()
+            task_events: shared.slots.slots.iter().map(|s| s.ev_dropped.load(Relaxed)).sum::<u64>()
                 + shared.slots.shared.ev_dropped.load(Relaxed),
             threads_without_slot: shared.slots.no_slot.load(Relaxed),
-            location_overflow: shared
-                .slots
-                .slots
-                .iter()
-                .map(|s| s.loc_overflow.load(Relaxed))
-                .sum::<u64>()
+            location_overflow: shared.slots.slots.iter().map(|s| s.loc_overflow.load(Relaxed)).sum::<u64>()
                 + shared.slots.shared.loc_overflow.load(Relaxed),
             stalls: shared.stall_msgs_dropped.load(Relaxed) + self.long_overrun,
             untracked_tasks: self.ages.untracked,
@@ -719,7 +681,7 @@ impl Agg {
             stall_count: self.stall_count,
             stalled_ns: clk.ticks_to_ns(self.stalled_ticks),
             lag,
-            runtime: self.runtime.sample(),
+            runtime: self.runtime.sample(shared.config.aggregation_interval / 2),
             pools: crate::pool::collect(),
             alerts: Vec::new(),
             drops,
@@ -728,10 +690,7 @@ impl Agg {
         snapshot.alerts = self.alerts.evaluate(&snapshot, &interval, &shared.config);
         let snapshot = Arc::new(snapshot);
         *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
-        shared.publish(&Update::Tick {
-            snapshot: Box::new((*snapshot).clone()),
-            interval: Box::new(interval),
-        });
+        shared.publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
         let _ = self.started;
     }
 
@@ -749,19 +708,14 @@ impl Agg {
                     poll_time: l.poll_time.delta(&ph),
                 });
             }
-            self.prev_locs.insert(
-                l.location.clone(),
-                (l.spawned, l.completed, l.polls, l.poll_time.clone()),
-            );
+            self.prev_locs.insert(l.location.clone(), (l.spawned, l.completed, l.polls, l.poll_time.clone()));
         }
         let d = &s.drops;
         let p = &self.prev_drops;
         let drops = wire::Drops {
             samples: d.samples.saturating_sub(p.samples),
             task_events: d.task_events.saturating_sub(p.task_events),
-            threads_without_slot: d
-                .threads_without_slot
-                .saturating_sub(p.threads_without_slot),
+            threads_without_slot: d.threads_without_slot.saturating_sub(p.threads_without_slot),
             location_overflow: d.location_overflow.saturating_sub(p.location_overflow),
             stalls: d.stalls.saturating_sub(p.stalls),
             untracked_tasks: d.untracked_tasks.saturating_sub(p.untracked_tasks),
@@ -776,9 +730,7 @@ impl Agg {
             duration_ns: now.duration_since(self.last_tick).as_nanos() as u64,
             locations,
             stalls: std::mem::take(&mut self.interval_stalls),
-            stalled_ns: self
-                .clock
-                .ticks_to_ns(std::mem::take(&mut self.interval_stalled_ticks)),
+            stalled_ns: self.clock.ticks_to_ns(std::mem::take(&mut self.interval_stalled_ticks)),
             lag,
             drops,
         };
@@ -794,26 +746,19 @@ fn process_info(shared: &Shared) -> wire::ProcessInfo {
             "stalls, stack samples, poll times and per-location task counts: build with RUSTFLAGS=\"--cfg tokio_unstable\" (Tokio's task hooks)"
                 .to_string(),
         );
-        missing.push(
-            "blocking-pool gauges, steals and local queue depths: build with --cfg tokio_unstable"
-                .to_string(),
-        );
-    } else if !shared.installed.load(Relaxed) {
         missing
-            .push("task hooks: Probe::install was not called on the runtime builder".to_string());
+            .push("blocking-pool gauges, steals and local queue depths: build with --cfg tokio_unstable".to_string());
+    } else if !shared.installed.load(Relaxed) {
+        missing.push("task hooks: Probe::install was not called on the runtime builder".to_string());
     }
     if let Some(p) = &shared.sampling_problem {
         missing.push(format!("native stacks: {p}"));
     }
     if !shared.lag_running.load(Relaxed) {
-        missing
-            .push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
+        missing.push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
     }
     if shared.config.schedule_latency && !cfg!(all(tokio_unstable, feature = "schedule-latency")) {
-        missing.push(
-            "schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable"
-                .to_string(),
-        );
+        missing.push("schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable".to_string());
     }
     wire::ProcessInfo {
         pid: std::process::id(),
@@ -827,10 +772,11 @@ fn process_info(shared: &Shared) -> wire::ProcessInfo {
     }
 }
 
+/// The executable's file name (`/proc/self/comm` is cut to 15 bytes).
 fn process_name() -> String {
-    std::fs::read_to_string("/proc/self/comm")
-        .map(|s| s.trim().to_string())
+    std::env::current_exe()
         .ok()
-        .or_else(|| std::env::args().next())
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| std::fs::read_to_string("/proc/self/comm").map(|s| s.trim().to_string()).ok())
         .unwrap_or_default()
 }

@@ -68,11 +68,7 @@ pub(crate) fn culprit(s: &Stall) -> String {
             _ => f.function.clone(),
         },
         None if s.stacks.is_empty() => "no stack sample".to_string(),
-        None => s.stacks[0]
-            .frames
-            .first()
-            .map(|f| f.function.clone())
-            .unwrap_or_default(),
+        None => s.stacks[0].frames.first().map(|f| f.function.clone()).unwrap_or_default(),
     }
 }
 
@@ -89,22 +85,21 @@ impl Check for BlockingPoll {
             .stalls
             .iter()
             .filter(|st| !st.in_block_in_place)
-            .filter(|st| {
-                st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms
-            })
+            .filter(|st| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms)
             .collect();
-        // One alert per culprit, the longest stall first.
+        // One alert per culprit function (not per line: a loop samples several lines of it).
         let mut by_culprit: Vec<(String, Vec<&Stall>)> = Vec::new();
         for st in recent {
-            let c = culprit(st);
-            match by_culprit.iter_mut().find(|(k, _)| *k == c) {
+            let key = st.top_user_frame().map(|f| f.function.clone()).unwrap_or_else(|| culprit(st));
+            match by_culprit.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => v.push(st),
-                None => by_culprit.push((c, vec![st])),
+                None => by_culprit.push((key, vec![st])),
             }
         }
-        for (c, stalls) in by_culprit {
+        for (_, stalls) in by_culprit {
             let longest = stalls.iter().map(|s| s.elapsed_ns).max().unwrap_or(0);
             let worst = stalls.iter().max_by_key(|s| s.elapsed_ns).copied();
+            let c = worst.map(culprit).unwrap_or_default();
             let mut summary = format!("blocking poll: {} in {}", fmt_ns(longest), c);
             if stalls.len() > 1 {
                 let _ = write!(summary, " ({} stalls in the last 10 s)", stalls.len());
@@ -115,12 +110,11 @@ impl Check for BlockingPoll {
             out.push(Alert {
                 kind: AlertKind::BlockingPoll,
                 summary,
-                what_to_do:
-                    "A poll ran without yielding, so every task queued on that worker waited. \
+                what_to_do: "A poll ran without yielding, so every task queued on that worker waited. \
                     Move blocking calls to tokio::task::spawn_blocking, use the async form \
                     (tokio::time::sleep, tokio::fs, tokio::sync::Mutex), or break CPU loops up \
                     with tokio::task::yield_now. The flame graph shows the blocking line."
-                        .to_string(),
+                    .to_string(),
             });
         }
     }
@@ -130,10 +124,7 @@ struct LeakSuspect;
 impl Check for LeakSuspect {
     fn check(&self, s: &Snapshot, _: &Interval, c: &Config, out: &mut Vec<Alert>) {
         for l in s.locations.iter().filter(|l| l.leak_suspect && !l.internal) {
-            let age = l
-                .oldest_live_ns
-                .map(|a| format!(", oldest {}", fmt_ns(a)))
-                .unwrap_or_default();
+            let age = l.oldest_live_ns.map(|a| format!(", oldest {}", fmt_ns(a))).unwrap_or_default();
             out.push(Alert {
                 kind: AlertKind::LeakSuspect,
                 summary: format!("task leak suspect: {} live tasks spawned at {}{}", l.live, l.location, age),
@@ -153,22 +144,17 @@ struct PoolSaturated;
 impl Check for PoolSaturated {
     fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Alert>) {
         for p in s.pools.iter().filter(|p| p.saturated()) {
-            let p99 = p
-                .wait_time
-                .quantile_ns(0.99)
-                .map(fmt_ns)
-                .unwrap_or_else(|| "-".into());
+            let p99 = p.wait_time.quantile_ns(0.99).map(fmt_ns).unwrap_or_else(|| "-".into());
             out.push(Alert {
                 kind: AlertKind::PoolSaturated,
                 summary: format!(
                     "pool saturated: {} has {}/{} in use and {} waiting (wait p99 {})",
                     p.name, p.in_use, p.max, p.waiters, p99
                 ),
-                what_to_do:
-                    "Every unit of the pool is handed out and callers queue for it. Look for \
+                what_to_do: "Every unit of the pool is handed out and callers queue for it. Look for \
                     holders that keep a permit or connection across slow awaits, add a timeout to \
                     acquisition, or size the pool for the load."
-                        .to_string(),
+                    .to_string(),
             });
         }
     }
@@ -211,21 +197,14 @@ impl Check for LoopLag {
             out.push(Alert {
                 kind: AlertKind::LoopLag,
                 summary: if s.lag.last_ns >= threshold {
-                    format!(
-                        "loop lag: the last heartbeat fired {} late",
-                        fmt_ns(s.lag.last_ns)
-                    )
+                    format!("loop lag: the last heartbeat fired {} late", fmt_ns(s.lag.last_ns))
                 } else {
-                    format!(
-                        "loop lag: {late} heartbeats fired over {} late in the last interval",
-                        fmt_ns(threshold)
-                    )
+                    format!("loop lag: {late} heartbeats fired over {} late in the last interval", fmt_ns(threshold))
                 },
-                what_to_do:
-                    "Timers fire late because the workers are busy or blocked. Look at the \
+                what_to_do: "Timers fire late because the workers are busy or blocked. Look at the \
                     blocking-poll alerts and the busy ratio; if there are none, the runtime is \
                     simply saturated: add workers or shed load."
-                        .to_string(),
+                    .to_string(),
             });
         }
     }

@@ -24,16 +24,8 @@ impl Clock {
         let ns = inner.delta_as_nanos(0, span).max(1);
         let ns_per_mega_tick = ((ns as u128) << 20).div_ceil(span as u128) as u64;
         let epoch_raw = inner.raw();
-        let epoch_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Clock {
-            inner,
-            ns_per_mega_tick,
-            epoch_raw,
-            epoch_unix_ns,
-        }
+        let epoch_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Clock { inner, ns_per_mega_tick, epoch_raw, epoch_unix_ns }
     }
 
     /// Ticks to nanoseconds (saturating).
@@ -43,18 +35,15 @@ impl Clock {
 
     /// Nanoseconds to ticks (rounded up).
     pub(crate) fn ns_to_ticks(&self, ns: u64) -> u64 {
-        (((ns as u128) << 20).div_ceil(self.ns_per_mega_tick.max(1) as u128)).min(u64::MAX as u128)
-            as u64
+        (((ns as u128) << 20).div_ceil(self.ns_per_mega_tick.max(1) as u128)).min(u64::MAX as u128) as u64
     }
 
     /// Wall-clock time of a raw stamp, nanoseconds since the Unix epoch.
     pub(crate) fn raw_to_unix_ns(&self, raw: u64) -> u64 {
         if raw >= self.epoch_raw {
-            self.epoch_unix_ns
-                .saturating_add(self.ticks_to_ns(raw - self.epoch_raw))
+            self.epoch_unix_ns.saturating_add(self.ticks_to_ns(raw - self.epoch_raw))
         } else {
-            self.epoch_unix_ns
-                .saturating_sub(self.ticks_to_ns(self.epoch_raw - raw))
+            self.epoch_unix_ns.saturating_sub(self.ticks_to_ns(self.epoch_raw - raw))
         }
     }
 }

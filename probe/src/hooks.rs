@@ -30,11 +30,7 @@ fn slot(shared: &Shared) -> &Slot {
     if probe != shared.id {
         return claim(shared);
     }
-    shared
-        .slots
-        .slots
-        .get(idx as usize)
-        .unwrap_or(&shared.slots.shared)
+    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
 }
 
 #[cold]
@@ -44,11 +40,7 @@ fn claim(shared: &Shared) -> &Slot {
     let tid = unsafe { libc::gettid() };
     let idx = shared.slots.claim(tid).unwrap_or(u32::MAX);
     CLAIM.with(|c| c.set((shared.id, idx)));
-    shared
-        .slots
-        .slots
-        .get(idx as usize)
-        .unwrap_or(&shared.slots.shared)
+    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
 }
 
 /// Releases the calling thread's slot (`on_thread_stop`).
@@ -155,14 +147,7 @@ pub(crate) fn after_poll(shared: &Shared) {
     p.seq.store(seq.wrapping_add(1), Release);
     slot.record_poll(i, ticks);
     if ticks >= shared.threshold_ticks {
-        slot.push_long(
-            seq,
-            start,
-            ticks,
-            p.task.load(Relaxed),
-            p.loc.load(Relaxed),
-            p.flags.load(Relaxed),
-        );
+        slot.push_long(seq, start, ticks, p.task.load(Relaxed), p.loc.load(Relaxed), p.flags.load(Relaxed));
     }
 }
 
@@ -195,13 +180,7 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
     builder.on_task_terminate(move |meta| terminate(&s, task_id_u64(meta.id()), meta.spawned_at()));
     let s = shared.clone();
     builder.on_before_task_poll(move |meta| {
-        before_poll(
-            &s,
-            task_id_u64(meta.id()),
-            meta.spawned_at(),
-            0,
-            schedule_latency(&s, meta),
-        )
+        before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, schedule_latency(&s, meta))
     });
     let s = shared.clone();
     builder.on_after_task_poll(move |_meta| after_poll(&s));

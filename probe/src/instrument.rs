@@ -29,10 +29,7 @@ fn current_probe() -> Option<Arc<Shared>> {
     {
         let id = tokio::runtime::Handle::try_current().ok()?.id();
         let v = BY_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-        v.iter()
-            .rev()
-            .find(|(r, _)| *r == id)
-            .and_then(|(_, w)| w.upgrade())
+        v.iter().rev().find(|(r, _)| *r == id).and_then(|(_, w)| w.upgrade())
     }
     #[cfg(not(tokio_unstable))]
     None
@@ -52,12 +49,7 @@ fn current_probe() -> Option<Arc<Shared>> {
 /// ```
 #[track_caller]
 pub fn instrument<F: Future>(fut: F) -> Instrumented<F> {
-    Instrumented {
-        fut,
-        loc: Location::caller(),
-        probe: None,
-        resolved: false,
-    }
+    Instrumented { fut, loc: Location::caller(), probe: None, resolved: false }
 }
 
 /// A future wrapped by [`instrument`].

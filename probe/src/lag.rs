@@ -12,11 +12,7 @@ use crate::probe::Shared;
 pub(crate) const HEARTBEAT_FILE: &str = file!();
 
 /// Spawns the heartbeat. Returns `false` (and spawns nothing) when the runtime has no timer.
-pub(crate) fn spawn_heartbeat(
-    shared: &Arc<Shared>,
-    handle: &tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
-) -> bool {
+pub(crate) fn spawn_heartbeat(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, stop: Arc<AtomicBool>) -> bool {
     // `tokio::time::sleep` panics on a runtime built without `enable_time`; find out here,
     // inside the runtime's context, rather than inside the task.
     let has_timer = {

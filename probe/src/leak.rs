@@ -45,59 +45,23 @@ mod tests {
 
     #[test]
     fn steady_growth_of_old_tasks_is_a_leak() {
-        assert!(is_suspect(
-            &[0, 10, 20, 30, 40, 50],
-            5,
-            20,
-            Some(Duration::from_secs(6)),
-            S
-        ));
+        assert!(is_suspect(&[0, 10, 20, 30, 40, 50], 5, 20, Some(Duration::from_secs(6)), S));
     }
 
     #[test]
     fn a_flat_or_fluctuating_count_is_not() {
-        assert!(!is_suspect(
-            &[5, 5, 5, 5, 5, 5],
-            5,
-            20,
-            Some(Duration::from_secs(60)),
-            S
-        ));
-        assert!(!is_suspect(
-            &[10, 40, 12, 45, 11, 50],
-            5,
-            20,
-            Some(Duration::from_secs(60)),
-            S
-        ));
+        assert!(!is_suspect(&[5, 5, 5, 5, 5, 5], 5, 20, Some(Duration::from_secs(60)), S));
+        assert!(!is_suspect(&[10, 40, 12, 45, 11, 50], 5, 20, Some(Duration::from_secs(60)), S));
     }
 
     #[test]
     fn growth_of_young_tasks_is_a_ramp_not_a_leak() {
-        assert!(!is_suspect(
-            &[0, 10, 20, 30, 40, 50],
-            5,
-            20,
-            Some(Duration::from_millis(300)),
-            S
-        ));
+        assert!(!is_suspect(&[0, 10, 20, 30, 40, 50], 5, 20, Some(Duration::from_millis(300)), S));
     }
 
     #[test]
     fn small_growth_and_short_history_are_not_leaks() {
-        assert!(!is_suspect(
-            &[1, 2, 3, 4, 5, 6],
-            5,
-            20,
-            Some(Duration::from_secs(60)),
-            S
-        ));
-        assert!(!is_suspect(
-            &[0, 30, 60],
-            5,
-            20,
-            Some(Duration::from_secs(60)),
-            S
-        ));
+        assert!(!is_suspect(&[1, 2, 3, 4, 5, 6], 5, 20, Some(Duration::from_secs(60)), S));
+        assert!(!is_suspect(&[0, 30, 60], 5, 20, Some(Duration::from_secs(60)), S));
     }
 }

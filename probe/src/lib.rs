@@ -70,12 +70,10 @@ mod watchdog;
 
 pub use instrument::{instrument, Instrumented};
 pub use probe::{
-    BuildError, Config, Probe, ProbeBuilder, ProbeGuard, Subscription,
-    DEFAULT_AGGREGATION_INTERVAL, DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW, DEFAULT_LEAK_WINDOWS, DEFAULT_MAX_LOCATIONS,
-    DEFAULT_MAX_SAMPLES_PER_STALL, DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS,
-    DEFAULT_MAX_TRACKED_TASKS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET,
-    DEFAULT_STALL_THRESHOLD,
+    BuildError, Config, Probe, ProbeBuilder, ProbeGuard, Subscription, DEFAULT_AGGREGATION_INTERVAL,
+    DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW, DEFAULT_LEAK_WINDOWS,
+    DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL, DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS,
+    DEFAULT_MAX_TRACKED_TASKS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD,
 };
 pub use report::render as render_report;
 /// The snapshot types (crate `stallscope-wire`).
@@ -92,10 +90,7 @@ pub fn __in_sample_handler() -> bool {
 /// benchmarks; not part of the stable API.
 #[doc(hidden)]
 pub fn __sample_captures() -> u64 {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     return sampler::signal::CAPTURES.load(std::sync::atomic::Ordering::Relaxed);
     #[allow(unreachable_code)]
     0

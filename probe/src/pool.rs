@@ -40,12 +40,7 @@ pub struct PoolGauges {
 impl PoolGauges {
     /// Gauges from their four values.
     pub fn new(in_use: u64, idle: u64, max: u64, waiters: u64) -> PoolGauges {
-        PoolGauges {
-            in_use,
-            idle,
-            max,
-            waiters,
-        }
+        PoolGauges { in_use, idle, max, waiters }
     }
 }
 
@@ -77,18 +72,14 @@ pub struct PoolHandle(Arc<Entry>);
 
 impl std::fmt::Debug for PoolHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolHandle")
-            .field("name", &self.0.name)
-            .finish()
+        f.debug_struct("PoolHandle").field("name", &self.0.name).finish()
     }
 }
 
 impl PoolHandle {
     /// Records one successful acquisition that waited `wait`.
     pub fn record_wait(&self, wait: Duration) {
-        self.0
-            .waits
-            .record_ns(wait.as_nanos().min(u64::MAX as u128) as u64);
+        self.0.waits.record_ns(wait.as_nanos().min(u64::MAX as u128) as u64);
         self.0.acquired.fetch_add(1, Relaxed);
     }
 
@@ -133,8 +124,7 @@ pub(crate) fn collect() -> Vec<PoolStats> {
         .iter()
         .filter_map(|e| {
             // A user's gauge implementation must not take the aggregator down.
-            let g =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.gauge.gauges())).ok()?;
+            let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.gauge.gauges())).ok()?;
             Some(PoolStats {
                 name: e.name.clone(),
                 in_use: g.in_use,
@@ -174,23 +164,10 @@ impl Semaphore {
         let max = permits as u64;
         let (i, w) = (Arc::downgrade(&inner), waiters.clone());
         let handle = register(name, move || {
-            let idle = i
-                .upgrade()
-                .map(|s| s.available_permits() as u64)
-                .unwrap_or(0);
-            PoolGauges {
-                in_use: max.saturating_sub(idle),
-                idle,
-                max,
-                waiters: w.load(Relaxed),
-            }
+            let idle = i.upgrade().map(|s| s.available_permits() as u64).unwrap_or(0);
+            PoolGauges { in_use: max.saturating_sub(idle), idle, max, waiters: w.load(Relaxed) }
         });
-        Semaphore {
-            inner,
-            waiters,
-            max,
-            handle,
-        }
+        Semaphore { inner, waiters, max, handle }
     }
 
     /// Acquires a permit, counting the caller as a waiter until it has one (or gives up).
@@ -225,11 +202,6 @@ impl Semaphore {
     /// Current gauges.
     pub fn gauges(&self) -> PoolGauges {
         let idle = self.inner.available_permits() as u64;
-        PoolGauges {
-            in_use: self.max.saturating_sub(idle),
-            idle,
-            max: self.max,
-            waiters: self.waiters.load(Relaxed),
-        }
+        PoolGauges { in_use: self.max.saturating_sub(idle), idle, max: self.max, waiters: self.waiters.load(Relaxed) }
     }
 }

@@ -147,9 +147,7 @@ pub enum BuildError {
         reason: &'static str,
     },
     /// The sample signal is outside the real-time range.
-    #[error(
-        "signal offset {offset} is outside 0..={max} (SIGRTMIN+offset must be a real-time signal)"
-    )]
+    #[error("signal offset {offset} is outside 0..={max} (SIGRTMIN+offset must be a real-time signal)")]
     SignalOffset {
         /// Offset given.
         offset: i32,
@@ -256,14 +254,9 @@ impl ProbeBuilder {
         let mut sampling_problem = None;
         let mut signal = None;
         if c.sampling && !crate::sampler::SUPPORTED {
-            sampling_problem = Some(
-                "native stack sampling is only supported on Linux x86_64 and aarch64".to_string(),
-            );
+            sampling_problem = Some("native stack sampling is only supported on Linux x86_64 and aarch64".to_string());
         }
-        #[cfg(all(
-            target_os = "linux",
-            any(target_arch = "x86_64", target_arch = "aarch64")
-        ))]
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if c.sampling {
             let sig = libc::SIGRTMIN() + c.signal_offset;
             match crate::sampler::signal::install(sig) {
@@ -272,10 +265,7 @@ impl ProbeBuilder {
                     signal = Some(sig)
                 }
                 Err(crate::sampler::signal::InstallError::InUse) => {
-                    return Err(BuildError::SignalInUse {
-                        signal: sig,
-                        offset: c.signal_offset,
-                    })
+                    return Err(BuildError::SignalInUse { signal: sig, offset: c.signal_offset })
                 }
                 Err(crate::sampler::signal::InstallError::Os(e)) => {
                     sampling_problem = Some(format!("sigaction failed for signal {sig}: errno {e}"))
@@ -314,56 +304,21 @@ impl ProbeBuilder {
 fn validate(c: &Config) -> Result<(), BuildError> {
     let dur = |name, value: Duration, min: Duration, max: Duration| {
         if value < min || value > max {
-            Err(BuildError::Duration {
-                name,
-                value,
-                min,
-                max,
-            })
+            Err(BuildError::Duration { name, value, min, max })
         } else {
             Ok(())
         }
     };
     let ms = Duration::from_millis;
-    dur(
-        "stall_threshold",
-        c.stall_threshold,
-        ms(1),
-        Duration::from_secs(60),
-    )?;
-    dur(
-        "sample_interval",
-        c.sample_interval,
-        Duration::from_micros(200),
-        c.stall_threshold.max(ms(1)),
-    )?;
-    dur(
-        "aggregation_interval",
-        c.aggregation_interval,
-        ms(10),
-        Duration::from_secs(60),
-    )?;
-    dur(
-        "heartbeat_interval",
-        c.heartbeat_interval,
-        ms(1),
-        Duration::from_secs(10),
-    )?;
-    dur(
-        "leak_window",
-        c.leak_window,
-        ms(10),
-        Duration::from_secs(3600),
-    )?;
+    dur("stall_threshold", c.stall_threshold, ms(1), Duration::from_secs(60))?;
+    dur("sample_interval", c.sample_interval, Duration::from_micros(200), c.stall_threshold.max(ms(1)))?;
+    dur("aggregation_interval", c.aggregation_interval, ms(10), Duration::from_secs(60))?;
+    dur("heartbeat_interval", c.heartbeat_interval, ms(1), Duration::from_secs(10))?;
+    dur("leak_window", c.leak_window, ms(10), Duration::from_secs(3600))?;
     let lim = |name, value: usize, min: u64, max: u64| {
         let value = value as u64;
         if value < min || value > max {
-            Err(BuildError::Limit {
-                name,
-                value,
-                min,
-                max,
-            })
+            Err(BuildError::Limit { name, value, min, max })
         } else {
             Ok(())
         }
@@ -379,40 +334,22 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     {
         let max = libc::SIGRTMAX() - libc::SIGRTMIN();
         if c.signal_offset < 0 || c.signal_offset > max {
-            return Err(BuildError::SignalOffset {
-                offset: c.signal_offset,
-                max,
-            });
+            return Err(BuildError::SignalOffset { offset: c.signal_offset, max });
         }
     }
     Ok(())
 }
 
 /// Applies `STALLSCOPE_*` overrides. `get` reads a variable (the environment, or a map in tests).
-pub(crate) fn apply_env(
-    c: &mut Config,
-    get: impl Fn(&str) -> Option<String>,
-) -> Result<(), BuildError> {
-    fn num<T: std::str::FromStr>(
-        var: &'static str,
-        v: &str,
-        reason: &'static str,
-    ) -> Result<T, BuildError> {
-        v.trim().parse().map_err(|_| BuildError::Env {
-            var,
-            value: v.to_string(),
-            reason,
-        })
+pub(crate) fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) -> Result<(), BuildError> {
+    fn num<T: std::str::FromStr>(var: &'static str, v: &str, reason: &'static str) -> Result<T, BuildError> {
+        v.trim().parse().map_err(|_| BuildError::Env { var, value: v.to_string(), reason })
     }
     fn flag(var: &'static str, v: &str) -> Result<bool, BuildError> {
         match v.trim() {
             "1" | "true" | "on" | "yes" => Ok(true),
             "0" | "false" | "off" | "no" => Ok(false),
-            _ => Err(BuildError::Env {
-                var,
-                value: v.to_string(),
-                reason: "expected 1/0, true/false, on/off",
-            }),
+            _ => Err(BuildError::Env { var, value: v.to_string(), reason: "expected 1/0, true/false, on/off" }),
         }
     }
     const MS: &str = "expected a whole number of milliseconds";
@@ -420,21 +357,14 @@ pub(crate) fn apply_env(
         c.stall_threshold = Duration::from_millis(num("STALLSCOPE_THRESHOLD_MS", &v, MS)?);
     }
     if let Some(v) = get("STALLSCOPE_SAMPLE_INTERVAL_US") {
-        c.sample_interval = Duration::from_micros(num(
-            "STALLSCOPE_SAMPLE_INTERVAL_US",
-            &v,
-            "expected a whole number of microseconds",
-        )?);
+        c.sample_interval =
+            Duration::from_micros(num("STALLSCOPE_SAMPLE_INTERVAL_US", &v, "expected a whole number of microseconds")?);
     }
     if let Some(v) = get("STALLSCOPE_INTERVAL_MS") {
         c.aggregation_interval = Duration::from_millis(num("STALLSCOPE_INTERVAL_MS", &v, MS)?);
     }
     if let Some(v) = get("STALLSCOPE_SIGNAL_OFFSET") {
-        c.signal_offset = num(
-            "STALLSCOPE_SIGNAL_OFFSET",
-            &v,
-            "expected a small whole number",
-        )?;
+        c.signal_offset = num("STALLSCOPE_SIGNAL_OFFSET", &v, "expected a small whole number")?;
     }
     if let Some(v) = get("STALLSCOPE_SAMPLING") {
         c.sampling = flag("STALLSCOPE_SAMPLING", &v)?;
@@ -554,19 +484,11 @@ impl Probe {
     /// a guard that does nothing.
     pub fn start(&self, handle: &tokio::runtime::Handle) -> ProbeGuard {
         if self.shared.running.swap(true, AcqRel) {
-            return ProbeGuard {
-                shared: self.shared.clone(),
-                threads: Vec::new(),
-                stop: None,
-            };
+            return ProbeGuard { shared: self.shared.clone(), threads: Vec::new(), stop: None };
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::sync_channel::<Msg>(4096);
-        *self
-            .shared
-            .control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        *self.shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         let mut threads = Vec::new();
         crate::instrument::register_runtime(handle, &self.shared);
         let lag = crate::lag::spawn_heartbeat(&self.shared, handle, stop.clone());
@@ -591,31 +513,18 @@ impl Probe {
                 threads.push(t);
             }
         }
-        ProbeGuard {
-            shared: self.shared.clone(),
-            threads,
-            stop: Some(stop),
-        }
+        ProbeGuard { shared: self.shared.clone(), threads, stop: Some(stop) }
     }
 
     /// The most recent snapshot, if one has been made.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.shared
-            .latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Asks the aggregator for a snapshot now and waits for it (up to `timeout`). The snapshot
     /// covers everything that happened before the call. `None` if the probe is not running.
     pub fn refresh(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
-        let control = self
-            .shared
-            .control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
+        let control = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
         let (tx, rx) = mpsc::sync_channel(1);
         control.send(Msg::Refresh(tx)).ok()?;
         rx.recv_timeout(timeout).ok()?;
@@ -628,21 +537,14 @@ impl Probe {
     pub fn subscribe(&self, capacity: usize) -> Subscription {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        self.shared
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((tx, dropped.clone()));
+        self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push((tx, dropped.clone()));
         Subscription { rx, dropped }
     }
 
     /// A plain-text summary of the latest snapshot: stalls with their top user frame, leak
     /// suspects, pools, lag and poll percentiles.
     pub fn report(&self) -> String {
-        match self
-            .refresh(Duration::from_secs(2))
-            .or_else(|| self.snapshot())
-        {
+        match self.refresh(Duration::from_secs(2)).or_else(|| self.snapshot()) {
             Some(s) => crate::report::render(&s),
             None => "stallscope: no snapshot yet (was the probe started?)\n".to_string(),
         }
@@ -679,11 +581,7 @@ pub struct ProbeGuard {
 impl ProbeGuard {
     /// The most recent snapshot.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.shared
-            .latest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -691,13 +589,7 @@ impl Drop for ProbeGuard {
     fn drop(&mut self) {
         let Some(stop) = self.stop.take() else { return };
         stop.store(true, Release);
-        if let Some(tx) = self
-            .shared
-            .control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(tx) = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.try_send(Msg::Stop);
         }
         for t in self.threads.drain(..) {

@@ -8,9 +8,7 @@ use stallscope_wire::{FrameKind, Histogram, Snapshot};
 use crate::alerts::{culprit, fmt_ns, short_path};
 
 fn pct(h: &Histogram, q: f64) -> String {
-    h.quantile_ns(q)
-        .map(fmt_ns)
-        .unwrap_or_else(|| "-".to_string())
+    h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
 }
 
 /// Renders a snapshot as text.
@@ -29,29 +27,13 @@ pub fn render(s: &Snapshot) -> String {
         let _ = writeln!(o, "  missing: {m}");
     }
 
-    let _ = writeln!(
-        o,
-        "\nstalls: {} in all, {} stalled",
-        s.stall_count,
-        fmt_ns(s.stalled_ns)
-    );
+    let _ = writeln!(o, "\nstalls: {} in all, {} stalled", s.stall_count, fmt_ns(s.stalled_ns));
     let mut stalls: Vec<_> = s.stalls.iter().collect();
     stalls.sort_by(|a, b| b.elapsed_ns.cmp(&a.elapsed_ns));
     for st in stalls.iter().take(20) {
-        let state = if st.duration_ns.is_some() {
-            ""
-        } else {
-            " (still running)"
-        };
-        let bip = if st.in_block_in_place {
-            " [in block_in_place]"
-        } else {
-            ""
-        };
-        let task = st
-            .task
-            .map(|t| format!("task {t}"))
-            .unwrap_or_else(|| "instrumented future".into());
+        let state = if st.duration_ns.is_some() { "" } else { " (still running)" };
+        let bip = if st.in_block_in_place { " [in block_in_place]" } else { "" };
+        let task = st.task.map(|t| format!("task {t}")).unwrap_or_else(|| "instrumented future".into());
         let _ = writeln!(
             o,
             "  {:>9}{state}{bip}  worker {} {}  spawned at {}",
@@ -60,30 +42,15 @@ pub fn render(s: &Snapshot) -> String {
             task,
             short_path(&st.spawned_at)
         );
-        let _ = writeln!(
-            o,
-            "            in {}   [{} samples]",
-            culprit(st),
-            st.sample_count()
-        );
+        let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
         if let Some(top) = st.stacks.first() {
-            for f in top
-                .frames
-                .iter()
-                .filter(|f| f.kind == FrameKind::User)
-                .skip(1)
-                .take(3)
-            {
+            for f in top.frames.iter().filter(|f| f.kind == FrameKind::User).skip(1).take(3) {
                 let _ = writeln!(o, "               called from {}", f.function);
             }
         }
     }
 
-    let leaks: Vec<_> = s
-        .locations
-        .iter()
-        .filter(|l| l.leak_suspect && !l.internal)
-        .collect();
+    let leaks: Vec<_> = s.locations.iter().filter(|l| l.leak_suspect && !l.internal).collect();
     let _ = writeln!(o, "\nleak suspects: {}", leaks.len());
     for l in leaks {
         let _ = writeln!(
@@ -97,10 +64,7 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
 
-    let _ = writeln!(
-        o,
-        "\ntasks by spawn location (live / spawned / completed, poll p50 p99 max):"
-    );
+    let _ = writeln!(o, "\ntasks by spawn location (live / spawned / completed, poll p50 p99 max):");
     let mut locs: Vec<_> = s.locations.iter().filter(|l| !l.internal).collect();
     locs.sort_by(|a, b| b.live.cmp(&a.live).then(b.polls.cmp(&a.polls)));
     for l in locs.iter().take(15) {

@@ -4,6 +4,9 @@ use stallscope_wire::RuntimeStats;
 
 pub(crate) struct Monitor {
     intervals: Box<dyn Iterator<Item = tokio_metrics::RuntimeMetrics> + Send>,
+    /// The last sample that covered a real interval, for rates when a refresh comes right
+    /// after a tick.
+    last_full: Option<RuntimeStats>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -15,19 +18,20 @@ impl std::fmt::Debug for Monitor {
 impl Monitor {
     pub(crate) fn new(handle: &tokio::runtime::Handle) -> Monitor {
         let monitor = tokio_metrics::RuntimeMonitor::new(handle);
-        Monitor {
-            intervals: Box::new(monitor.intervals()),
-        }
+        Monitor { intervals: Box::new(monitor.intervals()), last_full: None }
     }
 
-    /// Metrics for the time since the previous call.
-    pub(crate) fn sample(&mut self) -> Option<RuntimeStats> {
+    /// Gauges now, and rates over the time since the previous call (or, when that is shorter
+    /// than `min_interval`, over the last interval that was not).
+    pub(crate) fn sample(&mut self, min_interval: std::time::Duration) -> Option<RuntimeStats> {
         let m = self.intervals.next()?;
+        let workers = (m.workers_count as f64).max(1.0);
+        // tokio-metrics' busy_ratio sums busy time over workers; average it per worker.
         #[allow(unused_mut)]
         let mut s = RuntimeStats {
             workers: m.workers_count as u64,
             live_tasks: m.live_tasks_count as u64,
-            busy_ratio: m.busy_ratio().clamp(0.0, 1.0),
+            busy_ratio: (m.busy_ratio() / workers).clamp(0.0, 1.0),
             global_queue_depth: m.global_queue_depth as u64,
             parks: m.total_park_count,
             ..RuntimeStats::default()
@@ -40,6 +44,16 @@ impl Monitor {
             s.blocking_threads = m.blocking_threads_count as u64;
             s.idle_blocking_threads = m.idle_blocking_threads_count as u64;
             s.blocking_queue_depth = m.blocking_queue_depth as u64;
+        }
+        if m.elapsed < min_interval {
+            if let Some(full) = &self.last_full {
+                s.busy_ratio = full.busy_ratio;
+                s.steals = full.steals;
+                s.parks = full.parks;
+                s.polls = full.polls;
+            }
+        } else {
+            self.last_full = Some(s.clone());
         }
         Some(s)
     }

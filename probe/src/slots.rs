@@ -118,9 +118,7 @@ impl Slot {
             poll: Padded::default(),
             long: (0..LONG_RING).map(|_| LongPoll::default()).collect(),
             long_head: Padded::default(),
-            events: (0..events.next_power_of_two())
-                .map(|_| Event::default())
-                .collect(),
+            events: (0..events.next_power_of_two()).map(|_| Event::default()).collect(),
             ev_head: Padded::default(),
             ev_tail: Padded::default(),
             ev_dropped: AtomicU64::new(0),
@@ -215,8 +213,7 @@ impl Slot {
         let head = self.ev_head.load(Relaxed);
         let tail = self.ev_tail.load(Acquire);
         if head.wrapping_sub(tail) >= self.events.len() as u64 {
-            self.ev_dropped
-                .store(self.ev_dropped.load(Relaxed) + 1, Relaxed);
+            self.ev_dropped.store(self.ev_dropped.load(Relaxed) + 1, Relaxed);
             return;
         }
         let e = &self.events[head as usize & (self.events.len() - 1)];
@@ -228,15 +225,7 @@ impl Slot {
 
     /// Records a poll that ran past the threshold. Rare: only on the slow branch.
     #[cold]
-    pub(crate) fn push_long(
-        &self,
-        seq: u64,
-        start: u64,
-        ticks: u64,
-        task: u64,
-        loc: usize,
-        flags: u32,
-    ) {
+    pub(crate) fn push_long(&self, seq: u64, start: u64, ticks: u64, task: u64, loc: usize, flags: u32) {
         if self.shared {
             return;
         }
@@ -266,9 +255,7 @@ pub(crate) struct Slots {
 impl Slots {
     pub(crate) fn new(threads: usize, locations: usize, events: usize) -> Slots {
         Slots {
-            slots: (0..threads)
-                .map(|_| Slot::new(locations, events, false))
-                .collect(),
+            slots: (0..threads).map(|_| Slot::new(locations, events, false)).collect(),
             shared: Slot::new(locations, 0, true),
             no_slot: AtomicU64::new(0),
             any_claimed: AtomicBool::new(false),

@@ -32,11 +32,7 @@ struct Active {
 fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
     let is_sample = matches!(msg, Msg::Sample { .. });
     if tx.try_send(msg).is_err() {
-        let counter = if is_sample {
-            &shared.samples_lost
-        } else {
-            &shared.stall_msgs_dropped
-        };
+        let counter = if is_sample { &shared.samples_lost } else { &shared.stall_msgs_dropped };
         counter.fetch_add(1, Relaxed);
     }
 }
@@ -44,29 +40,17 @@ fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
 pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let c = &shared.config;
     // Scan often enough to start sampling within a fraction of the threshold.
-    let period = (c.stall_threshold / 8)
-        .min(c.sample_interval)
-        .max(Duration::from_micros(250));
+    let period = (c.stall_threshold / 8).min(c.sample_interval).max(Duration::from_micros(250));
     let clk = clock();
     let sample_ticks = clk.ns_to_ticks(c.sample_interval.as_nanos() as u64);
     let request_timeout = clk.ns_to_ticks(50_000_000);
-    let mut watches: Vec<Watch> = (0..shared.slots.slots.len())
-        .map(|_| Watch::default())
-        .collect();
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
-    let mut unwinder = shared
-        .signal
-        .map(|_| crate::sampler::unwind::Unwinder::new());
+    let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
     while !stop.load(Acquire) {
         std::thread::sleep(period);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            #[cfg(all(
-                target_os = "linux",
-                any(target_arch = "x86_64", target_arch = "aarch64")
-            ))]
+            #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
                 collect_samples(&shared, &tx, unwinder, request_timeout);
             }
@@ -76,17 +60,11 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
             shared.panics.fetch_add(1, Relaxed);
         }
     }
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     crate::sampler::signal::release_all(shared.id);
 }
 
-#[cfg(all(
-    target_os = "linux",
-    any(target_arch = "x86_64", target_arch = "aarch64")
-))]
+#[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn collect_samples(
     shared: &Shared,
     tx: &SyncSender<Msg>,
@@ -106,28 +84,14 @@ fn collect_samples(
             shared.samples_lost.fetch_add(1, Relaxed);
             return;
         }
-        send(
-            tx,
-            shared,
-            Msg::Sample {
-                slot: cap.slot,
-                seq: cap.want_seq,
-                addrs: addrs.clone(),
-            },
-        );
+        send(tx, shared, Msg::Sample { slot: cap.slot, seq: cap.want_seq, addrs: addrs.clone() });
     });
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
 
 fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_ticks: u64) {
     let now = now_raw();
-    for (i, (slot, w)) in shared
-        .slots
-        .slots
-        .iter()
-        .zip(watches.iter_mut())
-        .enumerate()
-    {
+    for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
         let generation = slot.generation.load(Acquire);
         if generation != w.generation {
             w.generation = generation;
@@ -142,14 +106,7 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
             // End a stall only once no sample request for it is in flight, so that every
             // sample reaches the aggregator before the end does.
             if a.ended && !sample_in_flight(shared, a.tid) {
-                send(
-                    tx,
-                    shared,
-                    Msg::StallEnded {
-                        slot: i,
-                        seq: a.seq,
-                    },
-                );
+                send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq });
                 w.active = None;
             }
         }
@@ -169,25 +126,11 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
             continue;
         }
         if w.active.is_none() {
-            w.active = Some(Active {
-                seq,
-                tid,
-                last_sample: 0,
-                ended: false,
-            });
+            w.active = Some(Active { seq, tid, last_sample: 0, ended: false });
             send(
                 tx,
                 shared,
-                Msg::StallStarted(StallStart {
-                    slot: i,
-                    seq,
-                    start,
-                    task,
-                    loc,
-                    flags,
-                    tid,
-                    detected: now,
-                }),
+                Msg::StallStarted(StallStart { slot: i, seq, start, task, loc, flags, tid, detected: now }),
             );
         }
         let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended) else {
@@ -196,10 +139,7 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
         if now.saturating_sub(a.last_sample) < sample_ticks {
             continue;
         }
-        #[cfg(all(
-            target_os = "linux",
-            any(target_arch = "x86_64", target_arch = "aarch64")
-        ))]
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if let Some(signal) = shared.signal {
             use crate::sampler::signal;
             if signal::in_flight(shared.id, tid) {
@@ -213,15 +153,7 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
                 a.last_sample = now;
                 continue;
             };
-            let req = signal::Request {
-                probe: shared.id,
-                slot: i,
-                tid,
-                seq: &p.seq,
-                want_seq: seq,
-                stack,
-                now,
-            };
+            let req = signal::Request { probe: shared.id, slot: i, tid, seq: &p.seq, want_seq: seq, stack, now };
             if signal::request(signal, req).is_err() {
                 shared.samples_lost.fetch_add(1, Relaxed);
             }
@@ -231,10 +163,7 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
 }
 
 fn sample_in_flight(_shared: &Shared, _tid: i32) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        any(target_arch = "x86_64", target_arch = "aarch64")
-    ))]
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     if _shared.signal.is_some() {
         return crate::sampler::signal::in_flight(_shared.id, _tid);
     }

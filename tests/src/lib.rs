@@ -41,20 +41,12 @@ pub struct Service {
 impl Service {
     /// Multi-thread runtime, 2 workers, default probe.
     pub fn multi() -> Service {
-        Service {
-            flavor: Flavor::Multi,
-            builder: Probe::builder(),
-            max_blocking: None,
-        }
+        Service { flavor: Flavor::Multi, builder: Probe::builder(), max_blocking: None }
     }
 
     /// Current-thread runtime, default probe.
     pub fn current() -> Service {
-        Service {
-            flavor: Flavor::Current,
-            builder: Probe::builder(),
-            max_blocking: None,
-        }
+        Service { flavor: Flavor::Current, builder: Probe::builder(), max_blocking: None }
     }
 
     /// Either flavour.
@@ -115,9 +107,7 @@ impl Service {
         let guard = probe.start(rt.handle());
         let out = rt.block_on(body(probe.clone()));
         drop(rt);
-        let snap = probe
-            .refresh(Duration::from_secs(10))
-            .expect("a snapshot after the run");
+        let snap = probe.refresh(Duration::from_secs(10)).expect("a snapshot after the run");
         drop(guard);
         ((*snap).clone(), out)
     }
@@ -133,11 +123,7 @@ pub struct StallExpect<'a> {
 
 /// Starts an expectation over the finished stalls of `snap`.
 pub fn expect_stall(snap: &Snapshot) -> StallExpect<'_> {
-    StallExpect {
-        snap,
-        matching: snap.finished_stalls().collect(),
-        what: "stalls".into(),
-    }
+    StallExpect { snap, matching: snap.finished_stalls().collect(), what: "stalls".into() }
 }
 
 /// Names of the user frames of a stall's most sampled stack, innermost first.
@@ -145,13 +131,7 @@ pub fn user_frames(s: &Stall) -> Vec<String> {
     s.stacks
         .iter()
         .max_by_key(|st| st.count)
-        .map(|st| {
-            st.frames
-                .iter()
-                .filter(|f| f.kind == FrameKind::User)
-                .map(|f| f.function.clone())
-                .collect()
-        })
+        .map(|st| st.frames.iter().filter(|f| f.kind == FrameKind::User).map(|f| f.function.clone()).collect())
         .unwrap_or_default()
 }
 
@@ -187,8 +167,7 @@ impl<'a> StallExpect<'a> {
 
     /// Only stalls whose top user frames (the first three) include `function`.
     pub fn naming(mut self, function: &str) -> Self {
-        self.matching
-            .retain(|s| user_frames(s).iter().take(3).any(|f| f.ends_with(function)));
+        self.matching.retain(|s| user_frames(s).iter().take(3).any(|f| f.ends_with(function)));
         self.what = format!("{} naming {function}", self.what);
         self
     }
@@ -211,13 +190,7 @@ impl<'a> StallExpect<'a> {
 
     /// Exactly `n` stalls match.
     pub fn count(self, n: usize) -> Self {
-        assert_eq!(
-            self.matching.len(),
-            n,
-            "{}: expected {n}\n{}",
-            self.what,
-            describe(self.snap)
-        );
+        assert_eq!(self.matching.len(), n, "{}: expected {n}\n{}", self.what, describe(self.snap));
         self
     }
 

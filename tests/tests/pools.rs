@@ -25,22 +25,11 @@ fn semaphore_waiters_and_in_use_match_the_load() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let snap =
-            tokio::task::spawn_blocking(move || probe.refresh(Duration::from_secs(5)).unwrap())
-                .await
-                .unwrap();
-        let p = snap
-            .pools
-            .iter()
-            .find(|p| p.name == "test-db")
-            .expect("pool registered");
+        let snap = tokio::task::spawn_blocking(move || probe.refresh(Duration::from_secs(5)).unwrap()).await.unwrap();
+        let p = snap.pools.iter().find(|p| p.name == "test-db").expect("pool registered");
         assert_eq!((p.in_use, p.idle, p.max, p.waiters), (2, 0, 2, 3), "{p:?}");
         assert!(p.saturated());
-        assert!(
-            snap.alerts.iter().any(|a| a.summary.contains("test-db")),
-            "{:?}",
-            snap.alerts
-        );
+        assert!(snap.alerts.iter().any(|a| a.summary.contains("test-db")), "{:?}", snap.alerts);
         drop(release_tx);
         for h in holders {
             h.await.unwrap();
@@ -64,56 +53,38 @@ fn waits_are_recorded_in_the_wait_histogram() {
         // Keep the pool registered until the snapshot.
         std::mem::forget(sem);
     });
-    let p = snap
-        .pools
-        .iter()
-        .find(|p| p.name == "wait-hist")
-        .expect("pool");
+    let p = snap.pools.iter().find(|p| p.name == "wait-hist").expect("pool");
     assert_eq!(p.acquired, 2);
     let max = p.wait_time.max_ns;
-    assert!(
-        (35_000_000..200_000_000).contains(&max),
-        "longest wait {max} ns"
-    );
+    assert!((35_000_000..200_000_000).contains(&max), "longest wait {max} ns");
 }
 
 #[test]
 #[cfg(tokio_unstable)]
 fn blocking_queue_depth_matches_the_load() {
     let _s = serial();
-    Service::multi()
-        .max_blocking_threads(2)
-        .run(|probe| async move {
-            let (tx, rx) = std::sync::mpsc::channel::<()>();
-            let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-            let mut jobs = Vec::new();
-            for _ in 0..6 {
-                let rx = rx.clone();
-                jobs.push(tokio::task::spawn_blocking(move || {
-                    let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(5));
-                }));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let probe2 = probe.clone();
-            let snap = std::thread::spawn(move || probe2.refresh(Duration::from_secs(5)).unwrap())
-                .join()
-                .unwrap();
-            let r = snap.runtime.clone().expect("runtime metrics");
-            assert_eq!(
-                (r.blocking_threads, r.idle_blocking_threads),
-                (2, 0),
-                "{r:?}"
-            );
-            assert_eq!(r.blocking_queue_depth, 4, "{r:?}");
-            assert!(snap
-                .alerts
-                .iter()
-                .any(|a| a.kind == stallscope_probe::wire::AlertKind::BlockingPoolStarved));
-            for _ in 0..6 {
-                let _ = tx.send(());
-            }
-            for j in jobs {
-                j.await.unwrap();
-            }
-        });
+    Service::multi().max_blocking_threads(2).run(|probe| async move {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let mut jobs = Vec::new();
+        for _ in 0..6 {
+            let rx = rx.clone();
+            jobs.push(tokio::task::spawn_blocking(move || {
+                let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(5));
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let probe2 = probe.clone();
+        let snap = std::thread::spawn(move || probe2.refresh(Duration::from_secs(5)).unwrap()).join().unwrap();
+        let r = snap.runtime.clone().expect("runtime metrics");
+        assert_eq!((r.blocking_threads, r.idle_blocking_threads), (2, 0), "{r:?}");
+        assert_eq!(r.blocking_queue_depth, 4, "{r:?}");
+        assert!(snap.alerts.iter().any(|a| a.kind == stallscope_probe::wire::AlertKind::BlockingPoolStarved));
+        for _ in 0..6 {
+            let _ = tx.send(());
+        }
+        for j in jobs {
+            j.await.unwrap();
+        }
+    });
 }

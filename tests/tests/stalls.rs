@@ -39,11 +39,7 @@ fn sleep_stall(flavor: Flavor) {
     let snap = Service::of(flavor).run(|_| async {
         tokio::spawn(async { culprit_sleep() }).await.unwrap();
     });
-    expect_stall(&snap)
-        .count(1)
-        .naming("culprit_sleep")
-        .once()
-        .lasting_ms(50, 0.10);
+    expect_stall(&snap).count(1).naming("culprit_sleep").once().lasting_ms(50, 0.10);
 }
 
 fn spin_stall(flavor: Flavor) {
@@ -51,11 +47,7 @@ fn spin_stall(flavor: Flavor) {
     let snap = Service::of(flavor).run(|_| async {
         tokio::spawn(async { culprit_spin() }).await.unwrap();
     });
-    expect_stall(&snap)
-        .count(1)
-        .naming("culprit_spin")
-        .once()
-        .lasting_ms(50, 0.10);
+    expect_stall(&snap).count(1).naming("culprit_spin").once().lasting_ms(50, 0.10);
 }
 
 fn mutex_stall(flavor: Flavor) {
@@ -79,11 +71,7 @@ fn mutex_stall(flavor: Flavor) {
         task.await.unwrap();
         holder.join().unwrap();
     });
-    expect_stall(&snap)
-        .count(1)
-        .naming("culprit_lock")
-        .once()
-        .lasting_ms(50, 0.10);
+    expect_stall(&snap).count(1).naming("culprit_lock").once().lasting_ms(50, 0.10);
 }
 
 #[test]
@@ -133,12 +121,7 @@ fn ten_thousand_short_polls_give_no_stall() {
                 h.await.unwrap();
             }
         });
-        let polls: u64 = snap
-            .locations
-            .iter()
-            .filter(|l| l.location.contains("stalls.rs"))
-            .map(|l| l.polls)
-            .sum();
+        let polls: u64 = snap.locations.iter().filter(|l| l.location.contains("stalls.rs")).map(|l| l.polls).sum();
         assert!(polls >= 10_000, "{flavor:?}: only {polls} polls counted");
         assert_eq!(snap.stall_count, 0, "{flavor:?}: {}", describe(&snap));
     }
@@ -163,11 +146,7 @@ fn a_stall_is_published_while_it_is_still_running() {
         .unwrap()
         .expect("a StallStarted update");
         assert!(started.duration_ns.is_none(), "published before it ended");
-        assert!(
-            started.elapsed_ns < 200_000_000,
-            "published {} ns into the stall",
-            started.elapsed_ns
-        );
+        assert!(started.elapsed_ns < 200_000_000, "published {} ns into the stall", started.elapsed_ns);
         task.await.unwrap();
     });
 }

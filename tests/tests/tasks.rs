@@ -27,25 +27,17 @@ fn counts_per_spawn_location_are_exact() {
             gates.push(tx);
         }
         tokio::task::yield_now().await;
-        let snap =
-            tokio::task::spawn_blocking(move || probe.refresh(Duration::from_secs(5)).unwrap())
-                .await
-                .unwrap();
+        let snap = tokio::task::spawn_blocking(move || probe.refresh(Duration::from_secs(5)).unwrap()).await.unwrap();
         let l = snap.location(&waiting_loc).expect("waiting location");
         assert_eq!((l.spawned, l.completed, l.live), (100, 0, 100));
-        assert!(
-            l.oldest_live_ns.is_some(),
-            "age of the oldest waiting task is known"
-        );
+        assert!(l.oldest_live_ns.is_some(), "age of the oldest waiting task is known");
         drop(gates);
         for w in waiting {
             w.await.unwrap();
         }
         (done_loc, waiting_loc)
     });
-    let d = snap
-        .location(&done_loc)
-        .unwrap_or_else(|| panic!("no {done_loc} in {:?}", snap.locations));
+    let d = snap.location(&done_loc).unwrap_or_else(|| panic!("no {done_loc} in {:?}", snap.locations));
     assert_eq!((d.spawned, d.completed, d.live), (1000, 1000, 0));
     let w = snap.location(&waiting_loc).unwrap();
     assert_eq!((w.spawned, w.completed, w.live), (100, 100, 0));
@@ -54,9 +46,7 @@ fn counts_per_spawn_location_are_exact() {
 
 /// Short leak windows so the test takes about a second and a half.
 fn leak_probe(b: stallscope_probe::ProbeBuilder) -> stallscope_probe::ProbeBuilder {
-    b.leak_window(Duration::from_millis(200))
-        .leak_windows(5)
-        .leak_min_growth(20)
+    b.leak_window(Duration::from_millis(200)).leak_windows(5).leak_min_growth(20)
 }
 
 #[inline(never)]
@@ -81,24 +71,10 @@ fn a_leaking_spawn_location_is_flagged() {
         // Leave the leaked tasks alive until the snapshot.
         std::mem::forget(gates);
     });
-    let suspects: Vec<_> = snap
-        .locations
-        .iter()
-        .filter(|l| l.leak_suspect)
-        .map(|l| l.location.as_str())
-        .collect();
+    let suspects: Vec<_> = snap.locations.iter().filter(|l| l.leak_suspect).map(|l| l.location.as_str()).collect();
     assert_eq!(suspects.len(), 1, "suspects: {suspects:?}");
-    assert!(
-        suspects[0].contains("tasks.rs:56"),
-        "flagged at the spawn inside start_request_watcher: {suspects:?}"
-    );
-    assert!(
-        snap.alerts
-            .iter()
-            .any(|a| a.summary.contains("tasks.rs:56")),
-        "alerts: {:?}",
-        snap.alerts
-    );
+    assert!(suspects[0].contains("tasks.rs:56"), "flagged at the spawn inside start_request_watcher: {suspects:?}");
+    assert!(snap.alerts.iter().any(|a| a.summary.contains("tasks.rs:56")), "alerts: {:?}", snap.alerts);
 }
 
 #[test]
@@ -150,8 +126,5 @@ fn a_steady_accept_loop_and_a_long_lived_worker_are_not_flagged() {
     });
     let flagged: Vec<_> = snap.locations.iter().filter(|l| l.leak_suspect).collect();
     assert!(flagged.is_empty(), "flagged: {flagged:?}");
-    assert!(!snap
-        .alerts
-        .iter()
-        .any(|a| a.kind == stallscope_probe::wire::AlertKind::LeakSuspect));
+    assert!(!snap.alerts.iter().any(|a| a.kind == stallscope_probe::wire::AlertKind::LeakSuspect));
 }

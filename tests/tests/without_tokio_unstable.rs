@@ -12,24 +12,13 @@ fn without_tokio_unstable_the_probe_reports_lag_and_names_what_is_missing() {
         .current_dir(root)
         .env("RUSTFLAGS", "")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "stallscope-tests",
-            "--bin",
-            "stable_probe",
-        ])
+        .args(["run", "--quiet", "--release", "-p", "stallscope-tests", "--bin", "stable_probe"])
         .args(["--target-dir", "target/no-tokio-unstable"])
         .output()
         .expect("run cargo");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "build or run failed:\n{stderr}\n{stdout}"
-    );
+    assert!(out.status.success(), "build or run failed:\n{stderr}\n{stdout}");
     assert!(stdout.contains("tokio_unstable=false"), "{stdout}");
     let field = |name: &str| -> u64 {
         stdout
@@ -39,19 +28,9 @@ fn without_tokio_unstable_the_probe_reports_lag_and_names_what_is_missing() {
             .unwrap_or_else(|| panic!("no {name} in {stdout}"))
     };
     // A 60 ms block is seen at least 60 - 25 (the heartbeat period) = 35 ms late.
-    assert!(
-        field("lag_max_ns") >= 30_000_000,
-        "lag shows the 60 ms block:\n{stdout}"
-    );
+    assert!(field("lag_max_ns") >= 30_000_000, "lag shows the 60 ms block:\n{stdout}");
     assert!(field("lag_count") >= 3);
     assert_eq!(field("stall_count"), 0, "no hooks, so no stalls");
-    assert_eq!(
-        field("runtime_workers"),
-        1,
-        "stable runtime metrics are there"
-    );
-    assert!(
-        stdout.contains("missing: stalls, stack samples") && stdout.contains("tokio_unstable"),
-        "{stdout}"
-    );
+    assert_eq!(field("runtime_workers"), 1, "stable runtime metrics are there");
+    assert!(stdout.contains("missing: stalls, stack samples") && stdout.contains("tokio_unstable"), "{stdout}");
 }

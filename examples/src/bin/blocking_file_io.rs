@@ -25,13 +25,8 @@ struct TempFile(PathBuf);
 
 impl TempFile {
     fn unique(prefix: &str) -> TempFile {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        TempFile(
-            std::env::temp_dir().join(format!("{prefix}-{}-{nanos}.snapshot", std::process::id())),
-        )
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        TempFile(std::env::temp_dir().join(format!("{prefix}-{}-{nanos}.snapshot", std::process::id())))
     }
 }
 
@@ -44,12 +39,7 @@ impl Drop for TempFile {
 /// The culprit: blocking `std::fs` write + fsync + read-back, called from async code.
 #[inline(never)]
 fn persist_snapshot(path: &Path, state: &[u8]) -> std::io::Result<u64> {
-    let mut file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let mut file = File::options().read(true).write(true).create(true).truncate(true).open(path)?;
     file.write_all(black_box(state))?;
     file.sync_all()?;
     // Read it back to verify it, in 1 MiB chunks.
@@ -74,10 +64,7 @@ async fn snapshotter(file: Arc<TempFile>, state: Arc<Vec<u8>>) {
     loop {
         tick.tick().await;
         if let Err(e) = persist_snapshot(&file.0, &state) {
-            eprintln!(
-                "blocking_file_io: snapshot to {} failed: {e}",
-                file.0.display()
-            );
+            eprintln!("blocking_file_io: snapshot to {} failed: {e}", file.0.display());
             return;
         }
     }
@@ -97,11 +84,7 @@ async fn traffic(state: Arc<Vec<u8>>) {
 fn main() {
     stallscope_examples::Example::new("blocking_file_io").run(|_ctx| async {
         let file = Arc::new(TempFile::unique("stallscope-blocking-file-io"));
-        let state: Arc<Vec<u8>> = Arc::new(
-            (0..SNAPSHOT_BYTES)
-                .map(|i| (i * 7 + i / 4096) as u8)
-                .collect(),
-        );
+        let state: Arc<Vec<u8>> = Arc::new((0..SNAPSHOT_BYTES).map(|i| (i * 7 + i / 4096) as u8).collect());
         // The tasks own the file: it is removed when the runtime drops them at shutdown.
         tokio::spawn(snapshotter(file, state.clone()));
         tokio::spawn(traffic(state));

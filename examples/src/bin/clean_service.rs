@@ -73,11 +73,7 @@ async fn client(
         write.write_all(b"\n").await?;
         match lines.next_line().await? {
             Some(echo) if echo == msg => {}
-            other => {
-                return Err(std::io::Error::other(format!(
-                    "bad echo {other:?} for {msg:?}"
-                )))
-            }
+            other => return Err(std::io::Error::other(format!("bad echo {other:?} for {msg:?}"))),
         }
         // The stats worker is never far behind; if it were, drop the sample rather than wait.
         let _ = stats.try_send(start.elapsed());
@@ -112,9 +108,7 @@ async fn stats_worker(mut samples: mpsc::Receiver<Duration>) {
 
 fn main() {
     stallscope_examples::Example::new("clean_service").run(|_ctx| async {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("listener address");
         tokio::spawn(accept_loop(listener));
 

@@ -43,11 +43,7 @@ async fn handle(upload: Upload) -> String {
     let sum = checksum_payload(&upload.payload, CHECK_BUDGET);
     // Storing the upload is properly async.
     tokio::time::sleep(Duration::from_millis(2)).await;
-    format!(
-        "upload {} ({} bytes): checksum {sum:016x}",
-        upload.id,
-        upload.payload.len()
-    )
+    format!("upload {} ({} bytes): checksum {sum:016x}", upload.id, upload.payload.len())
 }
 
 /// Accept loop: one handler task per upload.
@@ -64,9 +60,7 @@ async fn traffic(tx: mpsc::Sender<Upload>) {
     let mut tick = tokio::time::interval(UPLOAD_EVERY);
     for id in 0u64.. {
         tick.tick().await;
-        let payload = (0..4096u64)
-            .map(|i| (i.wrapping_mul(31) ^ id) as u8)
-            .collect();
+        let payload = (0..4096u64).map(|i| (i.wrapping_mul(31) ^ id) as u8).collect();
         if tx.send(Upload { id, payload }).await.is_err() {
             break;
         }

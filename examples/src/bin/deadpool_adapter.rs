@@ -59,10 +59,7 @@ struct InstrumentedPool<M: managed::Manager + 'static> {
 // By hand: a derive would require `M: Clone`, which neither field needs.
 impl<M: managed::Manager + 'static> Clone for InstrumentedPool<M> {
     fn clone(&self) -> Self {
-        InstrumentedPool {
-            pool: self.pool.clone(),
-            handle: self.handle.clone(),
-        }
+        InstrumentedPool { pool: self.pool.clone(), handle: self.handle.clone() }
     }
 }
 
@@ -106,9 +103,7 @@ impl managed::Manager for DbManager {
 
     async fn create(&self) -> Result<DbConn, Self::Error> {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        Ok(DbConn {
-            id: self.opened.fetch_add(1, Ordering::Relaxed),
-        })
+        Ok(DbConn { id: self.opened.fetch_add(1, Ordering::Relaxed) })
     }
 
     async fn recycle(&self, _conn: &mut DbConn, _: &Metrics) -> RecycleResult<Self::Error> {
@@ -125,12 +120,7 @@ async fn steady_client(db: Db, id: u64) {
     loop {
         let Ok(conn) = db.get().await else { return };
         black_box(
-            conn.query(
-                "SELECT balance FROM accounts WHERE id = $1",
-                Duration::from_millis(20),
-            )
-            .await
-                + id as usize,
+            conn.query("SELECT balance FROM accounts WHERE id = $1", Duration::from_millis(20)).await + id as usize,
         );
         drop(conn);
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -141,10 +131,7 @@ async fn steady_client(db: Db, id: u64) {
 async fn burst_client(db: Db, until: tokio::time::Instant) {
     while tokio::time::Instant::now() < until {
         let Ok(conn) = db.get().await else { return };
-        black_box(
-            conn.query("SELECT * FROM ledger ORDER BY ts", BURST_QUERY)
-                .await,
-        );
+        black_box(conn.query("SELECT * FROM ledger ORDER BY ts", BURST_QUERY).await);
     }
 }
 

@@ -32,20 +32,14 @@ struct Config {
 fn load_config_blocking(tenant: &'static str) -> Config {
     std::thread::sleep(black_box(CONFIG_FETCH));
     black_box(());
-    Config {
-        tenant,
-        rate_limit: 100 + tenant.len() as u32,
-    }
+    Config { tenant, rate_limit: 100 + tenant.len() as u32 }
 }
 
 async fn handle(req: Request) -> String {
     let config = load_config_blocking(req.tenant);
     // The rest of the handler is properly async.
     tokio::time::sleep(Duration::from_millis(2)).await;
-    format!(
-        "request {} for {}: limit {}",
-        req.id, config.tenant, config.rate_limit
-    )
+    format!("request {} for {}: limit {}", req.id, config.tenant, config.rate_limit)
 }
 
 /// Accept loop: one handler task per request.
@@ -63,14 +57,7 @@ async fn traffic(tx: mpsc::Sender<Request>) {
     let mut tick = tokio::time::interval(REQUEST_EVERY);
     for id in 0.. {
         tick.tick().await;
-        if tx
-            .send(Request {
-                id,
-                tenant: tenants[id as usize % tenants.len()],
-            })
-            .await
-            .is_err()
-        {
+        if tx.send(Request { id, tenant: tenants[id as usize % tenants.len()] }).await.is_err() {
             break;
         }
     }

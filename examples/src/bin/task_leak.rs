@@ -64,11 +64,9 @@ async fn traffic(tx: mpsc::Sender<u64>) {
 }
 
 fn main() {
-    stallscope_examples::Example::new("task_leak")
-        .default_duration(Duration::from_secs(8))
-        .run(|_ctx| async {
-            let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(traffic(tx));
-            serve(rx).await;
-        });
+    stallscope_examples::Example::new("task_leak").default_duration(Duration::from_secs(8)).run(|_ctx| async {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(traffic(tx));
+        serve(rx).await;
+    });
 }

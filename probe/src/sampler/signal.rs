@@ -152,10 +152,7 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             if e.state.load(Acquire) != REQUESTED || e.tid.load(Relaxed) != tid {
                 continue;
             }
-            if e.state
-                .compare_exchange(REQUESTED, WRITING, Acquire, Relaxed)
-                .is_err()
-            {
+            if e.state.compare_exchange(REQUESTED, WRITING, Acquire, Relaxed).is_err() {
                 continue;
             }
             if e.tid.load(Relaxed) != tid {
@@ -191,23 +188,14 @@ unsafe fn regs_of(ctx: *mut libc::c_void) -> Regs {
 unsafe fn regs_of(ctx: *mut libc::c_void) -> Regs {
     let uc = ctx as *const libc::ucontext_t;
     let m = &(*uc).uc_mcontext;
-    Regs {
-        ip: m.pc,
-        sp: m.sp,
-        fp: m.regs[29],
-        lr: m.regs[30],
-    }
+    Regs { ip: m.pc, sp: m.sp, fp: m.regs[29], lr: m.regs[30] }
 }
 
 /// Copies registers and stack. Runs in the signal handler: no locks, no allocation.
 unsafe fn capture(e: &Entry, ctx: *mut libc::c_void) {
     let r = regs_of(ctx);
     let seq = e.seq_ptr.load(Relaxed);
-    let got = if seq.is_null() {
-        0
-    } else {
-        (*seq).load(Acquire)
-    };
+    let got = if seq.is_null() { 0 } else { (*seq).load(Acquire) };
     e.got_seq.store(got, Relaxed);
     e.ip.store(r.ip, Relaxed);
     e.sp.store(r.sp, Relaxed);
@@ -218,11 +206,7 @@ unsafe fn capture(e: &Entry, ctx: *mut libc::c_void) {
     let sp = r.sp as usize;
     // Only copy when the stack pointer lies in the stack the watchdog measured for this thread;
     // otherwise (an alternate signal stack, a reused tid) copying could fault.
-    let len = if sp >= lo && sp < hi {
-        (hi - sp).min(STACK_COPY)
-    } else {
-        0
-    };
+    let len = if sp >= lo && sp < hi { (hi - sp).min(STACK_COPY) } else { 0 };
     if len > 0 {
         std::ptr::copy_nonoverlapping(sp as *const u8, e.buf, len);
     }
@@ -255,19 +239,16 @@ pub(crate) enum RequestError {
 /// Claims a free buffer and signals the thread.
 pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
     let table = table();
-    let Some(e) = table.iter().find(|e| {
-        e.state.load(Acquire) == IDLE
-            && e.state
-                .compare_exchange(IDLE, WRITING, AcqRel, Relaxed)
-                .is_ok()
-    }) else {
+    let Some(e) = table
+        .iter()
+        .find(|e| e.state.load(Acquire) == IDLE && e.state.compare_exchange(IDLE, WRITING, AcqRel, Relaxed).is_ok())
+    else {
         return Err(RequestError::NoBuffer);
     };
     // The buffer is ours (WRITING blocks the handler); fill the request, then publish it.
     e.probe.store(r.probe, Relaxed);
     e.tid.store(r.tid, Relaxed);
-    e.seq_ptr
-        .store(r.seq as *const AtomicU64 as *mut AtomicU64, Relaxed);
+    e.seq_ptr.store(r.seq as *const AtomicU64 as *mut AtomicU64, Relaxed);
     e.want_seq.store(r.want_seq, Relaxed);
     e.slot.store(r.slot, Relaxed);
     e.stack_lo.store(r.stack.0, Relaxed);
@@ -276,14 +257,7 @@ pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
     e.requested_at.store(r.now, Relaxed);
     e.state.store(REQUESTED, Release);
     // SAFETY: tgkill with our own pid and a tid; at worst ESRCH.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_tgkill,
-            libc::getpid(),
-            r.tid as libc::c_long,
-            signal as libc::c_long,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), r.tid as libc::c_long, signal as libc::c_long) };
     if rc != 0 {
         // Take the request back, unless the handler already ran (it cannot have: the signal
         // was not sent).
@@ -295,11 +269,9 @@ pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
 
 /// Whether a request for `tid` from `probe` is in flight or captured but not yet collected.
 pub(crate) fn in_flight(probe: u64, tid: i32) -> bool {
-    table().iter().any(|e| {
-        e.state.load(Acquire) != IDLE
-            && e.probe.load(Relaxed) == probe
-            && e.tid.load(Relaxed) == tid
-    })
+    table()
+        .iter()
+        .any(|e| e.state.load(Acquire) != IDLE && e.probe.load(Relaxed) == probe && e.tid.load(Relaxed) == tid)
 }
 
 /// A captured sample, borrowed from its buffer until dropped.
@@ -321,12 +293,7 @@ impl Drop for Captured<'_> {
 
 /// Takes every ready sample of `probe`, and gives up on requests older than `timeout_ticks`
 /// (the thread may block signals). Returns how many were given up.
-pub(crate) fn collect(
-    probe: u64,
-    now: u64,
-    timeout_ticks: u64,
-    mut f: impl FnMut(Captured<'_>),
-) -> u64 {
+pub(crate) fn collect(probe: u64, now: u64, timeout_ticks: u64, mut f: impl FnMut(Captured<'_>)) -> u64 {
     let mut expired = 0;
     for e in table().iter() {
         if e.probe.load(Relaxed) != probe {
@@ -353,10 +320,7 @@ pub(crate) fn collect(
                 });
             }
             REQUESTED if now.saturating_sub(e.requested_at.load(Relaxed)) > timeout_ticks => {
-                if e.state
-                    .compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed)
-                    .is_ok()
-                {
+                if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() {
                     expired += 1;
                 }
             }
@@ -376,10 +340,7 @@ pub(crate) fn release_all(probe: u64) {
         for _ in 0..1000 {
             match e.state.load(Acquire) {
                 REQUESTED => {
-                    if e.state
-                        .compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed)
-                        .is_ok()
-                    {
+                    if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() {
                         break;
                     }
                 }

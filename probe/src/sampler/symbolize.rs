@@ -30,26 +30,16 @@ fn service() -> Option<&'static Service> {
     SERVICE
         .get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Request>();
-            let spawned = std::thread::Builder::new()
-                .name("stallscope-symbolizer".into())
-                .spawn(move || {
-                    let blaze = Blaze::builder()
-                        .enable_code_info(true)
-                        .enable_inlined_fns(true)
-                        .enable_demangling(true)
-                        .build();
-                    while let Ok((addrs, reply)) = rx.recv() {
-                        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            symbolize(&blaze, &addrs)
-                        }))
+            let spawned = std::thread::Builder::new().name("stallscope-symbolizer".into()).spawn(move || {
+                let blaze =
+                    Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
+                while let Ok((addrs, reply)) = rx.recv() {
+                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| symbolize(&blaze, &addrs)))
                         .unwrap_or_else(|_| addrs.iter().map(|a| vec![unknown(*a)]).collect());
-                        let _ = reply.try_send(out);
-                    }
-                });
-            spawned.ok().map(|_| Service {
-                tx: Mutex::new(tx),
-                cache: Mutex::new(HashMap::new()),
-            })
+                    let _ = reply.try_send(out);
+                }
+            });
+            spawned.ok().map(|_| Service { tx: Mutex::new(tx), cache: Mutex::new(HashMap::new()) })
         })
         .as_ref()
 }
@@ -60,9 +50,7 @@ fn symbolize(blaze: &Blaze, addrs: &[u64]) -> Vec<Vec<Frame>> {
     process.map_files = false;
     let src = Source::Process(process);
     // On failure every address stays unknown (shown as hex) rather than failing the stall.
-    let results = blaze
-        .symbolize(&src, Input::AbsAddr(addrs))
-        .unwrap_or_default();
+    let results = blaze.symbolize(&src, Input::AbsAddr(addrs)).unwrap_or_default();
     addrs
         .iter()
         .enumerate()
@@ -78,11 +66,7 @@ pub(crate) fn prepare(addrs: &[u64]) {
     let Some(svc) = service() else { return };
     let mut missing: Vec<u64> = {
         let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
-        addrs
-            .iter()
-            .copied()
-            .filter(|a| !cache.contains_key(a))
-            .collect()
+        addrs.iter().copied().filter(|a| !cache.contains_key(a)).collect()
     };
     if missing.is_empty() {
         return;
@@ -90,11 +74,7 @@ pub(crate) fn prepare(addrs: &[u64]) {
     missing.sort_unstable();
     missing.dedup();
     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-    let sent = svc
-        .tx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .send((missing.clone(), reply_tx));
+    let sent = svc.tx.lock().unwrap_or_else(|e| e.into_inner()).send((missing.clone(), reply_tx));
     if sent.is_err() {
         return;
     }
@@ -129,29 +109,18 @@ pub(crate) fn warm_up() {
 }
 
 fn unknown(addr: u64) -> Frame {
-    Frame {
-        function: format!("{addr:#x}"),
-        file: None,
-        line: None,
-        inlined: false,
-        kind: FrameKind::Unknown,
-    }
+    Frame { function: format!("{addr:#x}"), file: None, line: None, inlined: false, kind: FrameKind::Unknown }
 }
 
 fn path_of(ci: &blazesym::symbolize::CodeInfo<'_>) -> String {
     match &ci.dir {
-        Some(dir) if !dir.as_os_str().is_empty() => {
-            dir.join(&*ci.file).to_string_lossy().into_owned()
-        }
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(&*ci.file).to_string_lossy().into_owned(),
         _ => ci.file.to_string_lossy().into_owned(),
     }
 }
 
 fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
-    let module = sym
-        .module
-        .as_ref()
-        .map(|m| m.to_string_lossy().into_owned());
+    let module = sym.module.as_ref().map(|m| m.to_string_lossy().into_owned());
     // blazesym reports the outer function `f` with inlined calls `g`, `h` (outermost first).
     // `sym.code_info` is the line inside `f` (where `g` was inlined), and each inlined
     // function's `code_info` is the line inside that function (checked against std's
@@ -160,11 +129,7 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
     names.extend(sym.inlined.iter().map(|i| (i.name.as_ref(), true)));
     let mut locs: Vec<Option<(String, Option<u32>)>> = Vec::with_capacity(names.len());
     for i in 0..names.len() {
-        let ci = if i == 0 {
-            sym.code_info.as_deref()
-        } else {
-            sym.inlined[i - 1].code_info.as_ref()
-        };
+        let ci = if i == 0 { sym.code_info.as_deref() } else { sym.inlined[i - 1].code_info.as_ref() };
         locs.push(ci.map(|c| (path_of(c), c.line)));
     }
     let mut out: Vec<Frame> = names
@@ -176,13 +141,7 @@ fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
                 None => (None, None),
             };
             let kind = classify(name, file.as_deref(), module.as_deref());
-            Frame {
-                function: name.to_string(),
-                file,
-                line,
-                inlined: *inlined,
-                kind,
-            }
+            Frame { function: name.to_string(), file, line, inlined: *inlined, kind }
         })
         .collect();
     out.reverse();
@@ -197,9 +156,7 @@ pub(crate) fn crate_of(function: &str) -> &str {
         s = s.trim_start_matches(p);
     }
     s = s.trim_start_matches(['<', '&']);
-    let end = s
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(s.len());
     &s[..end]
 }
 
@@ -240,9 +197,7 @@ pub(crate) fn classify(function: &str, file: Option<&str>, module: Option<&str>)
 
 /// `tokio-1.54.1` for a path inside a crate downloaded by cargo.
 fn registry_crate(path: &str) -> Option<&str> {
-    let i = path
-        .find("/.cargo/registry/src/")
-        .or_else(|| path.find("/.cargo/git/checkouts/"))?;
+    let i = path.find("/.cargo/registry/src/").or_else(|| path.find("/.cargo/git/checkouts/"))?;
     let rest = &path[i..];
     // .../registry/src/<index>/<crate-version>/...
     rest.split('/').nth(5).filter(|s| !s.is_empty())
@@ -269,8 +224,7 @@ fn is_poll_boundary(f: &Frame) -> bool {
                 || p.ends_with("/src/task/local.rs")
         });
     let probe_path = f.file.as_deref().is_some_and(|p| {
-        p.ends_with("/src/instrument.rs")
-            && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
+        p.ends_with("/src/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
     });
     by_name || by_path || probe_path
 }
@@ -316,14 +270,8 @@ mod tests {
 
     #[test]
     fn crates_are_read_through_trait_impls() {
-        assert_eq!(
-            crate_of("<tokio::runtime::task::core::Core<T,S>>::poll"),
-            "tokio"
-        );
-        assert_eq!(
-            crate_of("<&mut F as core::future::future::Future>::poll"),
-            "F"
-        );
+        assert_eq!(crate_of("<tokio::runtime::task::core::Core<T,S>>::poll"), "tokio");
+        assert_eq!(crate_of("<&mut F as core::future::future::Future>::poll"), "F");
         assert_eq!(crate_of("my_service::handler::{{closure}}"), "my_service");
         assert_eq!(crate_of("clock_nanosleep"), "clock_nanosleep");
     }
@@ -331,51 +279,22 @@ mod tests {
     #[test]
     fn classification_separates_user_std_tokio_and_libraries() {
         assert_eq!(
-            classify(
-                "std::thread::sleep",
-                Some("/rustc/abc/library/std/src/thread/mod.rs"),
-                None
-            ),
+            classify("std::thread::sleep", Some("/rustc/abc/library/std/src/thread/mod.rs"), None),
             FrameKind::Std
         );
+        assert_eq!(classify("tokio::task::block_in_place", None, None), FrameKind::Tokio);
+        assert_eq!(classify("clock_nanosleep", None, Some("/usr/lib/x86_64-linux-gnu/libc.so.6")), FrameKind::Library);
         assert_eq!(
-            classify("tokio::task::block_in_place", None, None),
-            FrameKind::Tokio
-        );
-        assert_eq!(
-            classify(
-                "clock_nanosleep",
-                None,
-                Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
-            ),
+            classify("serde_json::from_str", Some("/root/.cargo/registry/src/x/serde_json-1/src/de.rs"), None),
             FrameKind::Library
         );
         assert_eq!(
-            classify(
-                "serde_json::from_str",
-                Some("/root/.cargo/registry/src/x/serde_json-1/src/de.rs"),
-                None
-            ),
-            FrameKind::Library
-        );
-        assert_eq!(
-            classify(
-                "{closure#0}",
-                Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/core.rs"),
-                None
-            ),
+            classify("{closure#0}", Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/core.rs"), None),
             FrameKind::Tokio
         );
+        assert_eq!(classify("{async_block#0}", Some("/srv/app/src/main.rs"), None), FrameKind::User);
         assert_eq!(
-            classify("{async_block#0}", Some("/srv/app/src/main.rs"), None),
-            FrameKind::User
-        );
-        assert_eq!(
-            classify(
-                "svc::culprit",
-                Some("/work/svc/src/main.rs"),
-                Some("/work/svc/target/release/svc")
-            ),
+            classify("svc::culprit", Some("/work/svc/src/main.rs"), Some("/work/svc/target/release/svc")),
             FrameKind::User
         );
     }
@@ -387,34 +306,14 @@ mod tests {
             fr("std::thread::sleep", Some("/rustc/x/std/src/thread/mod.rs")),
             fr("svc::culprit", Some("/w/src/main.rs")),
             fr("svc::handler::{{closure}}", Some("/w/src/main.rs")),
-            fr(
-                "<core::pin::Pin<P> as core::future::future::Future>::poll",
-                Some("/rustc/x/core/src/future/future.rs"),
-            ),
-            fr(
-                "poll<svc::Root>",
-                Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/trace/mod.rs"),
-            ),
-            fr(
-                "tokio::runtime::task::core::Core<T,S>::poll::{{closure}}",
-                None,
-            ),
-            fr(
-                "tokio::runtime::scheduler::multi_thread::worker::Context::run",
-                None,
-            ),
+            fr("<core::pin::Pin<P> as core::future::future::Future>::poll", Some("/rustc/x/core/src/future/future.rs")),
+            fr("poll<svc::Root>", Some("/root/.cargo/registry/src/x/tokio-1.54.1/src/runtime/task/trace/mod.rs")),
+            fr("tokio::runtime::task::core::Core<T,S>::poll::{{closure}}", None),
+            fr("tokio::runtime::scheduler::multi_thread::worker::Context::run", None),
             fr("start_thread", None),
         ];
         trim(&mut frames);
         let names: Vec<_> = frames.iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "clock_nanosleep",
-                "std::thread::sleep",
-                "svc::culprit",
-                "svc::handler::{{closure}}"
-            ]
-        );
+        assert_eq!(names, ["clock_nanosleep", "std::thread::sleep", "svc::culprit", "svc::handler::{{closure}}"]);
     }
 }

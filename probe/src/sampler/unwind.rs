@@ -71,15 +71,10 @@ fn load_modules() -> Modules {
         let avma = l.bias + lo..l.bias + hi;
         let module = if l.name.contains("vdso") || l.name.contains("linux-gate") {
             // SAFETY: the vDSO image is mapped read-only for the life of the process.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(avma.start as *const u8, (hi - lo) as usize) };
+            let bytes = unsafe { std::slice::from_raw_parts(avma.start as *const u8, (hi - lo) as usize) };
             module_from(l, bytes, avma.clone())
         } else {
-            let path = if l.name.is_empty() && n == 0 {
-                "/proc/self/exe".to_string()
-            } else {
-                l.name.clone()
-            };
+            let path = if l.name.is_empty() && n == 0 { "/proc/self/exe".to_string() } else { l.name.clone() };
             if path.is_empty() {
                 continue;
             }
@@ -98,11 +93,7 @@ fn load_modules() -> Modules {
             ranges.push(avma);
         }
     }
-    Modules {
-        inner,
-        ranges,
-        loaded_at: Instant::now(),
-    }
+    Modules { inner, ranges, loaded_at: Instant::now() }
 }
 
 /// A watchdog's unwinder: a clone of the shared modules plus its own rule cache.
@@ -116,9 +107,7 @@ pub(crate) struct Unwinder {
 
 impl std::fmt::Debug for Unwinder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Unwinder")
-            .field("modules", &self.ranges.len())
-            .finish()
+        f.debug_struct("Unwinder").field("modules", &self.ranges.len()).finish()
     }
 }
 
@@ -139,9 +128,7 @@ unsafe extern "C" fn collect_cb(
     let name = if info.dlpi_name.is_null() {
         String::new()
     } else {
-        CStr::from_ptr(info.dlpi_name)
-            .to_string_lossy()
-            .into_owned()
+        CStr::from_ptr(info.dlpi_name).to_string_lossy().into_owned()
     };
     let mut loads = Vec::new();
     for i in 0..info.dlpi_phnum as usize {
@@ -150,23 +137,14 @@ unsafe extern "C" fn collect_cb(
             loads.push((ph.p_vaddr, ph.p_memsz));
         }
     }
-    out.push(Loaded {
-        name,
-        bias: info.dlpi_addr,
-        loads,
-    });
+    out.push(Loaded { name, bias: info.dlpi_addr, loads });
     0
 }
 
 fn loaded_objects() -> Vec<Loaded> {
     let mut out: Vec<Loaded> = Vec::new();
     // SAFETY: the callback only reads the phdr info handed to it and pushes into `out`.
-    unsafe {
-        libc::dl_iterate_phdr(
-            Some(collect_cb),
-            &mut out as *mut Vec<Loaded> as *mut libc::c_void,
-        )
-    };
+    unsafe { libc::dl_iterate_phdr(Some(collect_cb), &mut out as *mut Vec<Loaded> as *mut libc::c_void) };
     out
 }
 
@@ -248,9 +226,7 @@ impl Unwinder {
         let uregs = framehop::x86_64::UnwindRegsX86_64::new(regs.ip, regs.sp, regs.fp);
         #[cfg(target_arch = "aarch64")]
         let uregs = framehop::aarch64::UnwindRegsAarch64::new(regs.lr, regs.sp, regs.fp);
-        let mut iter = self
-            .inner
-            .iter_frames(regs.ip, uregs, &mut self.cache, &mut read);
+        let mut iter = self.inner.iter_frames(regs.ip, uregs, &mut self.cache, &mut read);
         while let Ok(Some(frame)) = iter.next() {
             out.push(frame.address_for_lookup());
             if out.len() >= MAX_FRAMES {

@@ -156,10 +156,7 @@ pub struct Stall {
 impl Stall {
     /// The innermost user frame of the most sampled stack, if any.
     pub fn top_user_frame(&self) -> Option<&Frame> {
-        self.stacks
-            .iter()
-            .max_by_key(|s| s.count)
-            .and_then(|s| s.frames.iter().find(|f| f.kind == FrameKind::User))
+        self.stacks.iter().max_by_key(|s| s.count).and_then(|s| s.frames.iter().find(|f| f.kind == FrameKind::User))
     }
 
     /// Total samples taken.
@@ -193,6 +190,9 @@ pub struct LocationStats {
     pub leak_suspect: bool,
     /// The location belongs to the probe itself (its heartbeat task).
     pub internal: bool,
+    /// A `spawn_blocking` site: Tokio reports these tasks only when they finish, so `live` is
+    /// always 0 and `spawned` equals `completed`.
+    pub blocking: bool,
 }
 
 /// Figures for one runtime thread slot.
@@ -219,7 +219,7 @@ pub struct RuntimeStats {
     pub workers: u64,
     /// Tasks alive in the runtime.
     pub live_tasks: u64,
-    /// Share of the interval the workers were busy, 0.0 ..= 1.0.
+    /// Share of the interval the workers were busy, averaged over workers, 0.0 ..= 1.0.
     pub busy_ratio: f64,
     /// Tasks in the global (injection) queue.
     pub global_queue_depth: u64,
@@ -404,10 +404,7 @@ impl Snapshot {
     /// `file:line`.
     pub fn location(&self, suffix: &str) -> Option<&LocationStats> {
         self.locations.iter().find(|l| {
-            l.location.ends_with(suffix)
-                || l.location
-                    .rsplit_once(':')
-                    .is_some_and(|(fl, _)| fl.ends_with(suffix))
+            l.location.ends_with(suffix) || l.location.rsplit_once(':').is_some_and(|(fl, _)| fl.ends_with(suffix))
         })
     }
 

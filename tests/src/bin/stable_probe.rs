@@ -12,9 +12,7 @@ fn main() {
     let guard = probe.start(rt.handle());
     rt.block_on(async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) })
-            .await
-            .unwrap();
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     });
     let snap = probe.refresh(Duration::from_secs(5)).expect("snapshot");
@@ -22,10 +20,7 @@ fn main() {
     println!("lag_max_ns={}", snap.lag.lag.max_ns);
     println!("lag_count={}", snap.lag.lag.count);
     println!("stall_count={}", snap.stall_count);
-    println!(
-        "runtime_workers={}",
-        snap.runtime.as_ref().map(|r| r.workers).unwrap_or(0)
-    );
+    println!("runtime_workers={}", snap.runtime.as_ref().map(|r| r.workers).unwrap_or(0));
     print!("{}", probe.report());
     drop(guard);
 }
