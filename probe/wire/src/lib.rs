@@ -53,7 +53,7 @@ impl Histogram {
             seen = seen.saturating_add(*c);
             if seen >= rank {
                 let upper = self.upper_ns.get(i).copied().unwrap_or(self.max_ns);
-                return Some(upper.min(self.max_ns.max(1)));
+                return Some(upper.min(self.max_ns));
             }
         }
         Some(self.max_ns)
