@@ -128,3 +128,31 @@ fn a_steady_accept_loop_and_a_long_lived_worker_are_not_flagged() {
     assert!(flagged.is_empty(), "flagged: {flagged:?}");
     assert!(!snap.alerts.iter().any(|a| a.kind == stallscope_probe::wire::AlertKind::LeakSuspect));
 }
+
+#[test]
+#[cfg(tokio_unstable)]
+fn schedule_latency_is_tracked_per_location_when_opted_in() {
+    let _s = serial();
+    let run = |on: bool| {
+        Service::multi().probe(|b| b.schedule_latency(on)).run(|_| async {
+            let mut hs = Vec::new();
+            for _ in 0..50 {
+                hs.push(tokio::spawn(async {
+                    for _ in 0..20 {
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+            for h in hs {
+                h.await.unwrap();
+            }
+        })
+    };
+    let on = run(true);
+    let loc = on.locations.iter().find(|l| l.location.contains("tasks.rs") && l.spawned == 50).expect("location");
+    let sched = loc.schedule_latency.as_ref().expect("schedule latency when opted in");
+    assert!(sched.count >= 50 * 21, "one latency per poll: {}", sched.count);
+    let off = run(false);
+    let loc = off.locations.iter().find(|l| l.location.contains("tasks.rs") && l.spawned == 50).expect("location");
+    assert!(loc.schedule_latency.is_none(), "off by default");
+}
