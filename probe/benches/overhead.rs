@@ -50,7 +50,7 @@ const W2_SPAWNERS: u64 = 4;
 const W2_BATCH: u64 = 1_000;
 /// Quick-mode guard on the median W1 probe/bare wall-time ratio.
 const QUICK_MAX_W1_RATIO: f64 = 2.0;
-/// Other processes' load (cores) above which a run is flagged as disturbed.
+/// Other processes' mean load (cores) above which a workload's figures are flagged as disturbed.
 const DISTURBED_CORES: f64 = 0.1;
 
 #[derive(Clone, Copy, Debug)]
@@ -293,11 +293,15 @@ impl Rounds {
         self.secs(k).iter().zip(self.secs(0)).map(|(t, b)| (t - b) * 1e9 / units as f64).collect()
     }
 
-    /// Median and max of the other load over every run, if it could be read.
+    /// Mean (weighted by run time) and max of the other load over every run, if it could be
+    /// read. A single short run's figure is coarse (100 ticks per second); the mean is not.
     fn other_load(&self) -> Option<(f64, f64)> {
-        let v: Option<Vec<f64>> = self.runs.iter().flatten().map(|r| r.other).collect();
+        let runs = self.runs.iter().flatten();
+        let v: Option<Vec<(f64, f64)>> = runs.map(|r| Some((r.other?, r.secs))).collect();
         let v = v?;
-        Some((median(&v), min_max(&v).1))
+        let secs: f64 = v.iter().map(|(_, s)| s).sum();
+        let mean = v.iter().map(|(o, s)| o * s).sum::<f64>() / secs;
+        Some((mean, v.iter().fold(0.0, |m, (o, _)| o.max(m))))
     }
 }
 
@@ -362,7 +366,7 @@ fn ms(s: f64) -> String {
 fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
     let base = workloads[0].2.setups[0].name();
     println!(
-        "| workload | work per run | setup | rounds | median wall | ratio to {base}: median (min–max) | ns per unit | added ns per unit vs {base}: median (min to max) | other load, cores: median / max |"
+        "| workload | work per run | setup | rounds | median wall | ratio to {base}: median (min–max) | ns per unit | added ns per unit vs {base}: median (min to max) | other load, cores: mean / max run |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (label, size, r, units, unit) in workloads {
@@ -472,7 +476,7 @@ fn main() -> ExitCode {
     let disturbed = [&w1, &w2].iter().filter_map(|r| r.other_load()).any(|(_, max)| max > DISTURBED_CORES);
     if disturbed {
         println!(
-            "note: other processes kept more than {DISTURBED_CORES} cores busy during some runs; figures are disturbed"
+            "note: other processes kept more than {DISTURBED_CORES} cores busy on average during the runs; figures are disturbed"
         );
     }
     let w1_ratio = median(&w1.ratios(1));

@@ -84,6 +84,35 @@ fn bump(a: &AtomicU64) {
     a.store(a.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
+/// Marker for types whose all-zero bit pattern is a valid value (atomics and arrays of them).
+///
+/// # Safety
+/// Implement only for types made of integers and atomics.
+pub(crate) unsafe trait Zeroable {}
+// SAFETY: only atomics.
+unsafe impl Zeroable for LocEntry {}
+// SAFETY: only atomics.
+unsafe impl Zeroable for Event {}
+
+/// A boxed slice of `n` zeroed values. Large tables come from `alloc_zeroed`, which maps fresh
+/// zero pages: memory is committed only when a thread or location first writes to it, so the
+/// bounded tables cost little until they are used.
+pub(crate) fn zeroed_slice<T: Zeroable>(n: usize) -> Box<[T]> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Box::new([]);
+    }
+    let layout = std::alloc::Layout::array::<T>(n).expect("table size fits in memory");
+    // SAFETY: layout has non-zero size; T is Zeroable, so zeroed memory holds valid values; the
+    // pointer and length describe exactly that allocation, which Box then owns.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, n))
+    }
+}
+
 /// One thread's slot.
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -118,11 +147,11 @@ impl Slot {
             poll: Padded::default(),
             long: (0..LONG_RING).map(|_| LongPoll::default()).collect(),
             long_head: Padded::default(),
-            events: (0..events.next_power_of_two()).map(|_| Event::default()).collect(),
+            events: zeroed_slice(events.next_power_of_two()),
             ev_head: Padded::default(),
             ev_tail: Padded::default(),
             ev_dropped: AtomicU64::new(0),
-            locs: (0..locations + 1).map(|_| LocEntry::default()).collect(),
+            locs: zeroed_slice(locations + 1),
             loc_overflow: AtomicU64::new(0),
         }
     }
