@@ -62,14 +62,17 @@ fn start_request_watcher(gates: &mut Vec<oneshot::Sender<()>>) {
 #[test]
 fn a_leaking_spawn_location_is_flagged() {
     let _s = serial();
-    let snap = Service::multi().probe(leak_probe).run(|_| async {
+    // The snapshot is taken while the leaked tasks are alive (shutting the runtime down would
+    // drop them).
+    let (_, snap) = Service::multi().probe(leak_probe).run_with(|probe| async move {
         let mut gates = Vec::new();
         for _ in 0..80 {
             start_request_watcher(&mut gates);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // Leave the leaked tasks alive until the snapshot.
-        std::mem::forget(gates);
+        let snap = tokio::task::spawn_blocking(move || probe.refresh(Duration::from_secs(5)).unwrap()).await.unwrap();
+        drop(gates);
+        snap
     });
     let suspects: Vec<_> = snap.locations.iter().filter(|l| l.leak_suspect).map(|l| l.location.as_str()).collect();
     assert_eq!(suspects.len(), 1, "suspects: {suspects:?}");
