@@ -161,3 +161,25 @@ fn a_clean_service_raises_no_alert_and_drops_nothing() {
     assert_eq!(snap.stall_count, 0, "{}", describe(&snap));
     assert!(snap.process.missing.is_empty(), "{:?}", snap.process.missing);
 }
+
+#[inline(never)]
+fn local_set_task_blocks() {
+    std::thread::sleep(black_box(Duration::from_millis(25)));
+    black_box(());
+}
+
+#[test]
+fn instrument_measures_futures_driven_by_a_local_set() {
+    let _s = serial();
+    let snap = Service::current().run(|_| async {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                tokio::task::spawn_local(stallscope_probe::instrument(async { local_set_task_blocks() }))
+                    .await
+                    .unwrap();
+            })
+            .await;
+    });
+    expect_stall(&snap).naming("local_set_task_blocks").once().lasting_ms(25, 0.2);
+}
