@@ -4,7 +4,7 @@
 //! cargo bench -p stallscope-probe --bench overhead              # full run (~1.5 min on 2 cores)
 //! cargo bench -p stallscope-probe --bench overhead -- --quick   # CI guard (a few seconds)
 //! STALLSCOPE_BENCH_QUICK=1 cargo bench -p stallscope-probe --bench overhead
-//! cargo bench -p stallscope-probe --bench overhead -- --diag    # full run + W1 breakdown
+//! cargo bench -p stallscope-probe --bench overhead -- --diag    # full run + breakdown (~2.5 min)
 //! ```
 //!
 //! Workloads, each on a fresh 2-worker multi-thread runtime per run:
@@ -22,9 +22,9 @@
 //! Linux only): on a 2-core machine, any other load lands on the measured workers.
 //!
 //! Also measured: the cost of the poll hooks alone (an `instrument`ed future polled in a tight
-//! loop on one thread, with and without a running probe). With `--diag`, W1 is also run with
-//! empty Tokio hooks (Tokio's own cost of calling hooks) and with the probe installed but not
-//! started (its hooks without its threads).
+//! loop on one thread, with and without a running probe). With `--diag`, both workloads are run
+//! again with two more setups: empty Tokio hooks (Tokio's own cost of calling hooks) and the
+//! probe installed but not started (its hooks without its threads).
 //!
 //! Quick mode exits with status 1 when the median probe/bare ratio on W1 exceeds
 //! [`QUICK_MAX_W1_RATIO`]. Run without `--bench` (as `cargo test --benches` does), the binary
@@ -437,7 +437,9 @@ fn main() -> ExitCode {
             setups.push(Setup::EmptyHooks);
         }
         setups.extend([Setup::HooksOnly, Setup::Probe]);
-        measure("W1 breakdown", w1_work, &setups, plan.pairs)
+        let w1 = measure("W1 breakdown", w1_work, &setups, plan.pairs);
+        let w2 = measure("W2 breakdown", w2_work, &setups, plan.pairs);
+        (w1, w2)
     });
 
     let w1_size = format!("{W1_TASKS} tasks × {} yields = {w1_polls} polls", plan.w1_yields);
@@ -447,13 +449,16 @@ fn main() -> ExitCode {
     println!();
     print_table(&[
         ("W1 yield storm", w1_size.clone(), &w1, w1_polls, "poll"),
-        ("W2 spawn storm", w2_size, &w2, plan.w2_tasks, "task"),
+        ("W2 spawn storm", w2_size.clone(), &w2, plan.w2_tasks, "task"),
     ]);
-    if let Some(b) = &breakdown {
+    if let Some((b1, b2)) = &breakdown {
         println!();
-        println!("### W1 breakdown ({WORKERS} workers, wall time)");
+        println!("### breakdown ({WORKERS} workers, wall time, {} mode)", plan.mode());
         println!();
-        print_table(&[("W1 yield storm", w1_size, b, w1_polls, "poll")]);
+        print_table(&[
+            ("W1 yield storm", w1_size, b1, w1_polls, "poll"),
+            ("W2 spawn storm", w2_size, b2, plan.w2_tasks, "task"),
+        ]);
     }
     let added: Vec<f64> = hook_probe.iter().zip(&hook_bare).map(|(p, b)| p - b).collect();
     let (alo, ahi) = min_max(&added);
@@ -473,7 +478,11 @@ fn main() -> ExitCode {
     );
 
     println!();
-    let disturbed = [&w1, &w2].iter().filter_map(|r| r.other_load()).any(|(_, max)| max > DISTURBED_CORES);
+    let mut all = vec![&w1, &w2];
+    if let Some((b1, b2)) = &breakdown {
+        all.extend([b1, b2]);
+    }
+    let disturbed = all.iter().filter_map(|r| r.other_load()).any(|(mean, _)| mean > DISTURBED_CORES);
     if disturbed {
         println!(
             "note: other processes kept more than {DISTURBED_CORES} cores busy on average during the runs; figures are disturbed"

@@ -16,7 +16,7 @@ use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, U
 use crate::clock::{clock, now_raw, Clock};
 use crate::hist::TickSum;
 use crate::probe::Shared;
-use crate::slots::{EVENT_TERMINATE, FLAG_INSTRUMENTED, LONG_RING};
+use crate::slots::{EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_TIMED, LONG_RING};
 
 /// How often the event and long-poll rings are drained between ticks.
 const DRAIN_EVERY: Duration = Duration::from_millis(10);
@@ -61,6 +61,8 @@ struct StallRec {
     lost: u64,
     /// Exact duration from the hook, in ticks.
     ticks: Option<u64>,
+    /// Raw end of the poll, from the long-poll ring.
+    end: Option<u64>,
     /// When the watchdog reported the poll's end.
     ended_at: Option<Instant>,
     /// Set for a stall known only from the long-poll ring so far: the watchdog may still report
@@ -294,6 +296,12 @@ impl Agg {
                     rec.unseen_since = None;
                     rec.start.tid = s.tid;
                     rec.start.detected = s.detected;
+                    if rec.start.flags & FLAG_TIMED == 0 {
+                        rec.start.start = s.start;
+                        if let Some(end) = rec.end {
+                            rec.ticks = Some(end.saturating_sub(s.start));
+                        }
+                    }
                     return;
                 }
                 let rec = StallRec {
@@ -303,6 +311,7 @@ impl Agg {
                     samples: 0,
                     lost: 0,
                     ticks: None,
+                    end: None,
                     ended_at: None,
                     unseen_since: None,
                 };
@@ -416,10 +425,20 @@ impl Agg {
             if self.recent_set.contains(&key) {
                 continue;
             }
+            let timed = flags & FLAG_TIMED != 0;
+            let end = start.saturating_add(ticks);
             match self.active.get_mut(&key) {
-                Some(rec) => rec.ticks = Some(ticks),
+                // Timed: exact. Untimed: the hook's end is exact and the watchdog's start
+                // estimate is better than the coarse one in the ring.
+                Some(rec) if timed => {
+                    rec.start.start = start;
+                    rec.ticks = Some(ticks);
+                }
+                Some(rec) => rec.ticks = Some(end.saturating_sub(rec.start.start)),
                 None => {
-                    // A stall that ended between two watchdog scans: exact, but with no samples.
+                    // A stall that ended between two watchdog scans (exact, but with no
+                    // samples), or one whose watchdog messages are still queued. An untimed
+                    // one is kept only if the watchdog claims it: its coarse start may be stale.
                     let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
                     let rec = StallRec {
                         id: self.next_stall_id,
@@ -428,6 +447,7 @@ impl Agg {
                         samples: 0,
                         lost: 0,
                         ticks: Some(ticks),
+                        end: Some(end),
                         ended_at: None,
                         unseen_since: Some(Instant::now()),
                     };
@@ -454,6 +474,14 @@ impl Agg {
             let Some(mut rec) = self.active.remove(&key) else {
                 continue;
             };
+            if rec.unseen_since.is_some() && rec.start.flags & FLAG_TIMED == 0 {
+                // Untimed and never confirmed by the watchdog: its length rests on a coarse
+                // start that may be stale, so it is not reported (a real stall longer than the
+                // threshold plus one scan period is always seen by the watchdog).
+                self.recent.push_back((key, rec.id));
+                self.recent_set.insert(key);
+                continue;
+            }
             if rec.ticks.is_none() {
                 // The exact duration was overwritten in the ring; fall back to the detection time.
                 rec.ticks = Some(rec.start.detected.saturating_sub(rec.start.start));
@@ -560,11 +588,12 @@ impl Agg {
                 agg.sched.add(&e.sched);
             }
             let tid = slot.tid.load(Relaxed);
-            if !slot.shared && (wsum.count > 0 || tid != 0) {
+            let polls = slot.poll.polls.load(Relaxed);
+            if !slot.shared && (polls > 0 || tid != 0) {
                 workers.push(WorkerStats {
                     index: wi as u32,
                     tid,
-                    polls: wsum.count,
+                    polls,
                     busy_ns: clk.ticks_to_ns(wsum.sum),
                     poll_time: wsum.to_wire(clk),
                 });

@@ -65,6 +65,17 @@ impl TickHist {
         }
     }
 
+    /// Single-writer record of a sampled value that stands for `weight` values.
+    #[inline(always)]
+    pub(crate) fn record_weighted(&self, ticks: u64, weight: u64) {
+        bump(&self.buckets[bucket_of(ticks)], weight);
+        bump(&self.count, weight);
+        bump(&self.sum, ticks.wrapping_mul(weight));
+        if ticks > self.max.load(Relaxed) {
+            self.max.store(ticks, Relaxed);
+        }
+    }
+
     /// Multi-writer record (overflow rows shared by threads without a slot).
     pub(crate) fn record_shared(&self, ticks: u64) {
         self.buckets[bucket_of(ticks)].fetch_add(1, Relaxed);

@@ -16,21 +16,23 @@ use std::sync::atomic::{fence, Ordering::*};
 
 use crate::clock::now_raw;
 use crate::probe::Shared;
-use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED};
+use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_TIMED};
 
 thread_local! {
-    /// (probe id, slot index) claimed by this thread; `u32::MAX` = the shared fallback slot.
-    /// Const-initialised with no destructor, so access is a plain TLS load.
-    static CLAIM: Cell<(u64, u32)> = const { Cell::new((0, u32::MAX)) };
+    /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
+    /// matches: slots live in a boxed slice owned by `Shared`, which the hooks keep alive, and
+    /// probe ids are never reused. Const-initialised with no destructor: a plain TLS load.
+    static CLAIM: Cell<(u64, *const Slot)> = const { Cell::new((0, std::ptr::null())) };
 }
 
 #[inline(always)]
 fn slot(shared: &Shared) -> &Slot {
-    let (probe, idx) = CLAIM.with(Cell::get);
+    let (probe, slot) = CLAIM.with(Cell::get);
     if probe != shared.id {
         return claim(shared);
     }
-    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
+    // SAFETY: see CLAIM.
+    unsafe { &*slot }
 }
 
 #[cold]
@@ -38,17 +40,20 @@ fn slot(shared: &Shared) -> &Slot {
 fn claim(shared: &Shared) -> &Slot {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    let idx = shared.slots.claim(tid).unwrap_or(u32::MAX);
-    CLAIM.with(|c| c.set((shared.id, idx)));
-    shared.slots.slots.get(idx as usize).unwrap_or(&shared.slots.shared)
+    let slot = match shared.slots.claim(tid) {
+        Some(i) => &shared.slots.slots[i as usize],
+        None => &shared.slots.shared,
+    };
+    CLAIM.with(|c| c.set((shared.id, slot as *const Slot)));
+    slot
 }
 
 /// Releases the calling thread's slot (`on_thread_stop`).
 pub(crate) fn thread_stop(shared: &Shared) {
-    let (probe, idx) = CLAIM.with(Cell::get);
+    let (probe, slot) = CLAIM.with(Cell::get);
     if probe == shared.id {
-        shared.slots.release(idx);
-        CLAIM.with(|c| c.set((0, u32::MAX)));
+        shared.slots.release(slot);
+        CLAIM.with(|c| c.set((0, std::ptr::null())));
     }
 }
 
@@ -88,6 +93,13 @@ fn loc_key(loc: &'static Location<'static>) -> usize {
 // === poll ===
 
 /// Start of a poll. `task` is 0 for an `instrument`ed future.
+///
+/// Timing: one poll in `timed_poll_every` (per thread, by countdown) reads the raw clock at both
+/// ends and feeds the histograms. Every other poll takes its start from the coarse clock the
+/// watchdog publishes each scan (one load of a read-mostly line), which is all stall detection
+/// needs; its end reads the raw clock only if the poll may have crossed the threshold. Reading
+/// the TSC costs ~11 ns here, so two reads per poll alone would exceed the overhead budget
+/// (docs/benchmarks.md).
 #[inline(always)]
 pub(crate) fn before_poll(
     shared: &Shared,
@@ -108,17 +120,24 @@ pub(crate) fn before_poll(
         p.depth.store(p.depth.load(Relaxed) + 1, Relaxed);
         return;
     }
-    let i = slot.entry_index(loc);
+    let countdown = p.countdown.load(Relaxed);
+    let (start, flags) = if countdown == 0 {
+        p.countdown.store(shared.timed_every - 1, Relaxed);
+        (now_raw(), flags | FLAG_TIMED)
+    } else {
+        p.countdown.store(countdown - 1, Relaxed);
+        (shared.coarse.load(Relaxed), flags)
+    };
     // Seqlock writer: the even `seq` stored by the previous after_poll must be visible before
     // any field of the new poll.
     fence(Release);
     p.task.store(task, Relaxed);
     p.loc.store(loc_key(loc), Relaxed);
-    p.entry.store(i as u32, Relaxed);
     p.flags.store(flags, Relaxed);
-    p.start.store(now_raw(), Relaxed);
+    p.start.store(start, Relaxed);
     p.seq.store(seq.wrapping_add(1), Release);
     if let Some(ns) = schedule_latency_ns {
+        let i = slot.entry_index(loc);
         slot.record_sched(i, crate::clock::clock().ns_to_ticks(ns));
     }
 }
@@ -140,14 +159,42 @@ pub(crate) fn after_poll(shared: &Shared) {
     if seq & 1 == 0 {
         return;
     }
-    let end = now_raw();
-    let start = p.start.load(Relaxed);
-    let ticks = end.saturating_sub(start);
-    let i = (p.entry.load(Relaxed) as usize).min(slot.locs.len() - 1);
     p.seq.store(seq.wrapping_add(1), Release);
-    slot.record_poll(i, ticks);
+    p.polls.store(p.polls.load(Relaxed).wrapping_add(1), Relaxed);
+    let flags = p.flags.load(Relaxed);
+    let start = p.start.load(Relaxed);
+    if flags & FLAG_TIMED != 0 {
+        timed_end(shared, slot, seq, start, flags);
+    } else if shared.coarse.load(Relaxed).wrapping_sub(start) >= shared.maybe_long_ticks {
+        maybe_long_end(shared, slot, seq, start, flags);
+    }
+}
+
+/// End of a timed poll: exact duration into the location's histogram (weighted by the
+/// sampling rate), and into the long-poll ring if past the threshold.
+#[inline(never)]
+fn timed_end(shared: &Shared, slot: &Slot, seq: u64, start: u64, flags: u32) {
+    let ticks = now_raw().saturating_sub(start);
+    let p = &slot.poll.0;
+    let loc = p.loc.load(Relaxed);
+    // SAFETY: `loc` was stored from a `&'static Location<'static>` by before_poll.
+    let i = slot.entry_index(unsafe { &*(loc as *const Location<'static>) });
+    slot.record_poll(i, ticks, u64::from(shared.timed_every));
     if ticks >= shared.threshold_ticks {
-        slot.push_long(seq, start, ticks, p.task.load(Relaxed), p.loc.load(Relaxed), p.flags.load(Relaxed));
+        slot.push_long(seq, start, ticks, p.task.load(Relaxed), loc, flags);
+    }
+}
+
+/// End of an untimed poll that may have run past the threshold: read the clock and record it
+/// if it did. Its start is the coarse clock, so the duration is known to within a watchdog
+/// period.
+#[cold]
+#[inline(never)]
+fn maybe_long_end(shared: &Shared, slot: &Slot, seq: u64, start: u64, flags: u32) {
+    let ticks = now_raw().saturating_sub(start);
+    if ticks >= shared.threshold_ticks {
+        let p = &slot.poll.0;
+        slot.push_long(seq, start, ticks, p.task.load(Relaxed), p.loc.load(Relaxed), flags);
     }
 }
 

@@ -43,6 +43,7 @@
 //! | `STALLSCOPE_SIGNAL_OFFSET` | sample signal is `SIGRTMIN + offset` | 5 |
 //! | `STALLSCOPE_SAMPLING` | sample native stacks (`1`/`0`) | 1 |
 //! | `STALLSCOPE_SCHEDULE_LATENCY` | track schedule latency (`1`/`0`) | 0 |
+//! | `STALLSCOPE_TIMED_POLL_EVERY` | time one poll in N exactly for the histograms | 16 |
 //! | `STALLSCOPE_NAME` | name shown to clients | process name |
 //!
 //! ## Guarantees
@@ -74,6 +75,7 @@ pub use probe::{
     DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW, DEFAULT_LEAK_WINDOWS,
     DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL, DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS,
     DEFAULT_MAX_TRACKED_TASKS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD,
+    DEFAULT_TIMED_POLL_EVERY,
 };
 pub use report::render as render_report;
 /// The snapshot types (crate `stallscope-wire`).

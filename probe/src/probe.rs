@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_TRACKED_TASKS: usize = 1_000_000;
 pub const DEFAULT_MAX_STALLS: usize = 256;
 /// Default number of stack samples kept per stall.
 pub const DEFAULT_MAX_SAMPLES_PER_STALL: usize = 2_000;
+/// Default poll timing sample: one poll in this many per thread is timed with the raw clock.
+pub const DEFAULT_TIMED_POLL_EVERY: u32 = 16;
 /// Default leak-rule window.
 pub const DEFAULT_LEAK_WINDOW: Duration = Duration::from_secs(1);
 /// Default number of leak-rule windows.
@@ -62,6 +64,9 @@ pub struct Config {
     pub sampling: bool,
     /// Track per-location schedule latency through Tokio (~68 ns per poll).
     pub schedule_latency: bool,
+    /// One poll in this many (per thread) is timed exactly for the poll-time histograms; 1 times
+    /// every poll. Stall detection does not depend on it.
+    pub timed_poll_every: u32,
     /// Thread slots.
     pub max_threads: usize,
     /// Spawn locations per thread slot.
@@ -94,6 +99,7 @@ impl Default for Config {
             signal_offset: DEFAULT_SIGNAL_OFFSET,
             sampling: true,
             schedule_latency: false,
+            timed_poll_every: DEFAULT_TIMED_POLL_EVERY,
             max_threads: DEFAULT_MAX_THREADS,
             max_locations: DEFAULT_MAX_LOCATIONS,
             event_ring: DEFAULT_EVENT_RING,
@@ -205,6 +211,10 @@ impl ProbeBuilder {
         /// Needs the `schedule-latency` cargo feature.
         schedule_latency: bool);
     setter!(
+        /// Time one poll in `n` per thread with the raw clock for the poll-time histograms
+        /// (default 16; 1 times every poll at ~2 × 11 ns per poll on the benchmark machine).
+        timed_poll_every: u32);
+    setter!(
         /// Thread slots (default 64). Threads beyond this are not measured; they are counted.
         max_threads: usize);
     setter!(
@@ -277,9 +287,17 @@ impl ProbeBuilder {
         }
         let clk = clock();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let threshold_ticks = clk.ns_to_ticks(c.stall_threshold.as_nanos() as u64).max(1);
+        let scan_period = crate::watchdog::scan_period(&c);
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Relaxed),
-            threshold_ticks: clk.ns_to_ticks(c.stall_threshold.as_nanos() as u64).max(1),
+            threshold_ticks,
+            // The coarse clock lags by up to one watchdog period (plus scheduling delay): any
+            // untimed poll whose coarse length comes within two periods of the threshold gets
+            // its end read exactly.
+            maybe_long_ticks: threshold_ticks.saturating_sub(2 * clk.ns_to_ticks(scan_period.as_nanos() as u64)),
+            coarse: crate::slots::Padded(AtomicU64::new(crate::clock::now_raw())),
+            timed_every: c.timed_poll_every.max(1),
             slots: Slots::new(c.max_threads, c.max_locations, c.event_ring),
             lag: NsHist::default(),
             lag_last_ns: AtomicU64::new(0),
@@ -330,6 +348,7 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     lim("max_stalls", c.max_stalls, 1, 1 << 16)?;
     lim("max_samples_per_stall", c.max_samples_per_stall, 1, 1 << 20)?;
     lim("leak_windows", c.leak_windows, 2, 1000)?;
+    lim("timed_poll_every", c.timed_poll_every as usize, 1, 1 << 16)?;
     #[cfg(target_os = "linux")]
     {
         let max = libc::SIGRTMAX() - libc::SIGRTMIN();
@@ -372,6 +391,9 @@ pub(crate) fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) ->
     if let Some(v) = get("STALLSCOPE_SCHEDULE_LATENCY") {
         c.schedule_latency = flag("STALLSCOPE_SCHEDULE_LATENCY", &v)?;
     }
+    if let Some(v) = get("STALLSCOPE_TIMED_POLL_EVERY") {
+        c.timed_poll_every = num("STALLSCOPE_TIMED_POLL_EVERY", &v, "expected a whole number from 1")?;
+    }
     if let Some(v) = get("STALLSCOPE_NAME") {
         c.name = Some(v);
     }
@@ -386,6 +408,12 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) config: Config,
     pub(crate) threshold_ticks: u64,
+    /// Coarse length past which an untimed poll's end is read exactly.
+    pub(crate) maybe_long_ticks: u64,
+    /// Raw clock published by the watchdog on each scan; the start of untimed polls.
+    pub(crate) coarse: crate::slots::Padded<AtomicU64>,
+    /// Time one poll in this many.
+    pub(crate) timed_every: u32,
     pub(crate) slots: Slots,
     pub(crate) lag: NsHist,
     pub(crate) lag_last_ns: AtomicU64,
@@ -487,6 +515,8 @@ impl Probe {
             return ProbeGuard { shared: self.shared.clone(), threads: Vec::new(), stop: None };
         }
         let stop = Arc::new(AtomicBool::new(false));
+        // Polls may start before the watchdog's first scan: give them a fresh coarse clock.
+        self.shared.coarse.store(crate::clock::now_raw(), Relaxed);
         let (tx, rx) = mpsc::sync_channel::<Msg>(4096);
         *self.shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         let mut threads = Vec::new();

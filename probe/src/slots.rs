@@ -17,6 +17,8 @@ pub(crate) const LONG_RING: usize = 32;
 
 /// Flag in `PollState::flags`: the current poll is an `instrument`ed future, not a Tokio task.
 pub(crate) const FLAG_INSTRUMENTED: u32 = 1;
+/// Flag in `PollState::flags`: this poll's start was read from the raw clock (a timed poll).
+pub(crate) const FLAG_TIMED: u32 = 2;
 
 /// High bit of an event's task word: the event is a termination (clear: a spawn).
 pub(crate) const EVENT_TERMINATE: u64 = 1 << 63;
@@ -41,10 +43,13 @@ pub(crate) struct PollState {
     pub(crate) start: AtomicU64,
     pub(crate) task: AtomicU64,
     pub(crate) loc: AtomicUsize,
-    pub(crate) entry: AtomicU32,
     pub(crate) flags: AtomicU32,
     /// Nesting depth of polls on this thread (an `instrument`ed future inside a task).
     pub(crate) depth: AtomicU32,
+    /// Polls left until the next timed one.
+    pub(crate) countdown: AtomicU32,
+    /// Polls on this thread, exact.
+    pub(crate) polls: AtomicU64,
 }
 
 /// A poll that ran past the stall threshold, written by the owner when the poll ends.
@@ -213,13 +218,10 @@ impl Slot {
         }
     }
 
+    /// Records a timed poll standing for `weight` polls (the timing sample rate).
     #[inline(always)]
-    pub(crate) fn record_poll(&self, i: usize, ticks: u64) {
-        if self.shared {
-            self.locs[i].poll.record_shared(ticks)
-        } else {
-            self.locs[i].poll.record(ticks)
-        }
+    pub(crate) fn record_poll(&self, i: usize, ticks: u64, weight: u64) {
+        self.locs[i].poll.record_weighted(ticks, weight)
     }
 
     #[inline(always)]
@@ -316,8 +318,8 @@ impl Slots {
 
     /// Releases the slot held by `tid` (its thread is exiting). Counters stay: they are
     /// cumulative and the aggregator sums every slot.
-    pub(crate) fn release(&self, idx: u32) {
-        if let Some(s) = self.slots.get(idx as usize) {
+    pub(crate) fn release(&self, slot: *const Slot) {
+        if let Some(s) = self.slots.iter().find(|s| std::ptr::eq(*s, slot)) {
             s.pthread.store(0, Relaxed);
             s.tid.store(0, Release);
         }

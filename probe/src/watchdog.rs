@@ -11,12 +11,15 @@ use std::time::Duration;
 use crate::aggregator::{Msg, StallStart};
 use crate::clock::{clock, now_raw};
 use crate::probe::Shared;
+use crate::slots::FLAG_TIMED;
 
 #[derive(Debug, Default)]
 struct Watch {
     generation: u64,
     stack: Option<(usize, usize)>,
     active: Option<Active>,
+    /// The running poll this watchdog first saw on the slot, and when (raw clock).
+    first_seen: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -37,24 +40,32 @@ fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
     }
 }
 
+/// Time between two scans: often enough to start sampling within a fraction of the threshold.
+/// It is also the resolution of the coarse clock that untimed polls start from.
+pub(crate) fn scan_period(c: &crate::probe::Config) -> Duration {
+    (c.stall_threshold / 8).min(c.sample_interval).max(Duration::from_micros(250))
+}
+
 pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let c = &shared.config;
-    // Scan often enough to start sampling within a fraction of the threshold.
-    let period = (c.stall_threshold / 8).min(c.sample_interval).max(Duration::from_micros(250));
+    let period = scan_period(c);
     let clk = clock();
     let sample_ticks = clk.ns_to_ticks(c.sample_interval.as_nanos() as u64);
     let request_timeout = clk.ns_to_ticks(50_000_000);
+    let period_ticks = clk.ns_to_ticks(period.as_nanos() as u64);
     let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
     while !stop.load(Acquire) {
+        shared.coarse.store(now_raw(), Relaxed);
         std::thread::sleep(period);
+        shared.coarse.store(now_raw(), Relaxed);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
                 collect_samples(&shared, &tx, unwinder, request_timeout);
             }
-            scan(&shared, &tx, &mut watches, sample_ticks);
+            scan(&shared, &tx, &mut watches, sample_ticks, period_ticks);
         }));
         if result.is_err() {
             shared.panics.fetch_add(1, Relaxed);
@@ -89,7 +100,7 @@ fn collect_samples(
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
 
-fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_ticks: u64) {
+fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_ticks: u64, period_ticks: u64) {
     let now = now_raw();
     for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
         let generation = slot.generation.load(Acquire);
@@ -122,6 +133,18 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
         if p.seq.load(Relaxed) != seq || tid == 0 {
             continue;
         }
+        let seen_at = match w.first_seen {
+            Some((s, at)) if s == seq => at,
+            _ => {
+                w.first_seen = Some((seq, now));
+                now
+            }
+        };
+        // An untimed poll starts from the coarse clock, a lower bound of its real start that
+        // is stale if this thread was delayed. The poll was certainly running when first seen,
+        // and this scan runs every period, so its start is no earlier than one period before.
+        // Taking the later of the two never makes a short poll look long.
+        let start = if flags & FLAG_TIMED != 0 { start } else { start.max(seen_at.saturating_sub(period_ticks)) };
         if now.saturating_sub(start) < shared.threshold_ticks {
             continue;
         }

@@ -121,8 +121,11 @@ fn ten_thousand_short_polls_give_no_stall() {
                 h.await.unwrap();
             }
         });
-        let polls: u64 = snap.locations.iter().filter(|l| l.location.contains("stalls.rs")).map(|l| l.polls).sum();
+        // Per-thread poll counts are exact (per-location ones are scaled from timed polls).
+        let polls: u64 = snap.workers.iter().map(|w| w.polls).sum();
         assert!(polls >= 10_000, "{flavor:?}: only {polls} polls counted");
+        let sampled: u64 = snap.locations.iter().filter(|l| l.location.contains("stalls.rs")).map(|l| l.polls).sum();
+        assert!((8_000..=12_000).contains(&sampled), "{flavor:?}: location polls {sampled} far from 10,100");
         assert_eq!(snap.stall_count, 0, "{flavor:?}: {}", describe(&snap));
     }
 }

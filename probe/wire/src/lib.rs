@@ -5,9 +5,33 @@
 //! [`Interval`] (what changed since the previous snapshot) once per aggregation interval.
 //! Durations are carried as integer nanoseconds (`*_ns`) or milliseconds (`*_ms`) so the
 //! encoding is independent of any clock type.
+//!
+//! The protocol between the probe's socket server and the `stallscope` client, and the
+//! recording file format, live in the modules (documented in `docs/protocol.md`):
+//!
+//! - [`frame`]: length-prefixed frames with a size limit, blocking and incremental readers;
+//! - [`proto`]: protocol version, handshake, [`ServerMessage`](proto::ServerMessage) and
+//!   [`ClientMessage`](proto::ClientMessage);
+//! - [`intern`]: per-connection [`Encoder`]/[`Decoder`] that send strings, frames, stacks and
+//!   bucket bounds once;
+//! - [`codec`]: the payload codec (postcard);
+//! - [`recording`]: the recording file, its writer and its damage-tolerant reader.
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 use serde::{Deserialize, Serialize};
+
+pub mod codec;
+mod error;
+pub mod frame;
+pub mod intern;
+pub mod proto;
+pub mod recording;
+
+pub use error::{Error, Peer, Table};
+pub use frame::{read_frame, write_frame, FrameReader, MAX_FRAME_BYTES};
+pub use intern::{Decoder, Encoder, Received};
+pub use proto::{ClientMessage, Hello, ProtocolVersion, Request, ServerMessage, PROTOCOL_MAJOR, PROTOCOL_MINOR};
+pub use recording::{RecordingReader, RecordingWriter};
 
 /// Version of the snapshot schema. Bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;

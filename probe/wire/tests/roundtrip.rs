@@ -1,0 +1,245 @@
+//! Interning round trips: realistic updates through Encoder → frames over a Unix socket pair →
+//! Decoder, exact (`assert_eq!`), across many updates, with resets, and the decoder's refusals.
+
+mod support;
+
+use std::io::{BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::thread;
+
+use stallscope_wire::frame::{write_frame, FramedReader};
+use stallscope_wire::intern::{Define, InternLimits, Interned, StrId, WireStall, WireUpdate};
+use stallscope_wire::proto::{client_handshake, server_handshake, Hello};
+use stallscope_wire::{Decoder, Encoder, Error, Received, ServerMessage, Table, Update};
+
+use support::fixture;
+
+/// Probe side: handshake, then every update (and a drop notice and an error) as frames.
+fn serve(mut stream: UnixStream, updates: Vec<Update>, limits: InternLimits) -> (u64, usize) {
+    server_handshake(&mut stream, &fixture::process_info()).unwrap();
+    let mut out = BufWriter::new(stream);
+    let mut encoder = Encoder::with_limits(limits);
+    let mut bytes = 0;
+    for (i, u) in updates.iter().enumerate() {
+        let payload = encoder.encode(u).unwrap().to_payload().unwrap();
+        bytes += payload.len();
+        write_frame(&mut out, &payload).unwrap();
+        if i == 3 {
+            write_frame(&mut out, &ServerMessage::Dropped { intervals: 2 }.to_payload().unwrap()).unwrap();
+            write_frame(&mut out, &ServerMessage::Error { message: "task dumps are not served yet".into() }.to_payload().unwrap())
+                .unwrap();
+        }
+    }
+    out.flush().unwrap();
+    (encoder.limit_resets(), bytes)
+}
+
+/// Client side: handshake, then decode until the probe hangs up.
+fn receive(mut stream: UnixStream) -> Vec<Received> {
+    let welcome = client_handshake(&mut stream, &Hello::new("wire-tests", "0")).unwrap();
+    assert_eq!(welcome.process, fixture::process_info());
+    let mut frames = FramedReader::new(stream);
+    let mut decoder = Decoder::new();
+    let mut got = Vec::new();
+    while let Some(payload) = frames.read_frame().unwrap() {
+        got.push(decoder.decode_payload(&payload).unwrap());
+    }
+    got
+}
+
+fn expected(updates: &[Update]) -> Vec<Received> {
+    let mut out = Vec::new();
+    for (i, u) in updates.iter().enumerate() {
+        out.push(Received::Update(u.clone()));
+        if i == 3 {
+            out.push(Received::Dropped { intervals: 2 });
+            out.push(Received::Error { message: "task dumps are not served yet".into() });
+        }
+    }
+    out
+}
+
+#[test]
+fn realistic_session_round_trips_exactly_over_a_socket() {
+    let updates = fixture::session(11, 60);
+    assert!(updates.iter().filter(|u| matches!(u, Update::Tick { .. })).count() > 20);
+    let (client, server) = UnixStream::pair().unwrap();
+    let sent = updates.clone();
+    let probe = thread::spawn(move || serve(server, sent, InternLimits::default()));
+    let got = receive(client);
+    let (resets, bytes) = probe.join().unwrap();
+    assert_eq!(resets, 0);
+    assert_eq!(got.len(), expected(&updates).len());
+    for (i, (g, e)) in got.iter().zip(expected(&updates)).enumerate() {
+        assert_eq!(*g, e, "message {i}");
+    }
+    // Later ticks reuse earlier definitions: far smaller than the plain encoding.
+    let plain: usize = updates.iter().map(|u| stallscope_wire::codec::encode(u).unwrap().len()).sum();
+    assert!(bytes * 10 < plain, "interned {bytes} bytes vs plain {plain}");
+}
+
+#[test]
+fn later_updates_carry_only_new_definitions() {
+    let mut enc = Encoder::new();
+    let first = enc.encode_interned(&fixture::tick(3, 1)).unwrap();
+    assert!(first.reset, "a fresh encoder's first message is self-contained");
+    assert!(first.define.strings.len() > 50 && first.define.frames.len() > 50 && first.define.stacks.len() > 50);
+    assert_eq!(first.define.bounds.len(), 1, "one set of bucket bounds");
+    let again = enc.encode_interned(&fixture::tick(3, 1)).unwrap();
+    assert!(!again.reset);
+    assert_eq!(again.define, Define::default(), "nothing new the second time");
+    let next = enc.encode_interned(&fixture::tick(3, 2)).unwrap();
+    assert!(!next.reset);
+    // Tick 2's window of recent stalls shifted by one: a new running stall and the previous
+    // running one, now ended with its samples, bring new stacks; the other 38 stalls none.
+    assert!(next.define.stacks.len() <= 2 * fixture::STACKS_PER_STALL, "{}", next.define.stacks.len());
+    assert!(next.define.strings.is_empty(), "every location and symbol was already sent");
+
+    let mut dec = Decoder::new();
+    assert_eq!(dec.decode_interned(first).unwrap(), fixture::tick(3, 1));
+    assert_eq!(dec.decode_interned(again).unwrap(), fixture::tick(3, 1));
+    assert_eq!(dec.decode_interned(next).unwrap(), fixture::tick(3, 2));
+}
+
+#[test]
+fn bounded_tables_reset_and_still_round_trip_exactly() {
+    // Limits that a single tick fits in but two rolling ticks do not.
+    let mut limits = InternLimits::default();
+    limits.stacks = 230;
+    limits.frames = 4_000;
+    let updates = fixture::session(5, 40);
+    let (client, server) = UnixStream::pair().unwrap();
+    let sent = updates.clone();
+    let probe = thread::spawn(move || serve(server, sent, limits));
+    let got = receive(client);
+    let (resets, _) = probe.join().unwrap();
+    assert!(resets > 0, "the limits were meant to force resets");
+    assert_eq!(got, expected(&updates));
+}
+
+#[test]
+fn encoder_resets_keep_its_tables_within_the_limits() {
+    let mut limits = InternLimits::default();
+    limits.stacks = 230;
+    let mut enc = Encoder::with_limits(limits);
+    let mut dec = Decoder::with_limits(limits);
+    let mut resets = 0;
+    for u in fixture::session(8, 50) {
+        let m = enc.encode_interned(&u).unwrap();
+        resets += m.reset as u32;
+        // A decoder with the same limits accepts everything.
+        assert_eq!(dec.decode_interned(m).unwrap(), u);
+    }
+    assert!(resets > 1, "{resets}");
+    assert_eq!(enc.limit_resets() + 1, resets as u64);
+
+    // One update larger than the limits on its own is an error, and the encoder is reset.
+    limits.stacks = 10;
+    let mut enc = Encoder::with_limits(limits);
+    let err = enc.encode(&fixture::tick(1, 1)).unwrap_err();
+    assert!(matches!(err, Error::TableFull { table: Table::Stacks, limit: 10 }), "{err:?}");
+    let pool = fixture::frame_pool(&mut fixture::Rng::new(1));
+    let small = Update::StallEnded(fixture::stall(&mut fixture::Rng::new(2), &pool, 9, true));
+    let m = enc.encode_interned(&small).unwrap();
+    assert!(m.reset, "the failed encode left the encoder reset");
+    assert_eq!(Decoder::new().decode_interned(m).unwrap(), small);
+}
+
+#[test]
+fn decoder_refuses_tables_past_its_limits() {
+    let mut small = InternLimits::default();
+    small.strings = 20;
+    let mut dec = Decoder::with_limits(small);
+    let m = Encoder::new().encode(&fixture::tick(1, 1)).unwrap();
+    let err = dec.decode(m).unwrap_err();
+    assert!(matches!(err, Error::TableFull { table: Table::Strings, limit: 20 }), "{err:?}");
+}
+
+fn stall_ref(spawned_at: u32) -> WireStall {
+    WireStall {
+        id: 1,
+        start_unix_ms: 0,
+        duration_ns: None,
+        elapsed_ns: 0,
+        worker: 0,
+        tid: 0,
+        task: None,
+        spawned_at: StrId(spawned_at),
+        in_block_in_place: false,
+        stacks: Vec::new(),
+        samples_lost: 0,
+    }
+}
+
+#[test]
+fn undefined_ids_are_errors_and_leave_the_tables_intact() {
+    let mut enc = Encoder::new();
+    let mut dec = Decoder::new();
+    let u = fixture::session(2, 3);
+    for x in &u[..2] {
+        assert_eq!(&dec.decode(enc.encode(x).unwrap()).unwrap(), &Received::Update(x.clone()));
+    }
+    // A reference past the table.
+    let bad = Interned { reset: false, define: Define::default(), update: WireUpdate::StallStarted(stall_ref(1_000_000)) };
+    let err = dec.decode_interned(bad).unwrap_err();
+    assert!(matches!(err, Error::UndefinedId { table: Table::Strings, id: 1_000_000, .. }), "{err:?}");
+    // Definitions that refer to undefined ids are refused as a whole...
+    let mut define = Define { strings: vec!["new".into()], ..Define::default() };
+    define.stacks.push(vec![stallscope_wire::intern::FrameId(999_999)]);
+    let bad = Interned { reset: false, define, update: WireUpdate::StallStarted(stall_ref(0)) };
+    assert!(matches!(dec.decode_interned(bad), Err(Error::UndefinedId { table: Table::Frames, .. })));
+    // ...and nothing of the failed messages stuck: the encoder's next message still decodes.
+    assert_eq!(dec.decode(enc.encode(&u[2]).unwrap()).unwrap(), Received::Update(u[2].clone()));
+    // A fresh decoder knows nothing.
+    let err = Decoder::new().decode(enc.encode(&u[0]).unwrap()).unwrap_err();
+    assert!(matches!(err, Error::UndefinedId { .. }), "{err:?}");
+}
+
+#[test]
+fn expansion_bombs_are_refused() {
+    // One long string referred to by a stack of many frames, repeated.
+    let long = "x".repeat(1 << 16);
+    let define = Define {
+        strings: vec![long],
+        frames: vec![stallscope_wire::intern::WireFrame {
+            function: StrId(0),
+            file: Some(StrId(0)),
+            line: None,
+            inlined: false,
+            kind: stallscope_wire::FrameKind::User,
+        }],
+        stacks: vec![vec![stallscope_wire::intern::FrameId(0); 1_000]],
+        bounds: Vec::new(),
+    };
+    let mut stall = stall_ref(0);
+    stall.stacks = vec![stallscope_wire::intern::WireStackCount { stack: stallscope_wire::intern::StackId(0), count: 1 }; 1_000];
+    let bomb = Interned { reset: true, define, update: WireUpdate::StallEnded(stall) };
+    // The encoded bomb is small...
+    assert!(stallscope_wire::codec::encode(&bomb).unwrap().len() < 80_000);
+    // ...but would expand to 1000 × 1000 × 128 KiB.
+    let err = Decoder::new().decode_interned(bomb).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn explicit_reset_makes_the_next_message_self_contained() {
+    let mut enc = Encoder::new();
+    let u = fixture::session(4, 6);
+    let mut dec = Decoder::new();
+    for x in &u[..3] {
+        dec.decode(enc.encode(x).unwrap()).unwrap();
+    }
+    enc.reset();
+    let m = enc.encode_interned(&u[3]).unwrap();
+    assert!(m.reset);
+    // A decoder that saw nothing before can start here.
+    assert_eq!(Decoder::new().decode_interned(m.clone()).unwrap(), u[3]);
+    assert_eq!(dec.decode_interned(m).unwrap(), u[3]);
+    assert_eq!(dec.decode(enc.encode(&u[4]).unwrap()).unwrap(), Received::Update(u[4].clone()));
+}
+
+#[test]
+fn decode_update_rejects_other_messages() {
+    let err = Decoder::new().decode_update(ServerMessage::Dropped { intervals: 1 }).unwrap_err();
+    assert!(matches!(err, Error::Unexpected { expected: "Update", .. }), "{err:?}");
+}
