@@ -588,7 +588,8 @@ impl Agg {
                 agg.sched.add(&e.sched);
             }
             let tid = slot.tid.load(Relaxed);
-            let polls = slot.poll.polls.load(Relaxed);
+            // `seq` advances by two per poll.
+            let polls = slot.poll.seq.load(Relaxed) / 2;
             if !slot.shared && (polls > 0 || tid != 0) {
                 workers.push(WorkerStats {
                     index: wi as u32,

@@ -16,7 +16,7 @@ use std::sync::atomic::{fence, Ordering::*};
 
 use crate::clock::now_raw;
 use crate::probe::Shared;
-use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_TIMED};
+use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_MASK, FLAG_TIMED};
 
 thread_local! {
     /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
@@ -120,20 +120,17 @@ pub(crate) fn before_poll(
         p.depth.store(p.depth.load(Relaxed) + 1, Relaxed);
         return;
     }
-    let countdown = p.countdown.load(Relaxed);
-    let (start, flags) = if countdown == 0 {
-        p.countdown.store(shared.timed_every - 1, Relaxed);
-        (now_raw(), flags | FLAG_TIMED)
-    } else {
-        p.countdown.store(countdown - 1, Relaxed);
-        (shared.coarse.load(Relaxed), flags)
-    };
+    // Poll number `seq / 2` on this thread; every `timed_every`-th (a power of two) is timed.
+    let timed = (seq >> 1) & shared.timed_mask == 0;
+    let raw = if timed { now_raw() } else { shared.coarse.load(Relaxed) };
+    // The two low bits of the start carry the flags (3 ticks of precision traded for a store).
+    let start =
+        (raw & !FLAG_MASK) | u64::from(flags & FLAG_INSTRUMENTED) | if timed { u64::from(FLAG_TIMED) } else { 0 };
     // Seqlock writer: the even `seq` stored by the previous after_poll must be visible before
     // any field of the new poll.
     fence(Release);
     p.task.store(task, Relaxed);
     p.loc.store(loc_key(loc), Relaxed);
-    p.flags.store(flags, Relaxed);
     p.start.store(start, Relaxed);
     p.seq.store(seq.wrapping_add(1), Release);
     if let Some(ns) = schedule_latency_ns {
@@ -160,9 +157,9 @@ pub(crate) fn after_poll(shared: &Shared) {
         return;
     }
     p.seq.store(seq.wrapping_add(1), Release);
-    p.polls.store(p.polls.load(Relaxed).wrapping_add(1), Relaxed);
-    let flags = p.flags.load(Relaxed);
     let start = p.start.load(Relaxed);
+    let flags = (start & FLAG_MASK) as u32;
+    let start = start & !FLAG_MASK;
     if flags & FLAG_TIMED != 0 {
         timed_end(shared, slot, seq, start, flags);
     } else if shared.coarse.load(Relaxed).wrapping_sub(start) >= shared.maybe_long_ticks {

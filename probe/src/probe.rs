@@ -64,8 +64,8 @@ pub struct Config {
     pub sampling: bool,
     /// Track per-location schedule latency through Tokio (~68 ns per poll).
     pub schedule_latency: bool,
-    /// One poll in this many (per thread) is timed exactly for the poll-time histograms; 1 times
-    /// every poll. Stall detection does not depend on it.
+    /// One poll in this many (per thread; rounded up to a power of two) is timed exactly for the
+    /// poll-time histograms; 1 times every poll. Stall detection does not depend on it.
     pub timed_poll_every: u32,
     /// Thread slots.
     pub max_threads: usize,
@@ -297,7 +297,8 @@ impl ProbeBuilder {
             // its end read exactly.
             maybe_long_ticks: threshold_ticks.saturating_sub(2 * clk.ns_to_ticks(scan_period.as_nanos() as u64)),
             coarse: crate::slots::Padded(AtomicU64::new(crate::clock::now_raw())),
-            timed_every: c.timed_poll_every.max(1),
+            timed_every: c.timed_poll_every.max(1).next_power_of_two(),
+            timed_mask: u64::from(c.timed_poll_every.max(1).next_power_of_two() - 1),
             slots: Slots::new(c.max_threads, c.max_locations, c.event_ring),
             lag: NsHist::default(),
             lag_last_ns: AtomicU64::new(0),
@@ -412,8 +413,10 @@ pub(crate) struct Shared {
     pub(crate) maybe_long_ticks: u64,
     /// Raw clock published by the watchdog on each scan; the start of untimed polls.
     pub(crate) coarse: crate::slots::Padded<AtomicU64>,
-    /// Time one poll in this many.
+    /// Time one poll in this many (a power of two).
     pub(crate) timed_every: u32,
+    /// `timed_every - 1`.
+    pub(crate) timed_mask: u64,
     pub(crate) slots: Slots,
     pub(crate) lag: NsHist,
     pub(crate) lag_last_ns: AtomicU64,

@@ -15,10 +15,13 @@ use crate::hist::TickHist;
 /// Long polls each slot remembers between two aggregator drains.
 pub(crate) const LONG_RING: usize = 32;
 
-/// Flag in `PollState::flags`: the current poll is an `instrument`ed future, not a Tokio task.
+/// Flag in the low bits of `PollState::start`: the poll is an `instrument`ed future, not a task.
 pub(crate) const FLAG_INSTRUMENTED: u32 = 1;
-/// Flag in `PollState::flags`: this poll's start was read from the raw clock (a timed poll).
+/// Flag in the low bits of `PollState::start`: the start was read from the raw clock (a timed
+/// poll) rather than from the coarse clock.
 pub(crate) const FLAG_TIMED: u32 = 2;
+/// The bits of `PollState::start` that hold flags.
+pub(crate) const FLAG_MASK: u64 = 3;
 
 /// High bit of an event's task word: the event is a termination (clear: a spawn).
 pub(crate) const EVENT_TERMINATE: u64 = 1 << 63;
@@ -35,21 +38,17 @@ impl<T> std::ops::Deref for Padded<T> {
     }
 }
 
-/// The poll in progress on a thread. `seq` is odd while a poll runs; a reader loads `seq`, then
-/// the fields, then `seq` again, and trusts the fields only if both loads match.
+/// The poll in progress on a thread. `seq` is odd while a poll runs (so `seq / 2` counts the
+/// thread's polls); a reader loads `seq`, then the fields, then `seq` again, and trusts the
+/// fields only if both loads match. `start` holds the flags in its two low bits.
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
     pub(crate) seq: AtomicU64,
     pub(crate) start: AtomicU64,
     pub(crate) task: AtomicU64,
     pub(crate) loc: AtomicUsize,
-    pub(crate) flags: AtomicU32,
     /// Nesting depth of polls on this thread (an `instrument`ed future inside a task).
     pub(crate) depth: AtomicU32,
-    /// Polls left until the next timed one.
-    pub(crate) countdown: AtomicU32,
-    /// Polls on this thread, exact.
-    pub(crate) polls: AtomicU64,
 }
 
 /// A poll that ran past the stall threshold, written by the owner when the poll ends.

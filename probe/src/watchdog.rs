@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::aggregator::{Msg, StallStart};
 use crate::clock::{clock, now_raw};
 use crate::probe::Shared;
-use crate::slots::FLAG_TIMED;
+use crate::slots::{FLAG_MASK, FLAG_TIMED};
 
 #[derive(Debug, Default)]
 struct Watch {
@@ -124,10 +124,10 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
         if seq & 1 == 0 {
             continue;
         }
-        let start = p.start.load(Relaxed);
+        let start_word = p.start.load(Relaxed);
+        let (start, flags) = (start_word & !FLAG_MASK, (start_word & FLAG_MASK) as u32);
         let task = p.task.load(Relaxed);
         let loc = p.loc.load(Relaxed);
-        let flags = p.flags.load(Relaxed);
         let tid = slot.tid.load(Relaxed);
         fence(Acquire);
         if p.seq.load(Relaxed) != seq || tid == 0 {

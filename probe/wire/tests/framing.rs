@@ -44,7 +44,10 @@ fn oversized_frame_is_refused_on_write() {
 fn oversized_frame_is_refused_on_read_before_its_payload_arrives() {
     let announced = (MAX_FRAME_BYTES as u32 + 1).to_le_bytes();
     let err = read_frame(&mut Cursor::new(announced.to_vec())).unwrap_err();
-    assert_eq!(err.to_string(), format!("frame of {} bytes exceeds the limit of {} bytes", MAX_FRAME_BYTES + 1, MAX_FRAME_BYTES));
+    assert_eq!(
+        err.to_string(),
+        format!("frame of {} bytes exceeds the limit of {} bytes", MAX_FRAME_BYTES + 1, MAX_FRAME_BYTES)
+    );
 
     let mut r = FrameReader::new();
     r.feed(&announced);

@@ -53,7 +53,10 @@ fn client_of_another_major_is_refused_with_both_versions() {
     }
     assert_eq!(
         server_err.to_string(),
-        format!("protocol version mismatch: this probe speaks {PROTOCOL_MAJOR}.x, the stallscope speaks {}.0", PROTOCOL_MAJOR + 1)
+        format!(
+            "protocol version mismatch: this probe speaks {PROTOCOL_MAJOR}.x, the stallscope speaks {}.0",
+            PROTOCOL_MAJOR + 1
+        )
     );
     // The probe still answered, with its own version in the prefix (a client of that other
     // major reports the mismatch from it) and the reason in words.

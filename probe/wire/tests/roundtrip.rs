@@ -12,7 +12,7 @@ use stallscope_wire::intern::{Define, InternLimits, Interned, StrId, WireStall, 
 use stallscope_wire::proto::{client_handshake, server_handshake, Hello};
 use stallscope_wire::{Decoder, Encoder, Error, Received, ServerMessage, Table, Update};
 
-use support::fixture;
+use support::{assert_same, fixture};
 
 /// Probe side: handshake, then every update (and a drop notice and an error) as frames.
 fn serve(mut stream: UnixStream, updates: Vec<Update>, limits: InternLimits) -> (u64, usize) {
@@ -26,8 +26,11 @@ fn serve(mut stream: UnixStream, updates: Vec<Update>, limits: InternLimits) -> 
         write_frame(&mut out, &payload).unwrap();
         if i == 3 {
             write_frame(&mut out, &ServerMessage::Dropped { intervals: 2 }.to_payload().unwrap()).unwrap();
-            write_frame(&mut out, &ServerMessage::Error { message: "task dumps are not served yet".into() }.to_payload().unwrap())
-                .unwrap();
+            write_frame(
+                &mut out,
+                &ServerMessage::Error { message: "task dumps are not served yet".into() }.to_payload().unwrap(),
+            )
+            .unwrap();
         }
     }
     out.flush().unwrap();
@@ -69,10 +72,7 @@ fn realistic_session_round_trips_exactly_over_a_socket() {
     let got = receive(client);
     let (resets, bytes) = probe.join().unwrap();
     assert_eq!(resets, 0);
-    assert_eq!(got.len(), expected(&updates).len());
-    for (i, (g, e)) in got.iter().zip(expected(&updates)).enumerate() {
-        assert_eq!(*g, e, "message {i}");
-    }
+    assert_same(&got, &expected(&updates));
     // Later ticks reuse earlier definitions: far smaller than the plain encoding.
     let plain: usize = updates.iter().map(|u| stallscope_wire::codec::encode(u).unwrap().len()).sum();
     assert!(bytes * 10 < plain, "interned {bytes} bytes vs plain {plain}");
@@ -114,7 +114,7 @@ fn bounded_tables_reset_and_still_round_trip_exactly() {
     let got = receive(client);
     let (resets, _) = probe.join().unwrap();
     assert!(resets > 0, "the limits were meant to force resets");
-    assert_eq!(got, expected(&updates));
+    assert_same(&got, &expected(&updates));
 }
 
 #[test]
@@ -180,7 +180,8 @@ fn undefined_ids_are_errors_and_leave_the_tables_intact() {
         assert_eq!(&dec.decode(enc.encode(x).unwrap()).unwrap(), &Received::Update(x.clone()));
     }
     // A reference past the table.
-    let bad = Interned { reset: false, define: Define::default(), update: WireUpdate::StallStarted(stall_ref(1_000_000)) };
+    let bad =
+        Interned { reset: false, define: Define::default(), update: WireUpdate::StallStarted(stall_ref(1_000_000)) };
     let err = dec.decode_interned(bad).unwrap_err();
     assert!(matches!(err, Error::UndefinedId { table: Table::Strings, id: 1_000_000, .. }), "{err:?}");
     // Definitions that refer to undefined ids are refused as a whole...
@@ -212,7 +213,8 @@ fn expansion_bombs_are_refused() {
         bounds: Vec::new(),
     };
     let mut stall = stall_ref(0);
-    stall.stacks = vec![stallscope_wire::intern::WireStackCount { stack: stallscope_wire::intern::StackId(0), count: 1 }; 1_000];
+    stall.stacks =
+        vec![stallscope_wire::intern::WireStackCount { stack: stallscope_wire::intern::StackId(0), count: 1 }; 1_000];
     let bomb = Interned { reset: true, define, update: WireUpdate::StallEnded(stall) };
     // The encoded bomb is small...
     assert!(stallscope_wire::codec::encode(&bomb).unwrap().len() < 80_000);

@@ -19,3 +19,22 @@ pub fn record(updates: &[Update], options: RecordingOptions) -> (Vec<u8>, Vec<u6
     }
     (w.into_inner().expect("flush").into_inner(), offsets)
 }
+
+/// `assert_eq!` for long lists of updates that reports the first difference instead of printing
+/// megabytes of `Debug`.
+#[track_caller]
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(got: &[T], expected: &[T]) {
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        if g != e {
+            let (g, e) = (format!("{g:?}"), format!("{e:?}"));
+            let at = g.bytes().zip(e.bytes()).position(|(a, b)| a != b).unwrap_or(0);
+            let from = at.saturating_sub(200);
+            panic!(
+                "item {i} differs at char {at}:\n  got      …{}…\n  expected …{}…",
+                &g[from..(at + 200).min(g.len())],
+                &e[from..(at + 200).min(e.len())]
+            );
+        }
+    }
+    assert_eq!(got.len(), expected.len(), "lengths differ (the common prefix is equal)");
+}
