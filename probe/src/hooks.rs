@@ -223,27 +223,23 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
     let s = shared.clone();
     builder.on_task_terminate(move |meta| terminate(&s, task_id_u64(meta.id()), meta.spawned_at()));
     let s = shared.clone();
-    builder.on_before_task_poll(move |meta| {
-        before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, schedule_latency(&s, meta))
-    });
+    // The schedule-latency choice is made here, once, not on every poll.
+    #[cfg(feature = "schedule-latency")]
+    if shared.config.schedule_latency {
+        builder.track_task_schedule_latency();
+        builder.on_before_task_poll(move |meta| {
+            let latency = meta.schedule_latency().map(|d| d.as_nanos() as u64);
+            before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, latency)
+        });
+    } else {
+        builder.on_before_task_poll(move |meta| before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
+    }
+    #[cfg(not(feature = "schedule-latency"))]
+    builder.on_before_task_poll(move |meta| before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
     let s = shared.clone();
     builder.on_after_task_poll(move |_meta| after_poll(&s));
     let s = shared.clone();
     builder.on_thread_stop(move || thread_stop(&s));
-    #[cfg(feature = "schedule-latency")]
-    if shared.config.schedule_latency {
-        builder.track_task_schedule_latency();
-    }
-}
-
-#[cfg(tokio_unstable)]
-#[inline(always)]
-fn schedule_latency(_shared: &Shared, _meta: &tokio::runtime::TaskMeta<'_>) -> Option<u64> {
-    #[cfg(feature = "schedule-latency")]
-    if _shared.config.schedule_latency {
-        return _meta.schedule_latency().map(|d| d.as_nanos() as u64);
-    }
-    None
 }
 
 /// Marks the current poll as coming from `instrument` rather than from Tokio's hooks.

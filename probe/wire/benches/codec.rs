@@ -1,7 +1,7 @@
 //! Encoded size and encode/decode time of realistic frames for each candidate codec.
 //!
 //! ```text
-//! cargo bench -p stallscope-wire --bench codec              # full run (~30 s on 2 cores)
+//! cargo bench -p stallscope-wire --bench codec              # full run (~15 s on 2 cores)
 //! cargo bench -p stallscope-wire --bench codec -- --runs 50 # fewer runs
 //! ```
 //!
@@ -14,9 +14,10 @@
 //!   is what a connected client receives every interval.
 //!
 //! Candidates: postcard, bincode 2 (serde, standard config: varints), rmp-serde (MessagePack,
-//! structs as arrays) and serde_json (baseline). Each cell is the median of `--runs` timings
-//! (default 200) after a warm-up; each timing covers `BATCH` operations to stay well above the
-//! clock's resolution. Also printed: the Encoder/Decoder (interning) cost alone.
+//! structs as arrays) and serde_json (baseline). The cells are measured in rounds: each round
+//! times every codec on every frame once ([`BATCH`] operations per timing), so drift and other
+//! load on the machine hit all candidates alike; each cell is the median over `--runs` rounds
+//! (default 200) after a warm-up round. Also printed: the Encoder/Decoder (interning) cost alone.
 //!
 //! Run without `--bench` (as `cargo test --benches` does), the binary only checks that every
 //! codec round-trips the frames once and times nothing.
@@ -91,15 +92,19 @@ fn median_per_op(runs: usize, mut f: impl FnMut()) -> Duration {
     for _ in 0..BATCH {
         f();
     }
-    let mut times: Vec<Duration> = (0..runs)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..BATCH {
-                f();
-            }
-            start.elapsed() / BATCH
-        })
-        .collect();
+    let mut times: Vec<Duration> = (0..runs).map(|_| time_batch(&mut f)).collect();
+    median(&mut times)
+}
+
+fn time_batch(f: &mut dyn FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..BATCH {
+        f();
+    }
+    start.elapsed() / BATCH
+}
+
+fn median(times: &mut [Duration]) -> Duration {
     times.sort();
     times[times.len() / 2]
 }
@@ -123,28 +128,40 @@ fn frames() -> Frames {
     Frames { raw, first, steady }
 }
 
-/// One table row per frame kind for codec `C`; checks the round trip first.
-fn rows<C: Codec>(frames: &Frames, runs: Option<usize>, out: &mut Vec<String>) {
-    let raw_bytes = C::encode(&frames.raw);
-    assert_eq!(C::decode::<Update>(&raw_bytes), frames.raw, "{} round trip", C::NAME);
-    let first_bytes = C::encode(&frames.first);
-    assert_eq!(C::decode::<ServerMessage>(&first_bytes), frames.first, "{} round trip", C::NAME);
-    let steady_bytes = C::encode(&frames.steady);
-    assert_eq!(C::decode::<ServerMessage>(&steady_bytes), frames.steady, "{} round trip", C::NAME);
-    let Some(runs) = runs else { return };
+/// One codec on one frame: its encoded size and the two operations to time.
+struct Case<'a> {
+    codec: &'static str,
+    frame: &'static str,
+    bytes: usize,
+    encode: Box<dyn FnMut() + 'a>,
+    decode: Box<dyn FnMut() + 'a>,
+    encode_times: Vec<Duration>,
+    decode_times: Vec<Duration>,
+}
 
-    let mut row = |label: &str, len: usize, enc: Duration, dec: Duration| {
-        out.push(format!("| {} | {label} | {len} | {} | {} |", C::NAME, micros(enc), micros(dec)));
-    };
-    let enc = median_per_op(runs, || drop(black_box(C::encode(black_box(&frames.raw)))));
-    let dec = median_per_op(runs, || drop(black_box(C::decode::<Update>(black_box(&raw_bytes)))));
-    row("raw tick", raw_bytes.len(), enc, dec);
-    let enc = median_per_op(runs, || drop(black_box(C::encode(black_box(&frames.first)))));
-    let dec = median_per_op(runs, || drop(black_box(C::decode::<ServerMessage>(black_box(&first_bytes)))));
-    row("interned, first", first_bytes.len(), enc, dec);
-    let enc = median_per_op(runs, || drop(black_box(C::encode(black_box(&frames.steady)))));
-    let dec = median_per_op(runs, || drop(black_box(C::decode::<ServerMessage>(black_box(&steady_bytes)))));
-    row("interned, steady", steady_bytes.len(), enc, dec);
+fn case<'a, C: Codec, T>(frame: &'static str, value: &'a T) -> Case<'a>
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = C::encode(value);
+    assert_eq!(&C::decode::<T>(&bytes), value, "{} round trip of the {frame} frame", C::NAME);
+    let len = bytes.len();
+    Case {
+        codec: C::NAME,
+        frame,
+        bytes: len,
+        encode: Box::new(move || drop(black_box(C::encode(black_box(value))))),
+        decode: Box::new(move || drop(black_box(C::decode::<T>(black_box(&bytes))))),
+        encode_times: Vec::new(),
+        decode_times: Vec::new(),
+    }
+}
+
+/// The three frames for codec `C` (checks each round trip).
+fn cases<'a, C: Codec>(frames: &'a Frames, out: &mut Vec<Case<'a>>) {
+    out.push(case::<C, Update>("raw tick", &frames.raw));
+    out.push(case::<C, ServerMessage>("interned, first", &frames.first));
+    out.push(case::<C, ServerMessage>("interned, steady", &frames.steady));
 }
 
 fn main() {
@@ -158,23 +175,35 @@ fn main() {
         .unwrap_or(200)
         .max(1);
     let frames = frames();
-    let runs = benching.then_some(runs);
-
-    let mut out = Vec::new();
-    rows::<Postcard>(&frames, runs, &mut out);
-    rows::<Bincode>(&frames, runs, &mut out);
-    rows::<MessagePack>(&frames, runs, &mut out);
-    rows::<Json>(&frames, runs, &mut out);
-    let Some(runs) = runs else {
+    let mut all = Vec::new();
+    cases::<Postcard>(&frames, &mut all);
+    cases::<Bincode>(&frames, &mut all);
+    cases::<MessagePack>(&frames, &mut all);
+    cases::<Json>(&frames, &mut all);
+    if !benching {
         println!("codec bench: smoke run only (pass --bench to measure)");
         return;
-    };
+    }
 
-    println!("Codec comparison: median of {runs} timings of {BATCH} operations each, per frame.\n");
+    // Rounds: every case once per round, so drift and other load on the machine hit every
+    // codec alike instead of whichever happened to run at the time.
+    for c in &mut all {
+        time_batch(&mut c.encode);
+        time_batch(&mut c.decode);
+    }
+    for _ in 0..runs {
+        for c in &mut all {
+            c.encode_times.push(time_batch(&mut c.encode));
+            c.decode_times.push(time_batch(&mut c.decode));
+        }
+    }
+
+    println!("Codec comparison: per frame, median of {runs} rounds (each times {BATCH} operations per cell).\n");
     println!("| codec | frame | bytes | encode µs | decode µs |");
     println!("|---|---|---:|---:|---:|");
-    for line in &out {
-        println!("{line}");
+    for c in &mut all {
+        let (enc, dec) = (median(&mut c.encode_times), median(&mut c.decode_times));
+        println!("| {} | {} | {} | {} | {} |", c.codec, c.frame, c.bytes, micros(enc), micros(dec));
     }
 
     // The interning layer alone (codec-independent): Update -> ServerMessage and back. Steady
