@@ -10,8 +10,7 @@
 //! recording file format, live in the modules (documented in `docs/protocol.md`):
 //!
 //! - [`frame`]: length-prefixed frames with a size limit, blocking and incremental readers;
-//! - [`proto`]: protocol version, handshake, [`ServerMessage`](proto::ServerMessage) and
-//!   [`ClientMessage`](proto::ClientMessage);
+//! - [`proto`]: protocol version, handshake, [`ServerMessage`] and [`ClientMessage`];
 //! - [`intern`]: per-connection [`Encoder`]/[`Decoder`] that send strings, frames, stacks and
 //!   bucket bounds once;
 //! - [`codec`]: the payload codec (postcard);

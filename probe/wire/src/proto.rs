@@ -2,7 +2,7 @@
 //!
 //! A connection starts with one handshake frame in each direction, then carries
 //! [`ServerMessage`]s from the probe and [`ClientMessage`]s from the client, one per frame,
-//! encoded with [`codec`](crate::codec).
+//! encoded with [`crate::codec`].
 //!
 //! The handshake frames have a fixed prefix that no future version may change, so that two
 //! builds of any versions can always tell each other apart:
