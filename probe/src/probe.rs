@@ -497,11 +497,15 @@ impl Probe {
         &self.shared.config
     }
 
-    /// Registers the task hooks on a runtime builder. Call before `builder.build()`.
+    /// Registers the task hooks on a runtime builder, and enables its timer (the heartbeat that
+    /// measures loop lag needs one). Call before `builder.build()`.
     ///
     /// Without `--cfg tokio_unstable` Tokio has no task hooks; this then does nothing and the
     /// probe reports loop lag and the stable runtime metrics only.
     pub fn install(&self, builder: &mut tokio::runtime::Builder) -> &Self {
+        // The heartbeat (loop lag) needs a timer; enabling it here costs nothing if the service
+        // already did, and spares a runtime without one a panic message from the heartbeat.
+        builder.enable_time();
         #[cfg(tokio_unstable)]
         crate::hooks::register(&self.shared, builder);
         #[cfg(not(tokio_unstable))]
