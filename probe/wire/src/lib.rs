@@ -20,6 +20,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod codec;
+pub mod discovery;
 mod error;
 pub mod frame;
 pub mod intern;
