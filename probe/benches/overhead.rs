@@ -66,7 +66,14 @@ struct Plan {
 impl Plan {
     fn full() -> Plan {
         // 64 × (312_499 + 1) = 20_000_000 polls per W1 run.
-        Plan { quick: false, pairs: 11, w1_yields: 312_499, w2_tasks: 1_000_000, hook_iters: 20_000_000, hook_rounds: 11 }
+        Plan {
+            quick: false,
+            pairs: 11,
+            w1_yields: 312_499,
+            w2_tasks: 1_000_000,
+            hook_iters: 20_000_000,
+            hook_rounds: 11,
+        }
     }
 
     fn quick() -> Plan {
