@@ -769,7 +769,7 @@ impl Agg {
     }
 }
 
-fn process_info(shared: &Shared) -> wire::ProcessInfo {
+pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
     let mut missing = Vec::new();
     if !cfg!(tokio_unstable) {
         missing.push(
@@ -787,6 +787,7 @@ fn process_info(shared: &Shared) -> wire::ProcessInfo {
     if !shared.lag_running.load(Relaxed) {
         missing.push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
     }
+    missing.extend(shared.problems.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     if shared.config.schedule_latency && !cfg!(all(tokio_unstable, feature = "schedule-latency")) {
         missing.push("schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable".to_string());
     }
@@ -803,7 +804,7 @@ fn process_info(shared: &Shared) -> wire::ProcessInfo {
 }
 
 /// The executable's file name (`/proc/self/comm` is cut to 15 bytes).
-fn process_name() -> String {
+pub(crate) fn process_name() -> String {
     std::env::current_exe()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

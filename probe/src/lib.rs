@@ -45,6 +45,11 @@
 //! | `STALLSCOPE_SCHEDULE_LATENCY` | track schedule latency (`1`/`0`) | 0 |
 //! | `STALLSCOPE_TIMED_POLL_EVERY` | time one poll in N exactly for the histograms | 16 |
 //! | `STALLSCOPE_NAME` | name shown to clients | process name |
+//! | `STALLSCOPE_SERVER` | start the socket server (`1`/`0`) | 1 |
+//! | `STALLSCOPE_SOCKET_DIR` | directory of the private socket | `$XDG_RUNTIME_DIR/stallscope` or `/tmp/stallscope-<uid>` |
+//! | `STALLSCOPE_TCP` | also listen on TCP, `HOST:PORT` (loopback) | off |
+//! | `STALLSCOPE_RECORD` | record every update to this file | off |
+//! | `STALLSCOPE_RECORD_MAX_MB` | size bound of one recording file, MiB | 64 |
 //!
 //! ## Guarantees
 //! The poll hooks take no locks, allocate nothing and do no I/O. Every buffer is allocated at
@@ -63,19 +68,21 @@ mod lag;
 mod leak;
 pub mod pool;
 mod probe;
+mod recorder;
 mod report;
 mod runtime_metrics;
 mod sampler;
+mod server;
 mod slots;
 mod watchdog;
 
 pub use instrument::{instrument, Instrumented};
 pub use probe::{
     BuildError, Config, Probe, ProbeBuilder, ProbeGuard, Subscription, DEFAULT_AGGREGATION_INTERVAL,
-    DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW, DEFAULT_LEAK_WINDOWS,
-    DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL, DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS,
-    DEFAULT_MAX_TRACKED_TASKS, DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD,
-    DEFAULT_TIMED_POLL_EVERY,
+    DEFAULT_CLIENT_QUEUE, DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW,
+    DEFAULT_LEAK_WINDOWS, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL,
+    DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS, DEFAULT_MAX_TRACKED_TASKS, DEFAULT_RECORD_KEEP, DEFAULT_RECORD_MAX_BYTES,
+    DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD, DEFAULT_TIMED_POLL_EVERY,
 };
 pub use report::render as render_report;
 /// The snapshot types (crate `stallscope-wire`).

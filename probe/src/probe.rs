@@ -37,6 +37,14 @@ pub const DEFAULT_MAX_TRACKED_TASKS: usize = 1_000_000;
 pub const DEFAULT_MAX_STALLS: usize = 256;
 /// Default number of stack samples kept per stall.
 pub const DEFAULT_MAX_SAMPLES_PER_STALL: usize = 2_000;
+/// Default number of clients attached at once.
+pub const DEFAULT_MAX_CLIENTS: usize = 16;
+/// Default number of updates queued per client before it loses them.
+pub const DEFAULT_CLIENT_QUEUE: usize = 64;
+/// Default size bound of one recording file (64 MiB).
+pub const DEFAULT_RECORD_MAX_BYTES: u64 = 64 << 20;
+/// Default number of rotated recording files kept.
+pub const DEFAULT_RECORD_KEEP: u32 = 3;
 /// Default poll timing sample: one poll in this many per thread is timed with the raw clock.
 pub const DEFAULT_TIMED_POLL_EVERY: u32 = 16;
 /// Default leak-rule window.
@@ -87,6 +95,25 @@ pub struct Config {
     pub leak_min_growth: u64,
     /// A name for this probe (defaults to the process name).
     pub name: Option<String>,
+    /// Start the socket server so `stallscope` can attach (default on).
+    pub server: bool,
+    /// Directory of the private Unix socket (default `$XDG_RUNTIME_DIR/stallscope` or
+    /// `/tmp/stallscope-<uid>`).
+    pub socket_dir: Option<std::path::PathBuf>,
+    /// Also listen on TCP (opt-in). Must be a loopback address unless `tcp_allow_remote`.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// Allow `tcp` on a non-loopback address (there is no authentication on TCP).
+    pub tcp_allow_remote: bool,
+    /// Clients attached at once.
+    pub max_clients: usize,
+    /// Updates queued per client (and for the recorder) before it loses them.
+    pub client_queue: usize,
+    /// Record every update to this file (no client needed).
+    pub record_to: Option<std::path::PathBuf>,
+    /// Size bound of one recording file, bytes.
+    pub record_max_bytes: u64,
+    /// Rotated recording files kept besides the current one.
+    pub record_keep: u32,
 }
 
 impl Default for Config {
@@ -110,6 +137,15 @@ impl Default for Config {
             leak_windows: DEFAULT_LEAK_WINDOWS,
             leak_min_growth: DEFAULT_LEAK_MIN_GROWTH,
             name: None,
+            server: true,
+            socket_dir: None,
+            tcp: None,
+            tcp_allow_remote: false,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            client_queue: DEFAULT_CLIENT_QUEUE,
+            record_to: None,
+            record_max_bytes: DEFAULT_RECORD_MAX_BYTES,
+            record_keep: DEFAULT_RECORD_KEEP,
         }
     }
 }
@@ -248,6 +284,43 @@ impl ProbeBuilder {
         self
     }
 
+    setter!(
+        /// Start the socket server with the probe (default on).
+        server: bool);
+    setter!(
+        /// Allow `listen_tcp` on a non-loopback address (off: there is no authentication on TCP).
+        tcp_allow_remote: bool);
+    setter!(
+        /// Clients attached at once (default 16).
+        max_clients: usize);
+    setter!(
+        /// Updates queued per client before it loses them (default 64).
+        client_queue: usize);
+    setter!(
+        /// Size bound of one recording file in bytes (default 64 MiB).
+        record_max_bytes: u64);
+    setter!(
+        /// Rotated recording files kept (default 3).
+        record_keep: u32);
+
+    /// Directory for the private Unix socket.
+    pub fn socket_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.config.socket_dir = Some(dir.into());
+        self
+    }
+
+    /// Also listen on TCP at `addr` (loopback only unless `tcp_allow_remote(true)`).
+    pub fn listen_tcp(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.tcp = Some(addr);
+        self
+    }
+
+    /// Records every update to `path`, rotating at `record_max_bytes`.
+    pub fn record_to(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.record_to = Some(path.into());
+        self
+    }
+
     /// Lets `STALLSCOPE_*` environment variables override the builder (see the crate docs).
     pub fn with_env(mut self) -> Self {
         self.env = true;
@@ -314,6 +387,9 @@ impl ProbeBuilder {
             stall_msgs_dropped: AtomicU64::new(0),
             subscriber_drops: AtomicU64::new(0),
             lag_running: AtomicBool::new(false),
+            problems: Mutex::new(Vec::new()),
+            endpoints: Mutex::new(crate::server::Endpoints::default()),
+            clients_refused: AtomicU64::new(0),
             config: c,
         });
         Ok(Probe { shared })
@@ -350,6 +426,9 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     lim("max_samples_per_stall", c.max_samples_per_stall, 1, 1 << 20)?;
     lim("leak_windows", c.leak_windows, 2, 1000)?;
     lim("timed_poll_every", c.timed_poll_every as usize, 1, 1 << 16)?;
+    lim("max_clients", c.max_clients, 1, 1024)?;
+    lim("client_queue", c.client_queue, 1, 1 << 16)?;
+    lim("record_max_bytes", c.record_max_bytes.min(usize::MAX as u64) as usize, 64 << 10, 1 << 40)?;
     #[cfg(target_os = "linux")]
     {
         let max = libc::SIGRTMAX() - libc::SIGRTMIN();
@@ -395,6 +474,26 @@ pub(crate) fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) ->
     if let Some(v) = get("STALLSCOPE_TIMED_POLL_EVERY") {
         c.timed_poll_every = num("STALLSCOPE_TIMED_POLL_EVERY", &v, "expected a whole number from 1")?;
     }
+    if let Some(v) = get("STALLSCOPE_SERVER") {
+        c.server = flag("STALLSCOPE_SERVER", &v)?;
+    }
+    if let Some(v) = get("STALLSCOPE_SOCKET_DIR") {
+        c.socket_dir = Some(v.into());
+    }
+    if let Some(v) = get("STALLSCOPE_TCP") {
+        let addr = v.trim().trim_start_matches("tcp://");
+        c.tcp = Some(addr.parse().map_err(|_| BuildError::Env {
+            var: "STALLSCOPE_TCP",
+            value: v.clone(),
+            reason: "expected HOST:PORT with a numeric address, like 127.0.0.1:7878",
+        })?);
+    }
+    if let Some(v) = get("STALLSCOPE_RECORD") {
+        c.record_to = Some(v.into());
+    }
+    if let Some(v) = get("STALLSCOPE_RECORD_MAX_MB") {
+        c.record_max_bytes = num::<u64>("STALLSCOPE_RECORD_MAX_MB", &v, "expected a whole number of MiB")? << 20;
+    }
     if let Some(v) = get("STALLSCOPE_NAME") {
         c.name = Some(v);
     }
@@ -439,9 +538,23 @@ pub(crate) struct Shared {
     pub(crate) subscriber_drops: AtomicU64,
     /// Whether the heartbeat (loop lag) runs.
     pub(crate) lag_running: AtomicBool,
+    /// Problems found after start (server, recorder), shown in `process.missing`.
+    pub(crate) problems: Mutex<Vec<String>>,
+    /// Where the server listens.
+    pub(crate) endpoints: Mutex<crate::server::Endpoints>,
+    /// Clients refused (credentials, limit).
+    pub(crate) clients_refused: AtomicU64,
 }
 
 impl Shared {
+    /// Records a problem found after start; it shows in every snapshot's `process.missing`.
+    pub(crate) fn note_problem(&self, p: String) {
+        let mut v = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        if v.len() < 16 && !v.contains(&p) {
+            v.push(p);
+        }
+    }
+
     /// Sends an update to every subscriber without blocking; a full queue loses the update
     /// and counts it.
     pub(crate) fn publish(&self, u: &Update) -> u64 {
@@ -519,7 +632,13 @@ impl Probe {
     /// a guard that does nothing.
     pub fn start(&self, handle: &tokio::runtime::Handle) -> ProbeGuard {
         if self.shared.running.swap(true, AcqRel) {
-            return ProbeGuard { shared: self.shared.clone(), threads: Vec::new(), stop: None };
+            return ProbeGuard {
+                shared: self.shared.clone(),
+                threads: Vec::new(),
+                stop: None,
+                server: None,
+                recorder: None,
+            };
         }
         let stop = Arc::new(AtomicBool::new(false));
         // Polls may start before the watchdog's first scan: give them a fresh coarse clock.
@@ -550,7 +669,20 @@ impl Probe {
                 threads.push(t);
             }
         }
-        ProbeGuard { shared: self.shared.clone(), threads, stop: Some(stop) }
+        let server = crate::server::start(self);
+        let recorder = crate::recorder::start(self);
+        ProbeGuard { shared: self.shared.clone(), threads, stop: Some(stop), server, recorder }
+    }
+
+    /// The private Unix socket the probe listens on, once started (None if the server is off or
+    /// could not listen: the reason is in `process.missing`).
+    pub fn socket_path(&self) -> Option<std::path::PathBuf> {
+        self.shared.endpoints.lock().unwrap_or_else(|e| e.into_inner()).unix.clone()
+    }
+
+    /// The TCP address the probe listens on, if `listen_tcp` was set and it could listen.
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.endpoints.lock().unwrap_or_else(|e| e.into_inner()).tcp
     }
 
     /// The most recent snapshot, if one has been made.
@@ -613,6 +745,8 @@ pub struct ProbeGuard {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     stop: Option<Arc<AtomicBool>>,
+    server: Option<crate::server::Server>,
+    recorder: Option<crate::recorder::Recorder>,
 }
 
 impl ProbeGuard {
@@ -624,6 +758,9 @@ impl ProbeGuard {
 
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
+        // Clients and the recorder first, while the aggregator still publishes.
+        drop(self.server.take());
+        drop(self.recorder.take());
         let Some(stop) = self.stop.take() else { return };
         stop.store(true, Release);
         if let Some(tx) = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).take() {

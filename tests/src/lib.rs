@@ -204,3 +204,60 @@ impl<'a> StallExpect<'a> {
         &self.matching
     }
 }
+
+/// A client of the probe's socket, speaking the real protocol over a real Unix socket.
+#[derive(Debug)]
+pub struct Client {
+    stream: std::os::unix::net::UnixStream,
+    decoder: stallscope_wire::intern::Decoder,
+    /// What the probe said in its welcome.
+    pub welcome: stallscope_wire::proto::Welcome,
+    /// `Dropped` counts received so far.
+    pub dropped: u64,
+}
+
+impl Client {
+    /// Connects and runs the handshake.
+    pub fn connect(path: &std::path::Path) -> Result<Client, stallscope_wire::Error> {
+        let mut stream = std::os::unix::net::UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let hello = stallscope_wire::proto::Hello::new("stallscope-tests", "0");
+        let welcome = stallscope_wire::proto::client_handshake(&mut stream, &hello)?;
+        Ok(Client { stream, decoder: stallscope_wire::intern::Decoder::new(), welcome, dropped: 0 })
+    }
+
+    /// The next update, counting `Dropped` messages on the way. `Ok(None)` when the probe hangs up.
+    pub fn next(&mut self) -> Result<Option<stallscope_wire::Update>, stallscope_wire::Error> {
+        use stallscope_wire::intern::Received;
+        loop {
+            let Some(frame) = stallscope_wire::frame::read_frame(&mut self.stream)? else { return Ok(None) };
+            match self.decoder.decode_payload(&frame)? {
+                Received::Update(u) => return Ok(Some(u)),
+                Received::Dropped { intervals } => self.dropped += intervals,
+                Received::Error { message } => panic!("probe sent an error: {message}"),
+            }
+        }
+    }
+
+    /// Reads updates until `pred` accepts one, or `timeout` passes.
+    pub fn until(
+        &mut self,
+        timeout: Duration,
+        mut pred: impl FnMut(&stallscope_wire::Update) -> bool,
+    ) -> Option<stallscope_wire::Update> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            match self.next() {
+                Ok(Some(u)) if pred(&u) => return Some(u),
+                Ok(Some(_)) => continue,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The raw stream (to misbehave with).
+    pub fn stream(&mut self) -> &mut std::os::unix::net::UnixStream {
+        &mut self.stream
+    }
+}

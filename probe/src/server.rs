@@ -1,0 +1,399 @@
+//! The socket server: lets `stallscope` attach from another process on the same machine.
+//!
+//! It listens on a private Unix socket (`stallscope_wire::discovery`), checks each peer's
+//! credentials (same uid or root), runs the versioned handshake, then streams interned updates:
+//! first the latest cumulative snapshot, then every tick and every stall start and end. Each
+//! client is a subscriber with a bounded queue: a client that does not read loses updates (they
+//! are counted and it is told how many), and costs the service nothing, because the aggregator
+//! only ever `try_send`s. TCP is opt-in and binds to loopback unless explicitly allowed.
+//!
+//! Threads: `stallscope-server` accepts; each client has a writer and a reader thread.
+
+use std::io::{self, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use stallscope_wire::discovery;
+use stallscope_wire::frame::{read_frame, write_frame};
+use stallscope_wire::intern::Encoder;
+use stallscope_wire::proto::{self, ClientMessage, Request, ServerMessage};
+use stallscope_wire::{Interval, Update};
+
+use crate::probe::{Probe, Shared};
+
+/// How often the accept loop and the writers look at the stop flag.
+const POLL: Duration = Duration::from_millis(50);
+/// A client must finish the handshake within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connected stream, Unix or TCP.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Conn {
+    fn try_clone(&self) -> io::Result<Conn> {
+        Ok(match self {
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+        })
+    }
+    fn shutdown(&self) {
+        let _ = match self {
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+    fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_read_timeout(d),
+            Conn::Tcp(s) => s.set_read_timeout(d),
+        }
+    }
+}
+
+impl io::Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.flush(),
+            Conn::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// The running server; dropping it stops the threads and removes the socket.
+pub(crate) struct Server {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Where a probe listens.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Endpoints {
+    pub(crate) unix: Option<PathBuf>,
+    pub(crate) tcp: Option<SocketAddr>,
+}
+
+/// Binds the listeners and starts the accept thread. Failures are counted and reported in
+/// `process.missing`, never returned to the host.
+pub(crate) fn start(probe: &Probe) -> Option<Server> {
+    let shared = &probe.shared;
+    let c = &shared.config;
+    if !c.server {
+        return None;
+    }
+    let mut unix = None;
+    let mut path = None;
+    let dir = c.socket_dir.clone().unwrap_or_else(discovery::socket_dir);
+    let name = c.name.clone().unwrap_or_else(crate::aggregator::process_name);
+    match bind_unix(&dir, &name) {
+        Ok((l, p)) => {
+            unix = Some(l);
+            path = Some(p);
+        }
+        Err(e) => shared.note_problem(format!("socket server: cannot listen in {}: {e}", dir.display())),
+    }
+    let mut tcp = None;
+    if let Some(addr) = c.tcp {
+        if !addr.ip().is_loopback() && !c.tcp_allow_remote {
+            shared.note_problem(format!(
+                "socket server: refusing to listen on {addr}: not a loopback address (allow it with tcp_allow_remote)"
+            ));
+        } else {
+            match TcpListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+                Ok(l) => tcp = Some(l),
+                Err(e) => shared.note_problem(format!("socket server: cannot listen on tcp://{addr}: {e}")),
+            }
+        }
+    }
+    if unix.is_none() && tcp.is_none() {
+        return None;
+    }
+    *shared.endpoints.lock().unwrap_or_else(|e| e.into_inner()) =
+        Endpoints { unix: path.clone(), tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let probe = probe.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("stallscope-server".into())
+            .spawn(move || accept_loop(probe, unix, tcp, stop))
+            .ok()
+    };
+    Some(Server { stop, thread, path })
+}
+
+fn bind_unix(dir: &std::path::Path, name: &str) -> io::Result<(UnixListener, PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    discovery::prepare_dir(dir)?;
+    discovery::remove_stale(dir);
+    let path = discovery::socket_path(dir, std::process::id(), name);
+    // Our own pid's socket can only be left over from an earlier probe in this process.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
+    Ok((listener, path))
+}
+
+/// The peer's uid, from `SO_PEERCRED`.
+pub(crate) fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`.
+    unsafe {
+        let mut cred: libc::ucred = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        );
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(cred.uid)
+    }
+}
+
+/// Whether a peer with `uid` may attach: the probe's own user, or root.
+pub(crate) fn uid_allowed(uid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
+struct Client {
+    conn: Conn,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn accept_loop(probe: Probe, unix: Option<UnixListener>, tcp: Option<TcpListener>, stop: Arc<AtomicBool>) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut clients: Vec<Client> = Vec::new();
+    while !stop.load(Acquire) {
+        let mut accepted = Vec::new();
+        if let Some(l) = &unix {
+            while let Ok((s, _)) = l.accept() {
+                accepted.push((Conn::Unix(s), true));
+            }
+        }
+        if let Some(l) = &tcp {
+            while let Ok((s, _)) = l.accept() {
+                let _ = s.set_nodelay(true);
+                accepted.push((Conn::Tcp(s), false));
+            }
+        }
+        for (conn, is_unix) in accepted {
+            if let Some(c) = serve(&probe, conn, is_unix, &live, &stop) {
+                clients.push(c);
+            }
+        }
+        clients.retain_mut(|c| {
+            c.threads.retain(|t| !t.is_finished());
+            !c.threads.is_empty()
+        });
+        std::thread::sleep(POLL);
+    }
+    for c in &clients {
+        c.conn.shutdown();
+    }
+    for c in clients {
+        for t in c.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Handshake and client threads for one connection.
+fn serve(probe: &Probe, conn: Conn, is_unix: bool, live: &Arc<AtomicUsize>, stop: &Arc<AtomicBool>) -> Option<Client> {
+    let shared = &probe.shared;
+    if let Conn::Unix(s) = &conn {
+        let _ = s.set_nonblocking(false);
+    } else if let Conn::Tcp(s) = &conn {
+        let _ = s.set_nonblocking(false);
+    }
+    let max = shared.config.max_clients;
+    let refusal = if is_unix {
+        match &conn {
+            Conn::Unix(s) => match peer_uid(s) {
+                Ok(uid) if uid_allowed(uid) => None,
+                Ok(uid) => Some(format!("uid {uid} may not attach to this probe (only its own user or root)")),
+                Err(e) => Some(format!("cannot check the peer's credentials: {e}")),
+            },
+            Conn::Tcp(_) => None,
+        }
+    } else {
+        None
+    }
+    .or_else(|| (live.load(Acquire) >= max).then(|| format!("too many clients ({max}) attached to this probe")));
+    let mut conn = conn;
+    let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let process = crate::aggregator::process_info(shared);
+    let hello = proto::server_handshake_with(&mut conn, |_| match &refusal {
+        None => Ok(process),
+        Some(reason) => Err(reason.clone()),
+    });
+    if hello.is_err() {
+        if refusal.is_some() {
+            shared.clients_refused.fetch_add(1, Relaxed);
+        }
+        conn.shutdown();
+        return None;
+    }
+    let _ = conn.set_read_timeout(None);
+    live.fetch_add(1, AcqRel);
+    let sub = probe.subscribe(shared.config.client_queue);
+    let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
+    let mut threads = Vec::new();
+    let reader_conn = conn.try_clone().ok()?;
+    let control = conn.try_clone().ok()?;
+    {
+        let stop = stop.clone();
+        let live = live.clone();
+        let shared = shared.clone();
+        let t = std::thread::Builder::new().name("stallscope-client".into()).spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                write_loop(&shared, conn, sub, reply_rx, &stop);
+            }));
+            live.fetch_sub(1, AcqRel);
+        });
+        threads.extend(t.ok());
+    }
+    {
+        let t = std::thread::Builder::new()
+            .name("stallscope-client-in".into())
+            .spawn(move || read_loop(reader_conn, reply_tx));
+        threads.extend(t.ok());
+    }
+    Some(Client { conn: control, threads })
+}
+
+/// Reads the client's requests. Anything that is not a valid request closes the connection.
+fn read_loop(mut conn: Conn, replies: SyncSender<ServerMessage>) {
+    loop {
+        let frame = match read_frame(&mut conn) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                let _ = replies.try_send(ServerMessage::Error { message: format!("closing: {e}") });
+                std::thread::sleep(Duration::from_millis(20));
+                break;
+            }
+        };
+        match ClientMessage::from_payload(&frame) {
+            Ok(ClientMessage::Request(Request::TaskDump { .. })) => {
+                let _ = replies.try_send(ServerMessage::Error {
+                    message: "task dumps are not served by this probe version yet".to_string(),
+                });
+            }
+            Ok(_) => {
+                let _ = replies.try_send(ServerMessage::Error { message: "unknown request".to_string() });
+            }
+            Err(e) => {
+                let _ = replies.try_send(ServerMessage::Error { message: format!("closing: bad request: {e}") });
+                std::thread::sleep(Duration::from_millis(20));
+                break;
+            }
+        }
+    }
+    conn.shutdown();
+}
+
+fn write_loop(
+    shared: &Shared,
+    mut conn: Conn,
+    sub: crate::probe::Subscription,
+    replies: Receiver<ServerMessage>,
+    stop: &AtomicBool,
+) {
+    let mut enc = Encoder::new();
+    let send = |conn: &mut Conn, msg: &ServerMessage| -> bool {
+        match msg.to_payload() {
+            Ok(p) => write_frame(conn, &p).is_ok() && conn.flush().is_ok(),
+            Err(_) => true,
+        }
+    };
+    // A new client first gets the cumulative state.
+    if let Some(snap) = shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        let first = Update::Tick {
+            interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
+            snapshot: Box::new((*snap).clone()),
+        };
+        match enc.encode(&first) {
+            Ok(m) if send(&mut conn, &m) => {}
+            _ => return,
+        }
+    }
+    let mut reported_drops = sub.dropped();
+    while !stop.load(Acquire) {
+        while let Ok(r) = replies.try_recv() {
+            let closing = matches!(&r, ServerMessage::Error { message } if message.starts_with("closing"));
+            if !send(&mut conn, &r) || closing {
+                conn.shutdown();
+                return;
+            }
+        }
+        let drops = sub.dropped();
+        if drops > reported_drops {
+            if !send(&mut conn, &ServerMessage::Dropped { intervals: drops - reported_drops }) {
+                return;
+            }
+            reported_drops = drops;
+        }
+        let Some(update) = sub.recv_timeout(POLL) else { continue };
+        match enc.encode(&update) {
+            Ok(m) => {
+                if !send(&mut conn, &m) {
+                    return;
+                }
+            }
+            Err(_) => {
+                // Could not encode (a table limit): start the client over with fresh tables.
+                enc.reset();
+            }
+        }
+    }
+    conn.shutdown();
+}

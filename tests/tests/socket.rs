@@ -1,0 +1,288 @@
+//! The probe's socket server, end to end over real Unix sockets: state then updates, stalls with
+//! their stacks, several clients, a client that never reads, bad clients, another uid, a killed
+//! probe, and probe-side recording.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use stallscope_tests::{serial, Client};
+use stallscope_wire::{FrameKind, Update};
+
+#[inline(never)]
+fn socket_culprit() {
+    std::thread::sleep(black_box(Duration::from_millis(45)));
+    black_box(());
+}
+
+fn runtime(probe: &stallscope_probe::Probe) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    probe.install(&mut b);
+    b.build().unwrap()
+}
+
+fn is_stall_end_naming(u: &Update, f: &str) -> bool {
+    matches!(u, Update::StallEnded(s) if s.stacks.iter().any(|st| st.frames.iter().any(|fr| fr.kind == FrameKind::User && fr.function.ends_with(f))))
+}
+
+#[test]
+fn a_client_gets_the_state_then_stalls_with_their_stack() {
+    let _s = serial();
+    let probe = stallscope_probe::Probe::builder().build().unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let path = probe.socket_path().expect("listening");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode");
+    let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700, "directory mode");
+    std::thread::sleep(Duration::from_millis(250));
+    let mut c = Client::connect(&path).unwrap();
+    assert_eq!(c.welcome.process.pid, std::process::id());
+    let first = c.next().unwrap().unwrap();
+    assert!(matches!(first, Update::Tick { .. }), "cumulative state first: {first:?}");
+    rt.spawn(async { socket_culprit() });
+    let started = c.until(Duration::from_secs(5), |u| matches!(u, Update::StallStarted(_)));
+    assert!(started.is_some(), "stall start pushed");
+    let ended = c.until(Duration::from_secs(5), |u| is_stall_end_naming(u, "socket_culprit"));
+    assert!(ended.is_some(), "stall end with the culprit's frame");
+}
+
+#[test]
+fn two_clients_both_receive_every_tick_and_stall() {
+    let _s = serial();
+    let probe = stallscope_probe::Probe::builder().aggregation_interval(Duration::from_millis(20)).build().unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let path = probe.socket_path().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut a = Client::connect(&path).unwrap();
+    let mut b = Client::connect(&path).unwrap();
+    rt.spawn(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        socket_culprit()
+    });
+    let collect = |c: &mut Client| {
+        let mut seqs = Vec::new();
+        let mut stall_ids = Vec::new();
+        let deadline = Instant::now() + Duration::from_millis(800);
+        while Instant::now() < deadline {
+            match c.next().unwrap().unwrap() {
+                Update::Tick { snapshot, .. } => seqs.push(snapshot.seq),
+                Update::StallEnded(s) => stall_ids.push(s.id),
+                Update::StallStarted(_) => {}
+            }
+        }
+        (seqs, stall_ids)
+    };
+    let (sa, ia) = collect(&mut a);
+    let (sb, ib) = collect(&mut b);
+    for (name, seqs) in [("a", &sa), ("b", &sb)] {
+        assert!(seqs.len() > 10, "{name}: {seqs:?}");
+        // After the initial state, ticks arrive one by one with no gap.
+        assert!(seqs[1..].windows(2).all(|w| w[1] == w[0] + 1), "{name} has gaps: {seqs:?}");
+    }
+    assert_eq!(ia.len(), 1);
+    assert_eq!(ia, ib, "both clients saw the same stall");
+    assert_eq!((a.dropped, b.dropped), (0, 0));
+}
+
+#[test]
+fn a_client_that_never_reads_loses_updates_and_is_told_how_many() {
+    let _s = serial();
+    let probe = stallscope_probe::Probe::builder()
+        .aggregation_interval(Duration::from_millis(10))
+        .client_queue(4)
+        .build()
+        .unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let path = probe.socket_path().unwrap();
+    let mut sleeper = Client::connect(&path).unwrap();
+    let mut reader = Client::connect(&path).unwrap();
+    // The service keeps working while one client reads nothing.
+    let work = rt.spawn(async {
+        let start = tokio::time::Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(2500) {
+            tokio::task::yield_now().await;
+            n += 1;
+        }
+        n
+    });
+    let mut reader_seqs = Vec::new();
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        if let Some(Update::Tick { snapshot, .. }) = reader.next().unwrap() {
+            reader_seqs.push(snapshot.seq);
+        }
+    }
+    assert!(rt.block_on(work).unwrap() > 10_000);
+    assert_eq!(reader.dropped, 0, "the reading client lost nothing");
+    assert!(reader_seqs[1..].windows(2).all(|w| w[1] == w[0] + 1), "no gaps for the reader");
+    // Now the sleeper reads: it is told what it lost.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleeper.dropped == 0 && Instant::now() < deadline {
+        sleeper.next().unwrap();
+    }
+    assert!(sleeper.dropped > 20, "sleeper told of {} dropped updates", sleeper.dropped);
+    let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+    assert!(snap.drops.subscriber_updates >= sleeper.dropped);
+}
+
+#[test]
+fn bad_clients_are_disconnected_and_nothing_else_is_affected() {
+    let _s = serial();
+    let probe = stallscope_probe::Probe::builder().build().unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let path = probe.socket_path().unwrap();
+    let mut good = Client::connect(&path).unwrap();
+
+    // Another major version: refused, and the error names both versions.
+    let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut hello = stallscope_wire::proto::Hello::new("future", "9");
+    hello.protocol.major = 99;
+    let e = stallscope_wire::proto::client_handshake(&mut s, &hello).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("99") && msg.contains(&stallscope_wire::proto::PROTOCOL_MAJOR.to_string()), "{msg}");
+
+    // Garbage, an oversized frame, a hang-up mid-frame: each connection is closed.
+    for bytes in
+        [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff, 0xff, 0xff, 0x7f, 1, 2, 3][..], &[40, 0, 0, 0, b'S', b'T'][..]]
+    {
+        let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        s.write_all(bytes).unwrap();
+        if bytes.len() == 6 {
+            drop(s); // hang up mid-frame
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "the probe closes the connection without answering garbage");
+    }
+    // After a valid handshake, garbage: the probe says why and closes.
+    let mut c = Client::connect(&path).unwrap();
+    c.stream().write_all(&[3, 0, 0, 0, 0xde, 0xad, 0xbe]).unwrap();
+    let mut closed = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.next()));
+        match r {
+            Err(_) => {
+                closed = true; // the probe sent its error message
+                break;
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(Some(_))) => {}
+        }
+    }
+    assert!(closed, "a client that sends garbage is disconnected");
+
+    // The well-behaved client and the service are unaffected.
+    rt.spawn(async { socket_culprit() });
+    assert!(good.until(Duration::from_secs(5), |u| is_stall_end_naming(u, "socket_culprit")).is_some());
+    assert_eq!(probe.refresh(Duration::from_secs(5)).unwrap().drops.probe_panics, 0);
+}
+
+#[test]
+fn a_client_running_as_another_uid_is_refused() {
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        // Only root can run a client as another user here; the check itself is covered below.
+        assert!(!stallscope_probe_uid_allowed(65534));
+        return;
+    }
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("stallscope-uid-test-{}", std::process::id()));
+    let probe = stallscope_probe::Probe::builder().socket_dir(&dir).build().unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let path = probe.socket_path().unwrap();
+    // Open the file system permissions so that only the credential check stands in the way.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_attach_once")])
+        .arg(&path)
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("error:") && stdout.contains("uid 65534"),
+        "stdout: {stdout} stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The same binary as root is welcome.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_attach_once")).arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("welcome"), "{out:?}");
+    drop(_g);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn stallscope_probe_uid_allowed(uid: u32) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
+#[test]
+fn the_probe_being_killed_mid_stream_ends_the_client_cleanly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stall_service"))
+        .arg("30")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let path = std::path::PathBuf::from(line.trim());
+    let mut c = Client::connect(&path).unwrap();
+    assert!(c.until(Duration::from_secs(10), |u| is_stall_end_naming(u, "service_culprit")).is_some());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut ended = false;
+    while Instant::now() < deadline {
+        match c.next() {
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => {
+                ended = true;
+                break;
+            }
+        }
+    }
+    assert!(ended, "the client sees the end of the stream");
+}
+
+#[test]
+fn the_probe_records_on_its_own_and_the_file_reads_back() {
+    let _s = serial();
+    let file = std::env::temp_dir().join(format!("stallscope-rec-{}.stsc", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let probe = stallscope_probe::Probe::builder().server(false).record_to(&file).build().unwrap();
+    let rt = runtime(&probe);
+    let g = probe.start(rt.handle());
+    assert!(probe.socket_path().is_none(), "server off");
+    std::thread::sleep(Duration::from_millis(150));
+    rt.block_on(async { tokio::spawn(async { socket_culprit() }).await.unwrap() });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(g);
+    let rec = stallscope_wire::recording::RecordingReader::open(&file).unwrap();
+    let mut ticks = 0;
+    let mut named = false;
+    for r in rec {
+        if let stallscope_wire::intern::Received::Update(u) = r.event {
+            ticks += matches!(u, Update::Tick { .. }) as u32;
+            named |= is_stall_end_naming(&u, "socket_culprit");
+        }
+    }
+    assert!(ticks >= 3, "{ticks} ticks recorded");
+    assert!(named, "the stall and its stack are in the recording");
+    std::fs::remove_file(&file).unwrap();
+}
