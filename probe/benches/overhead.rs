@@ -105,6 +105,8 @@ enum Setup {
     EmptyHooks,
     /// The probe installed but not started: its hooks without its threads.
     HooksOnly,
+    /// The probe with `schedule_latency(true)`: Tokio's own schedule-latency tracking on top.
+    ProbeScheduleLatency,
 }
 
 impl Setup {
@@ -114,6 +116,7 @@ impl Setup {
             Setup::Probe => "probe",
             Setup::EmptyHooks => "empty hooks",
             Setup::HooksOnly => "installed, not started",
+            Setup::ProbeScheduleLatency => "probe + schedule latency",
         }
     }
 }
@@ -212,8 +215,12 @@ struct Run {
 
 /// One timed run on a fresh runtime. Building and tearing down are not timed.
 fn run_once(setup: Setup, work: Workload) -> Run {
-    let probe = matches!(setup, Setup::Probe | Setup::HooksOnly)
-        .then(|| Probe::builder().build().expect("probe with default settings"));
+    let probe = matches!(setup, Setup::Probe | Setup::HooksOnly | Setup::ProbeScheduleLatency).then(|| {
+        Probe::builder()
+            .schedule_latency(setup == Setup::ProbeScheduleLatency)
+            .build()
+            .expect("probe with default settings")
+    });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(WORKERS).enable_all();
     if let Some(p) = &probe {
@@ -224,7 +231,10 @@ fn run_once(setup: Setup, work: Workload) -> Run {
         builder.on_task_spawn(|_| {}).on_task_terminate(|_| {}).on_before_task_poll(|_| {}).on_after_task_poll(|_| {});
     }
     let rt = builder.build().expect("runtime");
-    let guard = probe.as_ref().filter(|_| setup == Setup::Probe).map(|p| p.start(rt.handle()));
+    let guard = probe
+        .as_ref()
+        .filter(|_| matches!(setup, Setup::Probe | Setup::ProbeScheduleLatency))
+        .map(|p| p.start(rt.handle()));
     let before = cpu_ticks();
     let elapsed = rt.block_on(async move {
         match work {
@@ -410,7 +420,7 @@ fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
 fn smoke() {
     // `cargo test --benches` runs this binary without `--bench`: check that everything runs, but
     // time nothing and assert nothing about time.
-    for setup in [Setup::Bare, Setup::Probe, Setup::EmptyHooks, Setup::HooksOnly] {
+    for setup in [Setup::Bare, Setup::Probe, Setup::EmptyHooks, Setup::HooksOnly, Setup::ProbeScheduleLatency] {
         run_once(setup, Workload::YieldStorm { yields: 10 });
         run_once(setup, Workload::SpawnStorm { tasks: 100 });
     }
@@ -444,6 +454,9 @@ fn main() -> ExitCode {
             setups.push(Setup::EmptyHooks);
         }
         setups.extend([Setup::HooksOnly, Setup::Probe]);
+        if cfg!(tokio_unstable) {
+            setups.push(Setup::ProbeScheduleLatency);
+        }
         let w1 = measure("W1 breakdown", w1_work, &setups, plan.pairs);
         let w2 = measure("W2 breakdown", w2_work, &setups, plan.pairs);
         (w1, w2)
