@@ -35,6 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub mod demo;
+
 use stallscope_probe::wire::{AlertKind, Snapshot, Update};
 use stallscope_probe::Probe;
 

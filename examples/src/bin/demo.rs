@@ -1,79 +1,11 @@
-//! The demo service: several failure modes at once, for a first look at stallscope.
-//!
-//! - request handlers that call `std::thread::sleep` (`fetch_rates_blocking`);
-//! - a report job that hashes for ~40 ms without yielding (`render_report_cpu`);
-//! - a watcher task spawned per request that never finishes (`watch_request`): a leak;
-//! - a 3-permit pool held across slow awaits by 8 workers: saturated;
-//! - and plenty of healthy traffic around them.
+//! The demo service: several failure modes at once (see `stallscope_examples::demo`).
 //!
 //! Run: `cargo run --release -p stallscope-examples --bin demo` (8 s, then the report).
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
-
-use stallscope_probe::pool::Semaphore;
-
-#[inline(never)]
-fn fetch_rates_blocking(currency: &str) -> f64 {
-    std::thread::sleep(black_box(Duration::from_millis(30)));
-    black_box(1.0 + currency.len() as f64 / 100.0)
-}
-
-#[inline(never)]
-fn render_report_cpu(rows: u64) -> u64 {
-    let start = Instant::now();
-    let mut h = 0xcbf2_9ce4_8422_2325_u64;
-    while start.elapsed() < Duration::from_millis(40) {
-        for i in 0..rows {
-            h = black_box((h ^ i).wrapping_mul(0x100_0000_01b3));
-        }
-    }
-    black_box(h)
-}
-
-#[inline(never)]
-fn watch_request(id: u64, parked: &mut Vec<tokio::sync::oneshot::Sender<()>>) {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        // Waits for a cancellation that nobody ever sends.
-        let _ = rx.await;
-        black_box(id);
-    });
-    parked.push(tx);
-}
+use std::time::Duration;
 
 fn main() {
     stallscope_examples::Example::new("demo").default_duration(Duration::from_secs(8)).run(|_ctx| async {
-        let pool = Semaphore::new("db", 3);
-        for w in 0..8u64 {
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                loop {
-                    let _conn = pool.acquire().await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(120 + w)).await;
-                }
-            });
-        }
-        tokio::spawn(async {
-            let mut tick = tokio::time::interval(Duration::from_millis(700));
-            loop {
-                tick.tick().await;
-                tokio::spawn(async { black_box(render_report_cpu(black_box(1024))) });
-            }
-        });
-        let mut parked = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for id in 0u64.. {
-            tick.tick().await;
-            if id % 25 == 0 {
-                tokio::spawn(async move { black_box(fetch_rates_blocking(if id % 2 == 0 { "EUR" } else { "USD" })) });
-            }
-            watch_request(id, &mut parked);
-            // Healthy, short requests.
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                black_box(id)
-            });
-        }
+        stallscope_examples::demo::run().await;
     });
 }
