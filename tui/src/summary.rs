@@ -1,0 +1,367 @@
+//! Folds a stream of updates (a recording, or what `record` receives) into what the report and
+//! the flame graph show: every stall once, the last snapshot, the alerts seen, the drops.
+//!
+//! Stalls arrive several times: a `StallStarted` (no samples yet), a `StallEnded` (final
+//! duration and samples), and inside each tick's snapshot (the recent ones) and interval. They
+//! are deduplicated by stall id, keeping the most complete copy: an ended one over a running
+//! one, then the one with more samples, then the one that had run longer.
+
+use std::collections::HashMap;
+
+use stallscope_wire::recording::{Recording, RecordingHeader, Skipped, Stop};
+use stallscope_wire::{Alert, AlertKind, Drops, Frame, FrameKind, Received, Snapshot, Stall, Update};
+
+/// An alert as seen over a recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeenAlert {
+    /// The alert (its first occurrence).
+    pub alert: Alert,
+    /// First snapshot that carried it, ms since the Unix epoch.
+    pub first_unix_ms: u64,
+    /// Last snapshot that carried it.
+    pub last_unix_ms: u64,
+    /// Snapshots that carried it.
+    pub ticks: u64,
+}
+
+/// Stalled time attributed to one function: the top user frame of each stall.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunctionStalls {
+    /// The function (or, for a stall without a user frame, its innermost frame, or
+    /// `(no stack sample)`).
+    pub function: String,
+    /// Source file of that frame in the longest of these stalls.
+    pub file: Option<String>,
+    /// Source line of that frame in the longest of these stalls.
+    pub line: Option<u32>,
+    /// Kind of that frame (`None` without samples).
+    pub kind: Option<FrameKind>,
+    /// Stalls attributed to it.
+    pub stalls: u64,
+    /// Their total duration, nanoseconds.
+    pub stalled_ns: u64,
+    /// The longest of them, nanoseconds.
+    pub longest_ns: u64,
+    /// Stack samples taken in them.
+    pub samples: u64,
+}
+
+/// Damage the recording reader stepped over or stopped at.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Damage {
+    /// Regions skipped.
+    pub skipped: Vec<Skipped>,
+    /// Where reading stopped before the end of the file.
+    pub stop: Option<Stop>,
+    /// Intact updates that could not be rebuilt (their definitions were in a damaged region).
+    pub lost: u64,
+}
+
+impl Damage {
+    /// Whether anything was damaged.
+    pub fn is_empty(&self) -> bool {
+        self.skipped.is_empty() && self.stop.is_none() && self.lost == 0
+    }
+
+    /// One line per problem: `skipped bytes A..B (N bytes): reason`, `recording ends at byte N:
+    /// reason`, `N updates lost after damage`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.skipped.iter().map(|s| s.to_string()).collect();
+        if let Some(s) = &self.stop {
+            out.push(format!("recording ends at byte {}: {}", s.offset, s.reason));
+        }
+        if self.lost > 0 {
+            out.push(format!(
+                "{} update{} could not be rebuilt after the damage (they refer to definitions in a skipped region)",
+                self.lost,
+                if self.lost == 1 { "" } else { "s" }
+            ));
+        }
+        out
+    }
+}
+
+/// Everything folded out of a recording or a live stream.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The recording's header (process, writer, creation time).
+    pub header: RecordingHeader,
+    /// Every stall once, longest first.
+    pub stalls: Vec<Stall>,
+    /// The last snapshot (cumulative state at the end).
+    pub last: Option<Snapshot>,
+    /// Updates received.
+    pub updates: u64,
+    /// Ticks among them.
+    pub ticks: u64,
+    /// Time of the last event (snapshot, stall end), ms since the Unix epoch.
+    pub end_unix_ms: Option<u64>,
+    /// Time of the first event.
+    pub first_unix_ms: Option<u64>,
+    /// Alerts seen, in order of first appearance.
+    pub alerts: Vec<SeenAlert>,
+    /// Updates the probe dropped for this client (its queue overflowed).
+    pub dropped_intervals: u64,
+    /// `Dropped` notices received.
+    pub dropped_notices: u64,
+    /// Error messages the probe sent.
+    pub errors: Vec<String>,
+    /// Damage in the file.
+    pub damage: Damage,
+}
+
+/// Builds a [`Summary`] one message at a time.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    header: RecordingHeader,
+    stalls: HashMap<u64, Stall>,
+    last: Option<Snapshot>,
+    updates: u64,
+    ticks: u64,
+    first_unix_ms: Option<u64>,
+    end_unix_ms: Option<u64>,
+    alerts: Vec<SeenAlert>,
+    alert_index: HashMap<(AlertKind, String), usize>,
+    dropped_intervals: u64,
+    dropped_notices: u64,
+    errors: Vec<String>,
+}
+
+/// Stall duration: final when ended, elapsed so far when it was still running.
+pub fn stall_ns(s: &Stall) -> u64 {
+    s.duration_ns.unwrap_or(s.elapsed_ns)
+}
+
+/// Wall-clock end of a stall (or of what was seen of it), ms since the Unix epoch.
+pub fn stall_end_ms(s: &Stall) -> u64 {
+    s.start_unix_ms.saturating_add(stall_ns(s) / 1_000_000)
+}
+
+/// Whether `new` is a more complete copy of a stall than `old`.
+fn better(new: &Stall, old: &Stall) -> bool {
+    let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns);
+    rank(new) > rank(old)
+}
+
+/// The most sampled stack of a stall (first of the most sampled, in the probe's order).
+pub fn main_stack(s: &Stall) -> Option<&[Frame]> {
+    let mut best: Option<&stallscope_wire::StackCount> = None;
+    for st in &s.stacks {
+        if best.is_none_or(|b| st.count > b.count) {
+            best = Some(st);
+        }
+    }
+    best.map(|b| b.frames.as_slice())
+}
+
+/// The frame a stall is blamed on: the innermost user frame of its most sampled stack, else that
+/// stack's innermost frame.
+pub fn culprit(s: &Stall) -> Option<&Frame> {
+    let stack = main_stack(s)?;
+    stack.iter().find(|f| f.kind == FrameKind::User).or(stack.first())
+}
+
+impl Folder {
+    /// An empty fold for a recording with this header.
+    pub fn new(header: RecordingHeader) -> Folder {
+        Folder {
+            header,
+            stalls: HashMap::new(),
+            last: None,
+            updates: 0,
+            ticks: 0,
+            first_unix_ms: None,
+            end_unix_ms: None,
+            alerts: Vec::new(),
+            alert_index: HashMap::new(),
+            dropped_intervals: 0,
+            dropped_notices: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Takes one received message into account.
+    pub fn push(&mut self, received: &Received) {
+        match received {
+            Received::Update(u) => self.update(u),
+            Received::Dropped { intervals } => {
+                self.dropped_notices += 1;
+                self.dropped_intervals = self.dropped_intervals.saturating_add(*intervals);
+            }
+            Received::Error { message } => self.errors.push(message.clone()),
+        }
+    }
+
+    fn seen_at(&mut self, ms: u64) {
+        self.first_unix_ms = Some(self.first_unix_ms.map_or(ms, |f| f.min(ms)));
+        self.end_unix_ms = Some(self.end_unix_ms.map_or(ms, |e| e.max(ms)));
+    }
+
+    fn stall(&mut self, s: &Stall) {
+        self.seen_at(s.start_unix_ms);
+        self.seen_at(stall_end_ms(s));
+        match self.stalls.get_mut(&s.id) {
+            Some(old) if better(s, old) => *old = s.clone(),
+            Some(_) => {}
+            None => {
+                self.stalls.insert(s.id, s.clone());
+            }
+        }
+    }
+
+    fn update(&mut self, u: &Update) {
+        self.updates += 1;
+        match u {
+            Update::StallStarted(s) | Update::StallEnded(s) => self.stall(s),
+            Update::Tick { snapshot, interval } => {
+                self.ticks += 1;
+                self.seen_at(snapshot.at_unix_ms);
+                for s in snapshot.stalls.iter().chain(&interval.stalls) {
+                    self.stall(s);
+                }
+                for a in &snapshot.alerts {
+                    let key = (a.kind, a.summary.clone());
+                    match self.alert_index.get(&key) {
+                        Some(&i) => {
+                            let seen = &mut self.alerts[i];
+                            seen.last_unix_ms = snapshot.at_unix_ms;
+                            seen.ticks += 1;
+                        }
+                        None => {
+                            self.alert_index.insert(key, self.alerts.len());
+                            self.alerts.push(SeenAlert {
+                                alert: a.clone(),
+                                first_unix_ms: snapshot.at_unix_ms,
+                                last_unix_ms: snapshot.at_unix_ms,
+                                ticks: 1,
+                            });
+                        }
+                    }
+                }
+                if self.last.as_ref().is_none_or(|l| snapshot.seq >= l.seq || snapshot.at_unix_ms >= l.at_unix_ms) {
+                    self.last = Some((**snapshot).clone());
+                }
+            }
+        }
+    }
+
+    /// Distinct stalls seen so far.
+    pub fn stall_count(&self) -> usize {
+        self.stalls.len()
+    }
+
+    /// Updates seen so far.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// Updates the probe dropped for this client so far.
+    pub fn dropped_intervals(&self) -> u64 {
+        self.dropped_intervals
+    }
+
+    /// The summary, with `damage` from the reader.
+    pub fn finish(self, damage: Damage) -> Summary {
+        let mut stalls: Vec<Stall> = self.stalls.into_values().collect();
+        stalls.sort_by(|a, b| {
+            stall_ns(b).cmp(&stall_ns(a)).then(a.start_unix_ms.cmp(&b.start_unix_ms)).then(a.id.cmp(&b.id))
+        });
+        Summary {
+            header: self.header,
+            stalls,
+            last: self.last,
+            updates: self.updates,
+            ticks: self.ticks,
+            end_unix_ms: self.end_unix_ms,
+            first_unix_ms: self.first_unix_ms,
+            alerts: self.alerts,
+            dropped_intervals: self.dropped_intervals,
+            dropped_notices: self.dropped_notices,
+            errors: self.errors,
+            damage,
+        }
+    }
+}
+
+impl Summary {
+    /// Folds a whole recording.
+    pub fn from_recording(rec: Recording) -> Summary {
+        let mut folder = Folder::new(rec.header);
+        for e in &rec.events {
+            folder.push(&e.event);
+        }
+        folder.finish(Damage { skipped: rec.skipped, stop: rec.stop, lost: rec.lost })
+    }
+
+    /// When the recording started: the header's creation time, or the first event if that is
+    /// earlier (a file written by hand), ms since the Unix epoch.
+    pub fn start_unix_ms(&self) -> u64 {
+        let created = self.header.created_unix_ms;
+        match self.first_unix_ms {
+            Some(f) if created == 0 || f < created => f,
+            _ => created,
+        }
+    }
+
+    /// When the last event happened (or the start, with no events).
+    pub fn end_unix_ms(&self) -> u64 {
+        self.end_unix_ms.unwrap_or_else(|| self.start_unix_ms()).max(self.start_unix_ms())
+    }
+
+    /// The process name and pid: from the last snapshot, else the header.
+    pub fn process(&self) -> &stallscope_wire::ProcessInfo {
+        match &self.last {
+            Some(s) if !s.process.name.is_empty() => &s.process,
+            _ => &self.header.process,
+        }
+    }
+
+    /// Total stalled time of the stalls seen, nanoseconds.
+    pub fn stalled_ns(&self) -> u64 {
+        self.stalls.iter().map(stall_ns).fold(0u64, u64::saturating_add)
+    }
+
+    /// Stalled time per top user frame, most first.
+    pub fn functions(&self) -> Vec<FunctionStalls> {
+        let mut by: Vec<(FunctionStalls, u64)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        // `self.stalls` is longest first, so the first stall of each group is its longest.
+        for s in &self.stalls {
+            let frame = culprit(s);
+            let function = frame.map(|f| f.function.clone()).unwrap_or_else(|| "(no stack sample)".to_string());
+            let ns = stall_ns(s);
+            match index.get(&function) {
+                Some(&i) => {
+                    let f = &mut by[i].0;
+                    f.stalls += 1;
+                    f.stalled_ns = f.stalled_ns.saturating_add(ns);
+                    f.longest_ns = f.longest_ns.max(ns);
+                    f.samples += s.sample_count();
+                }
+                None => {
+                    index.insert(function.clone(), by.len());
+                    by.push((
+                        FunctionStalls {
+                            function,
+                            file: frame.and_then(|f| f.file.clone()),
+                            line: frame.and_then(|f| f.line),
+                            kind: frame.map(|f| f.kind),
+                            stalls: 1,
+                            stalled_ns: ns,
+                            longest_ns: ns,
+                            samples: s.sample_count(),
+                        },
+                        by.len() as u64,
+                    ));
+                }
+            }
+        }
+        by.sort_by(|(a, ai), (b, bi)| b.stalled_ns.cmp(&a.stalled_ns).then(ai.cmp(bi)));
+        by.into_iter().map(|(f, _)| f).collect()
+    }
+
+    /// The probe's own drop counters at the end (cumulative).
+    pub fn probe_drops(&self) -> Drops {
+        self.last.as_ref().map(|s| s.drops.clone()).unwrap_or_default()
+    }
+}
