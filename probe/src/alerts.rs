@@ -96,7 +96,7 @@ impl Check for BlockingPoll {
                 None => by_culprit.push((key, vec![st])),
             }
         }
-        for (_, stalls) in by_culprit {
+        for (subject, stalls) in by_culprit {
             let longest = stalls.iter().map(|s| s.elapsed_ns).max().unwrap_or(0);
             let worst = stalls.iter().max_by_key(|s| s.elapsed_ns).copied();
             let c = worst.map(culprit).unwrap_or_default();
@@ -109,6 +109,7 @@ impl Check for BlockingPoll {
             }
             out.push(Alert {
                 kind: AlertKind::BlockingPoll,
+                subject,
                 summary,
                 what_to_do: "A poll ran without yielding, so every task queued on that worker waited. \
                     Move blocking calls to tokio::task::spawn_blocking, use the async form \
@@ -127,6 +128,7 @@ impl Check for LeakSuspect {
             let age = l.oldest_live_ns.map(|a| format!(", oldest {}", fmt_ns(a))).unwrap_or_default();
             out.push(Alert {
                 kind: AlertKind::LeakSuspect,
+                subject: l.location.clone(),
                 summary: format!("task leak suspect: {} live tasks spawned at {}{}", l.live, l.location, age),
                 what_to_do: format!(
                     "Tasks spawned here keep piling up: the live count grew in every {:?} window \
@@ -147,6 +149,7 @@ impl Check for PoolSaturated {
             let p99 = p.wait_time.quantile_ns(0.99).map(fmt_ns).unwrap_or_else(|| "-".into());
             out.push(Alert {
                 kind: AlertKind::PoolSaturated,
+                subject: p.name.clone(),
                 summary: format!(
                     "pool saturated: {} has {}/{} in use and {} waiting (wait p99 {})",
                     p.name, p.in_use, p.max, p.waiters, p99
@@ -167,6 +170,7 @@ impl Check for BlockingPoolStarved {
         if r.blocking_queue_depth > 0 && r.idle_blocking_threads == 0 {
             out.push(Alert {
                 kind: AlertKind::BlockingPoolStarved,
+                subject: "blocking pool".to_string(),
                 summary: format!(
                     "blocking pool starved: {} queued, {} threads all busy",
                     r.blocking_queue_depth, r.blocking_threads
@@ -196,6 +200,7 @@ impl Check for LoopLag {
         if late > 0 || s.lag.last_ns >= threshold {
             out.push(Alert {
                 kind: AlertKind::LoopLag,
+                subject: "heartbeat".to_string(),
                 summary: if s.lag.last_ns >= threshold {
                     format!("loop lag: the last heartbeat fired {} late", fmt_ns(s.lag.last_ns))
                 } else {
@@ -234,6 +239,7 @@ impl Check for DroppedData {
         }
         out.push(Alert {
             kind: AlertKind::DroppedData,
+            subject: "probe".to_string(),
             summary: format!("probe dropped data: {}", parts.join(", ")),
             what_to_do: "The probe hit one of its bounds and counted what it lost; figures it \
                 shows are still exact where they say so. Raise the matching builder limit \

@@ -94,8 +94,29 @@ pub enum Command {
         #[arg(long, value_name = "PX")]
         width: Option<usize>,
     },
-    /// Run the bundled demo service with the probe and attach (not in this build yet).
-    Demo,
+    /// Run the bundled demo service with the probe in a child process and attach to it.
+    ///
+    /// The demo blocks its workers, leaks tasks and saturates a pool. Until the terminal UI
+    /// lands, stallscope prints its alerts as they appear. With --headless it records for
+    /// --duration and prints the report.
+    Demo {
+        /// No live output: record, then print the report.
+        #[arg(long)]
+        headless: bool,
+        /// How long to run (10s, 1m); until Ctrl-C when left out (10s with --headless).
+        #[arg(short, long, value_name = "D", value_parser = timefmt::parse_duration)]
+        duration: Option<Duration>,
+        /// Keep the recording in this file.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+    },
+    /// The demo service itself, run by `stallscope demo` in a child process.
+    #[command(name = "__demo-service", hide = true)]
+    DemoService {
+        /// Seconds to run before exiting on its own.
+        #[arg(long, default_value_t = 600)]
+        secs: u64,
+    },
 }
 
 /// Runs a parsed command line.
@@ -107,8 +128,71 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export { file, svg, folded, since, until, width } => {
             cmd_export(&file, svg.as_deref(), folded.as_deref(), since, until, width)
         }
-        Command::Demo => bail!("demo lands with the socket server"),
+        Command::Demo { headless, duration, record } => cmd_demo(headless, duration, record),
+        Command::DemoService { secs } => cmd_demo_service(secs),
     }
+}
+
+#[cfg(feature = "demo")]
+fn cmd_demo(headless: bool, duration: Option<Duration>, record: Option<PathBuf>) -> Result<()> {
+    let mut child = crate::demo::spawn_service().context("while starting the demo service")?;
+    let result = (|| -> Result<()> {
+        let endpoint = target::Endpoint::Unix(child.socket.clone());
+        let mut conn = Connection::open(&endpoint, &ConnectOptions::default())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
+                .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
+                .context("while installing the Ctrl-C handler")?;
+        }
+        if !headless {
+            eprintln!(
+                "demo service running as pid {}; attached through {}. Ctrl-C to stop.",
+                child.pid,
+                child.socket.display()
+            );
+            return crate::demo::print_live(&mut conn, duration, &stop);
+        }
+        let duration = duration.unwrap_or(Duration::from_secs(10));
+        let (path, temporary) = match &record {
+            Some(p) => (p.clone(), false),
+            None => (std::env::temp_dir().join(format!("stallscope-demo-{}.stsc", std::process::id())), true),
+        };
+        let header = record::header_for(&conn);
+        let mut writer = RecordingWriter::create(&path, &header, RecordingOptions::default())
+            .with_context(|| format!("while creating the recording {}", path.display()))?;
+        eprintln!(
+            "demo service running as pid {}; recording {} into {}",
+            child.pid,
+            humantime::format_duration(duration),
+            path.display()
+        );
+        let outcome = record::record(&mut conn, &mut writer, Some(duration), &stop)?;
+        writer.into_inner().with_context(|| format!("while flushing the recording {}", path.display()))?;
+        eprint!("{}", outcome.summary(&format!("the demo (pid {})", child.pid), &path.display().to_string()));
+        let r = cmd_report(&path, false, 20);
+        if temporary {
+            let _ = std::fs::remove_file(&path);
+        }
+        r
+    })();
+    child.stop();
+    result
+}
+
+#[cfg(not(feature = "demo"))]
+fn cmd_demo(_: bool, _: Option<Duration>, _: Option<PathBuf>) -> Result<()> {
+    bail!("this stallscope was built without the `demo` feature")
+}
+
+#[cfg(feature = "demo")]
+fn cmd_demo_service(secs: u64) -> Result<()> {
+    crate::demo::run_service(Duration::from_secs(secs))
+}
+
+#[cfg(not(feature = "demo"))]
+fn cmd_demo_service(_: u64) -> Result<()> {
+    bail!("this stallscope was built without the `demo` feature")
 }
 
 /// Writes to standard output; a closed pipe (`| head`) is not an error.

@@ -18,6 +18,8 @@
 
 pub mod cli;
 pub mod conn;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod flame;
 pub mod list;
 pub mod record;

@@ -14,7 +14,7 @@ use stallscope_wire::{Alert, AlertKind, Drops, Frame, FrameKind, Received, Snaps
 /// An alert as seen over a recording.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeenAlert {
-    /// The alert (its first occurrence).
+    /// The alert, as its latest occurrence put it.
     pub alert: Alert,
     /// First snapshot that carried it, ms since the Unix epoch.
     pub first_unix_ms: u64,
@@ -220,12 +220,15 @@ impl Folder {
                     self.stall(s);
                 }
                 for a in &snapshot.alerts {
-                    let key = (a.kind, a.summary.clone());
+                    // One entry per alert subject: the summary's figures change every tick.
+                    let subject = if a.subject.is_empty() { a.summary.clone() } else { a.subject.clone() };
+                    let key = (a.kind, subject);
                     match self.alert_index.get(&key) {
                         Some(&i) => {
                             let seen = &mut self.alerts[i];
                             seen.last_unix_ms = snapshot.at_unix_ms;
                             seen.ticks += 1;
+                            seen.alert = a.clone();
                         }
                         None => {
                             self.alert_index.insert(key, self.alerts.len());

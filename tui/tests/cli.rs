@@ -108,11 +108,47 @@ fn version() {
     assert_eq!(stdout(&o), format!("stallscope {}\n", env!("CARGO_PKG_VERSION")));
 }
 
+/// End to end with a real service: the demo service (the probe linked into a real Tokio
+/// service) runs as a child process; `stallscope record` attaches over the real socket by pid;
+/// the report names the culprit of each stall kind and the leak; the SVG contains the culprits.
 #[test]
-fn demo_is_a_stub_for_now() {
-    let o = run(stallscope().arg("demo"));
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("demo lands with the socket server"), "{}", stderr(&o));
+#[cfg(feature = "demo")]
+fn record_report_and_export_a_real_service() {
+    let mut service = stallscope().args(["__demo-service", "--secs", "60"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(service.stdout.take().unwrap()), &mut line).unwrap();
+    assert!(line.trim().ends_with(".sock"), "socket path: {line}");
+    let dir = tempfile::tempdir().unwrap();
+    let rec = dir.path().join("demo.stsc");
+    let o = run(stallscope().arg("record").arg(service.id().to_string()).args(["--duration", "7s", "-o"]).arg(&rec));
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(o.status.success(), "record: {}", stderr(&o));
+    let report = run(stallscope().arg("report").arg(&rec));
+    assert!(report.status.success(), "{}", stderr(&report));
+    let text = stdout(&report);
+    assert!(text.contains("in fetch_rates_blocking ("), "sleep culprit named:\n{text}");
+    assert!(text.contains("in render_report_cpu ("), "CPU culprit named:\n{text}");
+    assert!(text.contains("task leak suspect") && text.contains("demo.rs:39"), "leak at its spawn site:\n{text}");
+    assert!(text.contains("pool saturated: db"), "pool:\n{text}");
+    let svg = dir.path().join("demo.svg");
+    let folded = dir.path().join("demo.folded");
+    let o = run(stallscope().arg("export").arg(&rec).arg("--svg").arg(&svg).arg("--folded").arg(&folded));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("fetch_rates_blocking") && svg.contains("render_report_cpu"));
+    let folded = std::fs::read_to_string(&folded).unwrap();
+    assert!(folded.lines().any(|l| l.contains("fetch_rates_blocking") && l.contains("clock_nanosleep")), "{folded}");
+}
+
+#[test]
+#[cfg(feature = "demo")]
+fn demo_headless_prints_the_report_of_its_run() {
+    let o = run(stallscope().args(["demo", "--headless", "--duration", "3s"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("stallscope report: stallscope-demo"), "{text}");
+    assert!(text.contains("fetch_rates_blocking") || text.contains("render_report_cpu"), "{text}");
 }
 
 // === record → report → export ===

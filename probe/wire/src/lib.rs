@@ -324,6 +324,10 @@ pub enum AlertKind {
 pub struct Alert {
     /// What kind.
     pub kind: AlertKind,
+    /// What it is about, stable while the alert lasts (the culprit function, the spawn location,
+    /// the pool): `(kind, subject)` identifies one alert across snapshots, while `summary`
+    /// carries figures that change every tick.
+    pub subject: String,
     /// One-line summary naming the culprit.
     pub summary: String,
     /// What to do about it.

@@ -343,6 +343,7 @@ pub fn tick(seq: u64, at_ms: u64, recent: Vec<Stall>, interval_stalls: Vec<Stall
 fn alerts(seq: u64) -> Vec<Alert> {
     let blocking = Alert {
         kind: AlertKind::BlockingPoll,
+        subject: "shopd::checkout::load_cart".into(),
         summary: "blocking poll: 212.0 ms in shopd::checkout::load_cart (src/checkout.rs:41), task spawned at src/checkout.rs:20:5".into(),
         what_to_do: "A poll ran without yielding, so every task queued on that worker waited. Move blocking calls to \
                      tokio::task::spawn_blocking."
@@ -350,11 +351,13 @@ fn alerts(seq: u64) -> Vec<Alert> {
     };
     let leak = Alert {
         kind: AlertKind::LeakSuspect,
+        subject: "/home/build/shopd/src/checkout.rs:20:5".into(),
         summary: "task leak suspect: 500 live tasks spawned at /home/build/shopd/src/checkout.rs:20:5".into(),
         what_to_do: "Tasks spawned here keep piling up. Bound them with a JoinSet, a Semaphore or a timeout.".into(),
     };
     let pool = Alert {
         kind: AlertKind::PoolSaturated,
+        subject: "db".into(),
         summary: "pool saturated: db has 16/16 in use and 6 waiting (wait p99 32.8 ms)".into(),
         what_to_do: "Every unit of the pool is handed out and callers queue for it.".into(),
     };

@@ -333,16 +333,19 @@ pub fn tick(seed: u64, seq: u64) -> Update {
         pools,
         alerts: vec![
             Alert {
+                subject: "fixture".to_string(),
                 kind: AlertKind::BlockingPoll,
                 summary: format!("poll blocked worker 3 for 212 ms in {}", stalls[0].spawned_at),
                 what_to_do: "move the blocking call into tokio::task::spawn_blocking".into(),
             },
             Alert {
+                subject: "fixture".to_string(),
                 kind: AlertKind::LeakSuspect,
                 summary: format!("{} keeps growing: 1834 live tasks", location(7)),
                 what_to_do: "check that the spawned tasks finish; look for a missing timeout".into(),
             },
             Alert {
+                subject: "fixture".to_string(),
                 kind: AlertKind::PoolSaturated,
                 summary: "pool db: 32 of 32 in use, 2 waiting".into(),
                 what_to_do: "raise the pool size or shorten how long connections are held".into(),
