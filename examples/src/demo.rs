@@ -3,6 +3,8 @@
 //!
 //! - request handlers that call `std::thread::sleep` (`fetch_rates_blocking`);
 //! - a report job that hashes for ~40 ms without yielding (`render_report_cpu`);
+//! - a cache write that blocks on a `std::sync::Mutex` held by a refresher thread
+//!   (`update_shared_cache`);
 //! - a watcher task spawned per request that never finishes (`watch_request`): a leak;
 //! - a 3-permit pool held across slow awaits by 8 workers: saturated;
 //! - and plenty of healthy traffic around them.
@@ -30,6 +32,17 @@ pub fn render_report_cpu(rows: u64) -> u64 {
         }
     }
     black_box(h)
+}
+
+/// Locks a `std::sync::Mutex` from async code; a refresher thread holds it for 40 ms at a time.
+#[inline(never)]
+pub fn update_shared_cache(cache: &std::sync::Mutex<Vec<u64>>, value: u64) -> usize {
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    c.push(black_box(value));
+    if c.len() > 1024 {
+        c.clear();
+    }
+    black_box(c.len())
 }
 
 /// Spawns a watcher that waits for a cancellation nobody ever sends: the leak.
@@ -62,6 +75,31 @@ pub async fn run() {
             tokio::spawn(async { black_box(render_report_cpu(black_box(1024))) });
         }
     });
+    let cache = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        // The refresher: an OS thread that rebuilds the cache under the lock for 40 ms now and
+        // then, and tells the service it is refreshing, which then writes to the cache at once
+        // and blocks on the lock. It ends with the demo's runtime (the channel closes).
+        let (refreshing_tx, mut refreshing) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let for_thread = cache.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(600));
+            let _g = for_thread.lock().unwrap_or_else(|e| e.into_inner());
+            if refreshing_tx.send(()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        });
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while refreshing.recv().await.is_some() {
+                n += 1;
+                let cache = cache.clone();
+                tokio::spawn(async move { black_box(update_shared_cache(&cache, n)) });
+            }
+        });
+    }
     let mut parked = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     for id in 0u64.. {

@@ -100,11 +100,46 @@ fn bytes_per_second(secs: f64) -> (f64, u64) {
     (bytes as f64 / start.elapsed().as_secs_f64(), bytes)
 }
 
+/// Wall time of a yield storm (64 tasks, `polls` polls in all) with the probe publishing every
+/// 10 ms, with or without a client that connected and never reads.
+fn storm(polls: u64, stuck_client: bool) -> f64 {
+    let probe = stallscope_probe::Probe::builder().aggregation_interval(Duration::from_millis(10)).build().unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let _client = stuck_client.then(|| connect(&probe.socket_path().unwrap()));
+    // Let the stuck client's socket buffer and queue fill before timing.
+    std::thread::sleep(Duration::from_millis(300));
+    let per_task = polls / 64;
+    let t = Instant::now();
+    rt.block_on(async move {
+        let mut hs = Vec::new();
+        for _ in 0..64 {
+            hs.push(tokio::spawn(async move {
+                for _ in 0..per_task {
+                    tokio::task::yield_now().await;
+                }
+            }));
+        }
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    t.elapsed().as_secs_f64()
+}
+
 fn main() {
     let timed = std::env::args().any(|a| a == "--bench");
     let (stalls, secs) = if timed { (40, 10.0) } else { (2, 0.3) };
     let mut lat = alert_latency(stalls);
     let (bps, total) = bytes_per_second(secs);
+    let (pairs, polls) = if timed { (9, 5_000_000) } else { (1, 1_000) };
+    storm(polls / 10, true);
+    let mut ratios = Vec::new();
+    for _ in 0..pairs {
+        let none = storm(polls, false);
+        let stuck = storm(polls, true);
+        ratios.push(stuck / none);
+    }
     if !timed {
         println!("socket bench: smoke run only (pass --bench to measure)");
         return;
@@ -119,4 +154,11 @@ fn main() {
         percentile(&mut lat, 1.0)
     );
     println!("| socket bytes per second to one client, busy service ({secs:.0} s, {total} bytes) | {:.0} B/s |", bps);
+    let mut r = ratios.clone();
+    println!(
+        "| yield storm ({polls} polls, updates every 10 ms) with a client that never reads / with no client: median (min–max) of {pairs} alternating pairs | {:.3} ({:.3}–{:.3}) |",
+        percentile(&mut r, 0.5),
+        percentile(&mut r, 0.0),
+        percentile(&mut r, 1.0)
+    );
 }

@@ -286,3 +286,37 @@ fn the_probe_records_on_its_own_and_the_file_reads_back() {
     assert!(named, "the stall and its stack are in the recording");
     std::fs::remove_file(&file).unwrap();
 }
+
+#[test]
+fn tcp_is_opt_in_and_loopback_only_unless_allowed() {
+    let _s = serial();
+    // Loopback: served, same protocol.
+    let probe = stallscope_probe::Probe::builder().listen_tcp("127.0.0.1:0".parse().unwrap()).build().unwrap();
+    let rt = runtime(&probe);
+    let _g = probe.start(rt.handle());
+    let addr = probe.tcp_addr().expect("listening on loopback TCP");
+    assert!(addr.ip().is_loopback());
+    std::thread::sleep(Duration::from_millis(150));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let w = stallscope_wire::proto::client_handshake(&mut s, &stallscope_wire::proto::Hello::new("t", "0")).unwrap();
+    assert_eq!(w.process.pid, std::process::id());
+    let frame = stallscope_wire::frame::read_frame(&mut s).unwrap().unwrap();
+    let mut dec = stallscope_wire::intern::Decoder::new();
+    assert!(matches!(
+        dec.decode_payload(&frame).unwrap(),
+        stallscope_wire::intern::Received::Update(Update::Tick { .. })
+    ));
+    // Off by default.
+    let plain = stallscope_probe::Probe::builder().build().unwrap();
+    let rt2 = runtime(&plain);
+    let _g2 = plain.start(rt2.handle());
+    assert!(plain.tcp_addr().is_none());
+    // A non-loopback address is refused without tcp_allow_remote, and the probe says why.
+    let wide = stallscope_probe::Probe::builder().listen_tcp("0.0.0.0:0".parse().unwrap()).build().unwrap();
+    let rt3 = runtime(&wide);
+    let _g3 = wide.start(rt3.handle());
+    assert!(wide.tcp_addr().is_none());
+    let snap = wide.refresh(Duration::from_secs(5)).unwrap();
+    assert!(snap.process.missing.iter().any(|m| m.contains("not a loopback address")), "{:?}", snap.process.missing);
+}

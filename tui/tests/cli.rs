@@ -129,14 +129,23 @@ fn record_report_and_export_a_real_service() {
     let text = stdout(&report);
     assert!(text.contains("in fetch_rates_blocking ("), "sleep culprit named:\n{text}");
     assert!(text.contains("in render_report_cpu ("), "CPU culprit named:\n{text}");
-    assert!(text.contains("task leak suspect") && text.contains("demo.rs:39"), "leak at its spawn site:\n{text}");
+    assert!(text.contains("in update_shared_cache ("), "mutex culprit named:\n{text}");
+    // The leak must be flagged at the spawn inside `watch_request`, found in the source.
+    let src = include_str!("../../examples/src/demo.rs");
+    let after = src.lines().position(|l| l.contains("pub fn watch_request")).unwrap();
+    let spawn_line = after + 1 + src.lines().skip(after).position(|l| l.contains("tokio::spawn")).unwrap();
+    let site = format!("examples/src/demo.rs:{spawn_line}:");
+    assert!(text.contains("task leak suspect") && text.contains(&site), "leak at {site}:\n{text}");
     assert!(text.contains("pool saturated: db"), "pool:\n{text}");
     let svg = dir.path().join("demo.svg");
     let folded = dir.path().join("demo.folded");
     let o = run(stallscope().arg("export").arg(&rec).arg("--svg").arg(&svg).arg("--folded").arg(&folded));
     assert!(o.status.success(), "{}", stderr(&o));
     let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(svg.starts_with("<?xml") && svg.contains("fetch_rates_blocking") && svg.contains("render_report_cpu"));
+    for culprit in ["fetch_rates_blocking", "render_report_cpu", "update_shared_cache"] {
+        assert!(svg.contains(culprit), "{culprit} in the SVG");
+    }
+    assert!(svg.starts_with("<?xml"));
     let folded = std::fs::read_to_string(&folded).unwrap();
     assert!(folded.lines().any(|l| l.contains("fetch_rates_blocking") && l.contains("clock_nanosleep")), "{folded}");
 }
