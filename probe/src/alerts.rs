@@ -47,18 +47,7 @@ impl Checks {
     }
 }
 
-/// Human duration: "53.2 ms", "1.20 s", "850 µs".
-pub(crate) fn fmt_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.2} s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.1} ms", ns as f64 / 1e6)
-    } else if ns >= 1_000 {
-        format!("{:.0} µs", ns as f64 / 1e3)
-    } else {
-        format!("{ns} ns")
-    }
-}
+pub(crate) use stallscope_wire::fmt_ns;
 
 /// "culprit (src/main.rs:42)" for the top user frame of a stall, or a fallback.
 pub(crate) fn culprit(s: &Stall) -> String {
@@ -223,16 +212,7 @@ impl Check for DroppedData {
             return;
         }
         let mut parts = Vec::new();
-        for (n, what) in [
-            (d.samples, "stack samples"),
-            (d.task_events, "task events"),
-            (d.threads_without_slot, "threads without a slot"),
-            (d.location_overflow, "polls in the overflow location row"),
-            (d.stalls, "stall records"),
-            (d.untracked_tasks, "untracked task ages"),
-            (d.probe_panics, "probe panics"),
-            (d.subscriber_updates, "updates to slow subscribers"),
-        ] {
+        for (n, what) in d.parts() {
             if n > 0 {
                 parts.push(format!("{n} {what}"));
             }

@@ -360,16 +360,7 @@ fn write_alerts_and_drops(o: &mut String, sum: &Summary) {
 }
 
 fn drop_parts(d: &stallscope_wire::Drops) -> [(u64, &'static str); 8] {
-    [
-        (d.samples, "stack samples"),
-        (d.task_events, "task events"),
-        (d.threads_without_slot, "threads without a slot"),
-        (d.location_overflow, "polls in the overflow location row"),
-        (d.stalls, "stall records"),
-        (d.untracked_tasks, "untracked task ages"),
-        (d.probe_panics, "probe panics"),
-        (d.subscriber_updates, "updates to slow subscribers"),
-    ]
+    d.parts()
 }
 
 // === JSON ===

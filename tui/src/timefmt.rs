@@ -4,24 +4,13 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Human duration: `850 ns`, `850 µs`, `53.2 ms`, `1.20 s`.
+/// A duration for people: "53.2 ms", "1.20 s" (the wire crate's, shared with the probe).
 ///
 /// ```
 /// use stallscope::timefmt::fmt_ns;
 /// assert_eq!(fmt_ns(53_200_000), "53.2 ms");
-/// assert_eq!(fmt_ns(1_200_000_000), "1.20 s");
 /// ```
-pub fn fmt_ns(ns: u64) -> String {
-    if ns >= 1_000_000_000 {
-        format!("{:.2} s", ns as f64 / 1e9)
-    } else if ns >= 1_000_000 {
-        format!("{:.1} ms", ns as f64 / 1e6)
-    } else if ns >= 1_000 {
-        format!("{:.0} µs", ns as f64 / 1e3)
-    } else {
-        format!("{ns} ns")
-    }
-}
+pub use stallscope_wire::fmt_ns;
 
 /// Nanoseconds as fractional milliseconds, rounded to the microsecond (the unit of the JSON
 /// report).

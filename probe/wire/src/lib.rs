@@ -107,6 +107,25 @@ impl Histogram {
     }
 }
 
+/// A duration for people: "53.2 ms", "1.20 s", "850 µs", "12 ns". Shared by the probe's report and
+/// the client's.
+///
+/// ```
+/// assert_eq!(stallscope_wire::fmt_ns(53_200_000), "53.2 ms");
+/// assert_eq!(stallscope_wire::fmt_ns(1_200_000_000), "1.20 s");
+/// ```
+pub fn fmt_ns(ns: u64) -> String {
+    if ns >= 1_000_000_000 {
+        format!("{:.2} s", ns as f64 / 1e9)
+    } else if ns >= 1_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000 {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
 // === Stacks ===
 
 /// What kind of code a stack frame belongs to. Used for trimming and colouring.
@@ -358,6 +377,20 @@ pub struct Drops {
 }
 
 impl Drops {
+    /// Each counter with a short description of what it counts, for reports.
+    pub fn parts(&self) -> [(u64, &'static str); 8] {
+        [
+            (self.samples, "stack samples"),
+            (self.task_events, "task events"),
+            (self.threads_without_slot, "threads without a slot"),
+            (self.location_overflow, "polls in the overflow location row"),
+            (self.stalls, "stall records"),
+            (self.untracked_tasks, "untracked task ages"),
+            (self.probe_panics, "probe panics"),
+            (self.subscriber_updates, "updates to slow subscribers"),
+        ]
+    }
+
     /// Sum of everything dropped.
     pub fn total(&self) -> u64 {
         self.samples
