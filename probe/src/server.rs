@@ -246,29 +246,43 @@ fn accept_loop(probe: Probe, unix: Option<UnixListener>, tcp: Option<TcpListener
     }
 }
 
-/// Handshake and client threads for one connection.
+/// Starts the threads of one connection. The credential check and the handshake run on the
+/// client's own thread, so a slow or silent peer never holds up the accept loop.
 fn serve(probe: &Probe, conn: Conn, is_unix: bool, live: &Arc<AtomicUsize>, stop: &Arc<AtomicBool>) -> Option<Client> {
-    let shared = &probe.shared;
-    if let Conn::Unix(s) = &conn {
-        let _ = s.set_nonblocking(false);
-    } else if let Conn::Tcp(s) = &conn {
-        let _ = s.set_nonblocking(false);
+    match &conn {
+        Conn::Unix(s) => s.set_nonblocking(false).ok()?,
+        Conn::Tcp(s) => s.set_nonblocking(false).ok()?,
     }
+    let control = conn.try_clone().ok()?;
+    let reader_conn = conn.try_clone().ok()?;
+    let probe = probe.clone();
+    let live = live.clone();
+    let stop = stop.clone();
+    let t = std::thread::Builder::new()
+        .name("stallscope-client".into())
+        .spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                client(&probe, conn, reader_conn, is_unix, &live, &stop);
+            }));
+        })
+        .ok()?;
+    Some(Client { conn: control, threads: vec![t] })
+}
+
+/// One client: check, handshake, then a reader thread for its requests and this thread writing
+/// updates until either side stops.
+fn client(probe: &Probe, mut conn: Conn, reader_conn: Conn, is_unix: bool, live: &AtomicUsize, stop: &AtomicBool) {
+    let shared = &probe.shared;
     let max = shared.config.max_clients;
-    let refusal = if is_unix {
-        match &conn {
-            Conn::Unix(s) => match peer_uid(s) {
-                Ok(uid) if uid_allowed(uid) => None,
-                Ok(uid) => Some(format!("uid {uid} may not attach to this probe (only its own user or root)")),
-                Err(e) => Some(format!("cannot check the peer's credentials: {e}")),
-            },
-            Conn::Tcp(_) => None,
-        }
-    } else {
-        None
+    let refusal = match (&conn, is_unix) {
+        (Conn::Unix(s), true) => match peer_uid(s) {
+            Ok(uid) if uid_allowed(uid) => None,
+            Ok(uid) => Some(format!("uid {uid} may not attach to this probe (only its own user or root)")),
+            Err(e) => Some(format!("cannot check the peer's credentials: {e}")),
+        },
+        _ => None,
     }
     .or_else(|| (live.load(Acquire) >= max).then(|| format!("too many clients ({max}) attached to this probe")));
-    let mut conn = conn;
     let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let process = crate::aggregator::process_info(shared);
     let hello = proto::server_handshake_with(&mut conn, |_| match &refusal {
@@ -280,34 +294,19 @@ fn serve(probe: &Probe, conn: Conn, is_unix: bool, live: &Arc<AtomicUsize>, stop
             shared.clients_refused.fetch_add(1, Relaxed);
         }
         conn.shutdown();
-        return None;
+        return;
     }
     let _ = conn.set_read_timeout(None);
     live.fetch_add(1, AcqRel);
     let sub = probe.subscribe(shared.config.client_queue);
     let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
-    let mut threads = Vec::new();
-    let reader_conn = conn.try_clone().ok()?;
-    let control = conn.try_clone().ok()?;
-    {
-        let stop = stop.clone();
-        let live = live.clone();
-        let shared = shared.clone();
-        let t = std::thread::Builder::new().name("stallscope-client".into()).spawn(move || {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                write_loop(&shared, conn, sub, reply_rx, &stop);
-            }));
-            live.fetch_sub(1, AcqRel);
-        });
-        threads.extend(t.ok());
+    let reader =
+        std::thread::Builder::new().name("stallscope-client-in".into()).spawn(move || read_loop(reader_conn, reply_tx));
+    write_loop(shared, conn, sub, reply_rx, stop);
+    if let Ok(r) = reader {
+        let _ = r.join();
     }
-    {
-        let t = std::thread::Builder::new()
-            .name("stallscope-client-in".into())
-            .spawn(move || read_loop(reader_conn, reply_tx));
-        threads.extend(t.ok());
-    }
-    Some(Client { conn: control, threads })
+    live.fetch_sub(1, AcqRel);
 }
 
 /// Reads the client's requests. Anything that is not a valid request closes the connection.
