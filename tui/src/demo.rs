@@ -142,8 +142,9 @@ pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &Atom
             }
             Received::Update(Update::Tick { snapshot, .. }) => {
                 for a in &snapshot.alerts {
-                    // Alerts repeat every tick while active; print each kind-and-culprit once.
-                    let key = format!("{:?}:{}", a.kind, a.summary.split(" (").next().unwrap_or(&a.summary));
+                    // Alerts repeat every tick while active, with changing figures; print each
+                    // (kind, subject) once.
+                    let key = format!("{:?}:{}", a.kind, if a.subject.is_empty() { &a.summary } else { &a.subject });
                     if seen_alerts.insert(key) {
                         println!("ALERT  {}\n       what to do: {}", a.summary, a.what_to_do);
                     }
