@@ -37,6 +37,18 @@ use std::time::Duration;
 
 pub mod demo;
 
+/// Steady traffic, as a load balancer would send it: request `id` (made by `make`) every `every`,
+/// until the service stops receiving.
+pub async fn requests<T>(tx: tokio::sync::mpsc::Sender<T>, every: Duration, mut make: impl FnMut(u64) -> T) {
+    let mut tick = tokio::time::interval(every);
+    for id in 0u64.. {
+        tick.tick().await;
+        if tx.send(make(id)).await.is_err() {
+            break;
+        }
+    }
+}
+
 use stallscope_probe::wire::{AlertKind, Snapshot, Update};
 use stallscope_probe::Probe;
 

@@ -55,22 +55,13 @@ async fn serve(mut uploads: mpsc::Receiver<Upload>) {
     }
 }
 
-/// Clients uploading 4 KiB payloads at a steady rate.
-async fn traffic(tx: mpsc::Sender<Upload>) {
-    let mut tick = tokio::time::interval(UPLOAD_EVERY);
-    for id in 0u64.. {
-        tick.tick().await;
-        let payload = (0..4096u64).map(|i| (i.wrapping_mul(31) ^ id) as u8).collect();
-        if tx.send(Upload { id, payload }).await.is_err() {
-            break;
-        }
-    }
-}
-
 fn main() {
     stallscope_examples::Example::new("cpu_loop").run(|_ctx| async {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(traffic(tx));
+        tokio::spawn(stallscope_examples::requests(tx, UPLOAD_EVERY, |id| Upload {
+            id,
+            payload: (0..4096u64).map(|i| (i.wrapping_mul(31) ^ id) as u8).collect(),
+        }));
         serve(rx).await;
     });
 }

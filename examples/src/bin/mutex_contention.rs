@@ -67,16 +67,6 @@ async fn serve(cache: Arc<Cache>, mut requests: mpsc::Receiver<u64>) {
     }
 }
 
-async fn traffic(tx: mpsc::Sender<u64>) {
-    let mut tick = tokio::time::interval(REQUEST_EVERY);
-    for id in 0.. {
-        tick.tick().await;
-        if tx.send(id).await.is_err() {
-            break;
-        }
-    }
-}
-
 fn main() {
     stallscope_examples::Example::new("mutex_contention").run(|_ctx| async {
         let cache: Arc<Cache> = Arc::new(Mutex::new(HashMap::new()));
@@ -86,7 +76,7 @@ fn main() {
             .spawn(move || refresher(weak))
             .expect("spawn the refresher thread");
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(traffic(tx));
+        tokio::spawn(stallscope_examples::requests(tx, REQUEST_EVERY, |id| id));
         serve(cache, rx).await;
     });
 }

@@ -12,6 +12,8 @@ use tokio::sync::mpsc;
 
 /// How long the "config server" takes to answer.
 const CONFIG_FETCH: Duration = Duration::from_millis(50);
+/// Tenants the requests come from.
+const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 /// Time between two requests.
 const REQUEST_EVERY: Duration = Duration::from_millis(150);
 
@@ -51,22 +53,13 @@ async fn serve(mut requests: mpsc::Receiver<Request>) {
     }
 }
 
-/// Produces requests at a steady rate, like a load balancer would.
-async fn traffic(tx: mpsc::Sender<Request>) {
-    let tenants = ["acme", "globex", "initech"];
-    let mut tick = tokio::time::interval(REQUEST_EVERY);
-    for id in 0.. {
-        tick.tick().await;
-        if tx.send(Request { id, tenant: tenants[id as usize % tenants.len()] }).await.is_err() {
-            break;
-        }
-    }
-}
-
 fn main() {
     stallscope_examples::Example::new("sleep_in_async").run(|_ctx| async {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(traffic(tx));
+        tokio::spawn(stallscope_examples::requests(tx, REQUEST_EVERY, |id| Request {
+            id,
+            tenant: TENANTS[id as usize % TENANTS.len()],
+        }));
         serve(rx).await;
     });
 }

@@ -53,20 +53,10 @@ async fn serve(mut requests: mpsc::Receiver<u64>) {
     black_box(registry.pending.len());
 }
 
-async fn traffic(tx: mpsc::Sender<u64>) {
-    let mut tick = tokio::time::interval(REQUEST_EVERY);
-    for id in 0.. {
-        tick.tick().await;
-        if tx.send(id).await.is_err() {
-            break;
-        }
-    }
-}
-
 fn main() {
     stallscope_examples::Example::new("task_leak").default_duration(Duration::from_secs(8)).run(|_ctx| async {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(traffic(tx));
+        tokio::spawn(stallscope_examples::requests(tx, REQUEST_EVERY, |id| id));
         serve(rx).await;
     });
 }
