@@ -196,8 +196,8 @@ fn bad_clients_are_disconnected_and_nothing_else_is_affected() {
 fn a_client_running_as_another_uid_is_refused() {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
-        // Only root can run a client as another user here; the check itself is covered below.
-        assert!(!stallscope_probe_uid_allowed(65534));
+        // Only root can run a client as another user; CI runs as root.
+        eprintln!("skipped: not root, cannot run a client as another uid");
         return;
     }
     let _s = serial();
@@ -225,11 +225,6 @@ fn a_client_running_as_another_uid_is_refused() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("welcome"), "{out:?}");
     drop(_g);
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn stallscope_probe_uid_allowed(uid: u32) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    uid == 0 || uid == unsafe { libc::geteuid() }
 }
 
 #[test]
