@@ -435,7 +435,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let env_quick = std::env::var("STALLSCOPE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-    let plan = if env_quick || args.iter().any(|a| a == "--quick") { Plan::quick() } else { Plan::full() };
+    let mut plan = if env_quick || args.iter().any(|a| a == "--quick") { Plan::quick() } else { Plan::full() };
+    // `--pairs N`: more alternating pairs for a steadier median on a noisy machine.
+    if let Some(n) = args.iter().position(|a| a == "--pairs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    {
+        plan.pairs = n;
+    }
     let diag = args.iter().any(|a| a == "--diag");
     if !cfg!(tokio_unstable) {
         eprintln!("warning: built without --cfg tokio_unstable: the probe installs no task hooks");
