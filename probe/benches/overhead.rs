@@ -42,8 +42,12 @@ use stallscope_probe::Probe;
 
 /// Workers of every measured runtime (the budget is stated for a 2-worker yield storm).
 const WORKERS: usize = 2;
-/// W1 tasks: 32 per worker, enough to keep both run queues busy.
-const W1_TASKS: u64 = 32 * WORKERS as u64;
+/// W1 tasks by default. With few tasks (64 was the first choice) the two workers keep running out
+/// of local work: they steal, park and wake each other, bare W1 costs ~95 ns per poll here instead
+/// of the ~30 ns the project's reference machine reports, and that cross-core churn, not the
+/// polls, dominates the figure. From a few hundred tasks on, bare W1 is CPU-bound at ~45 ns per
+/// poll on this machine (docs/benchmarks.md). `--w1-tasks N` runs another count.
+const W1_TASKS: u64 = 1_000;
 /// Tasks spawning in W2.
 const W2_SPAWNERS: u64 = 4;
 /// Handles a W2 spawner holds before awaiting them.
@@ -57,6 +61,7 @@ const DISTURBED_CORES: f64 = 0.1;
 struct Plan {
     quick: bool,
     pairs: usize,
+    w1_tasks: u64,
     w1_yields: u64,
     w2_tasks: u64,
     hook_iters: u64,
@@ -65,11 +70,12 @@ struct Plan {
 
 impl Plan {
     fn full() -> Plan {
-        // 64 × (312_499 + 1) = 20_000_000 polls per W1 run.
+        // 1_000 × (19_999 + 1) = 20_000_000 polls per W1 run.
         Plan {
             quick: false,
             pairs: 11,
-            w1_yields: 312_499,
+            w1_tasks: W1_TASKS,
+            w1_yields: 19_999,
             w2_tasks: 1_000_000,
             hook_iters: 20_000_000,
             hook_rounds: 11,
@@ -77,12 +83,20 @@ impl Plan {
     }
 
     fn quick() -> Plan {
-        // 64 × 15_625 = 1_000_000 polls per W1 run.
-        Plan { quick: true, pairs: 5, w1_yields: 15_624, w2_tasks: 100_000, hook_iters: 2_000_000, hook_rounds: 3 }
+        // 1_000 × 1_000 = 1_000_000 polls per W1 run.
+        Plan {
+            quick: true,
+            pairs: 5,
+            w1_tasks: W1_TASKS,
+            w1_yields: 999,
+            w2_tasks: 100_000,
+            hook_iters: 2_000_000,
+            hook_rounds: 3,
+        }
     }
 
     fn w1_polls(&self) -> u64 {
-        W1_TASKS * (self.w1_yields + 1)
+        self.w1_tasks * (self.w1_yields + 1)
     }
 
     fn mode(&self) -> &'static str {
@@ -123,15 +137,15 @@ impl Setup {
 
 #[derive(Clone, Copy, Debug)]
 enum Workload {
-    YieldStorm { yields: u64 },
+    YieldStorm { tasks: u64, yields: u64 },
     SpawnStorm { tasks: u64 },
 }
 
 // === workloads ===
 
-async fn yield_storm(yields: u64) -> Duration {
+async fn yield_storm(tasks: u64, yields: u64) -> Duration {
     let start = Instant::now();
-    let handles: Vec<_> = (0..W1_TASKS)
+    let handles: Vec<_> = (0..tasks)
         .map(|_| {
             tokio::spawn(async move {
                 for _ in 0..yields {
@@ -238,7 +252,7 @@ fn run_once(setup: Setup, work: Workload) -> Run {
     let before = cpu_ticks();
     let elapsed = rt.block_on(async move {
         match work {
-            Workload::YieldStorm { yields } => yield_storm(yields).await,
+            Workload::YieldStorm { tasks, yields } => yield_storm(tasks, yields).await,
             Workload::SpawnStorm { tasks } => spawn_storm(tasks).await,
         }
     });
@@ -421,7 +435,7 @@ fn smoke() {
     // `cargo test --benches` runs this binary without `--bench`: check that everything runs, but
     // time nothing and assert nothing about time.
     for setup in [Setup::Bare, Setup::Probe, Setup::EmptyHooks, Setup::HooksOnly, Setup::ProbeScheduleLatency] {
-        run_once(setup, Workload::YieldStorm { yields: 10 });
+        run_once(setup, Workload::YieldStorm { tasks: 64, yields: 10 });
         run_once(setup, Workload::SpawnStorm { tasks: 100 });
     }
     hook_cost(1_000, 1);
@@ -441,6 +455,14 @@ fn main() -> ExitCode {
     {
         plan.pairs = n;
     }
+    // `--w1-tasks N`: W1 with another task count (the polls per run stay about the same).
+    if let Some(n) =
+        args.iter().position(|a| a == "--w1-tasks").and_then(|i| args.get(i + 1)).and_then(|v| v.parse::<u64>().ok())
+    {
+        let polls = plan.w1_polls();
+        plan.w1_tasks = n.max(1);
+        plan.w1_yields = (polls / plan.w1_tasks).max(1) - 1;
+    }
     let diag = args.iter().any(|a| a == "--diag");
     if !cfg!(tokio_unstable) {
         eprintln!("warning: built without --cfg tokio_unstable: the probe installs no task hooks");
@@ -448,7 +470,7 @@ fn main() -> ExitCode {
     eprintln!("overhead: {} mode, {WORKERS} workers, {} rounds per workload", plan.mode(), plan.pairs);
 
     let w1_polls = plan.w1_polls();
-    let w1_work = Workload::YieldStorm { yields: plan.w1_yields };
+    let w1_work = Workload::YieldStorm { tasks: plan.w1_tasks, yields: plan.w1_yields };
     let w1 = measure("W1", w1_work, &[Setup::Bare, Setup::Probe], plan.pairs);
     let w2_work = Workload::SpawnStorm { tasks: plan.w2_tasks };
     let w2 = measure("W2", w2_work, &[Setup::Bare, Setup::Probe], plan.pairs);
@@ -467,7 +489,7 @@ fn main() -> ExitCode {
         (w1, w2)
     });
 
-    let w1_size = format!("{W1_TASKS} tasks × {} yields = {w1_polls} polls", plan.w1_yields);
+    let w1_size = format!("{} tasks × {} yields = {w1_polls} polls", plan.w1_tasks, plan.w1_yields);
     let w2_size = format!("{} tasks from {W2_SPAWNERS} spawners, batches of {W2_BATCH}", plan.w2_tasks);
     println!();
     println!("### probe vs bare ({WORKERS} workers, wall time, {} mode)", plan.mode());

@@ -36,6 +36,7 @@ pub(crate) enum Msg {
     Sample { slot: usize, seq: u64, addrs: Vec<u64> },
     StallEnded { slot: usize, seq: u64 },
     Refresh(SyncSender<()>),
+    TaskLocations(crate::taskdump::LocationsRequest),
     Stop,
 }
 
@@ -345,6 +346,29 @@ impl Agg {
                 self.pending.push((reply, Instant::now() + SETTLE));
                 self.answer_refreshes(Instant::now());
             }
+            Msg::TaskLocations(crate::taskdump::LocationsRequest { ids, reply }) => {
+                // Spawns still in the rings count too.
+                self.drain();
+                let mut out = crate::taskdump::TaskLocations::default();
+                let mut index: HashMap<usize, u32> = HashMap::new();
+                for id in &ids {
+                    let loc = self.ages.tasks.get(id).map(|(loc, _)| *loc).filter(|&loc| loc != 0);
+                    let name = match loc {
+                        None => None,
+                        Some(loc) => Some(match index.get(&loc) {
+                            Some(&i) => i,
+                            None => {
+                                let i = out.names.len() as u32;
+                                out.names.push(self.location_name(loc));
+                                index.insert(loc, i);
+                                i
+                            }
+                        }),
+                    };
+                    out.of_task.push(name);
+                }
+                let _ = reply.try_send(out);
+            }
             Msg::Stop => {}
         }
     }
@@ -429,7 +453,7 @@ impl Agg {
             let end = start.saturating_add(ticks);
             match self.active.get_mut(&key) {
                 // Timed: exact. Untimed: the hook's end is exact and the watchdog's start
-                // estimate is better than the coarse one in the ring.
+                // estimate is better than the one the watchdog gave the hook.
                 Some(rec) if timed => {
                     rec.start.start = start;
                     rec.ticks = Some(ticks);
@@ -438,7 +462,7 @@ impl Agg {
                 None => {
                     // A stall that ended between two watchdog scans (exact, but with no
                     // samples), or one whose watchdog messages are still queued. An untimed
-                    // one is kept only if the watchdog claims it: its coarse start may be stale.
+                    // one is kept only if the watchdog claims it: its estimated start may be early.
                     let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
                     let rec = StallRec {
                         id: self.next_stall_id,
@@ -475,7 +499,7 @@ impl Agg {
                 continue;
             };
             if rec.unseen_since.is_some() && rec.start.flags & FLAG_TIMED == 0 {
-                // Untimed and never confirmed by the watchdog: its length rests on a coarse
+                // Untimed and never confirmed by the watchdog: its length rests on an estimated
                 // start that may be stale, so it is not reported (a real stall longer than the
                 // threshold plus one scan period is always seen by the watchdog).
                 self.recent.push_back((key, rec.id));
@@ -595,7 +619,7 @@ impl Agg {
                     index: wi as u32,
                     tid,
                     polls,
-                    busy_ns: clk.ticks_to_ns(wsum.sum),
+                    busy_ns: clk.ticks_to_ns(shared.slots.busy_ticks.get(wi).map_or(wsum.sum, |b| b.load(Relaxed))),
                     poll_time: wsum.to_wire(clk),
                 });
             }

@@ -100,11 +100,7 @@ impl Check for BlockingPoll {
                 kind: AlertKind::BlockingPoll,
                 subject,
                 summary,
-                what_to_do: "A poll ran without yielding, so every task queued on that worker waited. \
-                    Move blocking calls to tokio::task::spawn_blocking, use the async form \
-                    (tokio::time::sleep, tokio::fs, tokio::sync::Mutex), or break CPU loops up \
-                    with tokio::task::yield_now. The flame graph shows the blocking line."
-                    .to_string(),
+                what_to_do: AlertKind::BlockingPoll.what_to_do().to_string(),
             });
         }
     }
@@ -143,10 +139,7 @@ impl Check for PoolSaturated {
                     "pool saturated: {} has {}/{} in use and {} waiting (wait p99 {})",
                     p.name, p.in_use, p.max, p.waiters, p99
                 ),
-                what_to_do: "Every unit of the pool is handed out and callers queue for it. Look for \
-                    holders that keep a permit or connection across slow awaits, add a timeout to \
-                    acquisition, or size the pool for the load."
-                    .to_string(),
+                what_to_do: AlertKind::PoolSaturated.what_to_do().to_string(),
             });
         }
     }
@@ -164,10 +157,7 @@ impl Check for BlockingPoolStarved {
                     "blocking pool starved: {} queued, {} threads all busy",
                     r.blocking_queue_depth, r.blocking_threads
                 ),
-                what_to_do: "spawn_blocking work is waiting for a thread. Something holds the \
-                    blocking threads for a long time (sleeps, long file or DNS I/O): shorten it, \
-                    raise max_blocking_threads, or give long jobs their own threads."
-                    .to_string(),
+                what_to_do: AlertKind::BlockingPoolStarved.what_to_do().to_string(),
             });
         }
     }
@@ -195,10 +185,7 @@ impl Check for LoopLag {
                 } else {
                     format!("loop lag: {late} heartbeats fired over {} late in the last interval", fmt_ns(threshold))
                 },
-                what_to_do: "Timers fire late because the workers are busy or blocked. Look at the \
-                    blocking-poll alerts and the busy ratio; if there are none, the runtime is \
-                    simply saturated: add workers or shed load."
-                    .to_string(),
+                what_to_do: AlertKind::LoopLag.what_to_do().to_string(),
             });
         }
     }
@@ -221,10 +208,7 @@ impl Check for DroppedData {
             kind: AlertKind::DroppedData,
             subject: "probe".to_string(),
             summary: format!("probe dropped data: {}", parts.join(", ")),
-            what_to_do: "The probe hit one of its bounds and counted what it lost; figures it \
-                shows are still exact where they say so. Raise the matching builder limit \
-                (max_threads, max_locations, event_ring, max_tracked_tasks) if this persists."
-                .to_string(),
+            what_to_do: AlertKind::DroppedData.what_to_do().to_string(),
         });
     }
 }

@@ -21,30 +21,53 @@ use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_MASK, FLAG_TIM
 thread_local! {
     /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
     /// matches: slots live in a boxed slice owned by `Shared`, which the hooks keep alive, and
-    /// probe ids are never reused. Const-initialised with no destructor: a plain TLS load.
+    /// probe ids are never reused. A null slot with a matching id means that this thread found
+    /// no free slot: its polls are not tracked, its spawns and terminations go to the shared
+    /// slot. Const-initialised with no destructor: a plain TLS load.
     static CLAIM: Cell<(u64, *const Slot)> = const { Cell::new((0, std::ptr::null())) };
 }
 
+/// What every poll reads of the probe's configuration, copied into each hook closure so that
+/// a poll touches only the closure (which Tokio's call brings in anyway), its thread's TLS and
+/// poll line. Reading these from `Shared` cost one more cache
+/// line per poll, measurable on the yield storm (docs/benchmarks.md, "What was tried").
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hot {
+    pub(crate) id: u64,
+    /// `timed_every - 1`.
+    pub(crate) timed_mask: u64,
+}
+
+impl Hot {
+    pub(crate) fn of(shared: &Shared) -> Hot {
+        Hot { id: shared.id, timed_mask: shared.timed_mask }
+    }
+}
+
+/// This thread's own slot, or None for a thread that found no free slot.
 #[inline(always)]
-fn slot(shared: &Shared) -> &Slot {
+fn own_slot<'a>(hot: &Hot, shared: &'a Shared) -> Option<&'a Slot> {
     let (probe, slot) = CLAIM.with(Cell::get);
-    if probe != shared.id {
+    if probe != hot.id {
         return claim(shared);
     }
     // SAFETY: see CLAIM.
-    unsafe { &*slot }
+    unsafe { slot.as_ref() }
+}
+
+/// The slot spawns and terminations count in: the thread's own, or the shared one.
+#[inline(always)]
+fn count_slot<'a>(hot: &Hot, shared: &'a Shared) -> &'a Slot {
+    own_slot(hot, shared).unwrap_or(&shared.slots.shared)
 }
 
 #[cold]
 #[inline(never)]
-fn claim(shared: &Shared) -> &Slot {
+fn claim(shared: &Shared) -> Option<&Slot> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    let slot = match shared.slots.claim(tid) {
-        Some(i) => &shared.slots.slots[i as usize],
-        None => &shared.slots.shared,
-    };
-    CLAIM.with(|c| c.set((shared.id, slot as *const Slot)));
+    let slot = shared.slots.claim(tid).map(|i| &shared.slots.slots[i as usize]);
+    CLAIM.with(|c| c.set((shared.id, slot.map_or(std::ptr::null(), |s| s as *const Slot))));
     slot
 }
 
@@ -52,7 +75,9 @@ fn claim(shared: &Shared) -> &Slot {
 pub(crate) fn thread_stop(shared: &Shared) {
     let (probe, slot) = CLAIM.with(Cell::get);
     if probe == shared.id {
-        shared.slots.release(slot);
+        if !slot.is_null() {
+            shared.slots.release(slot);
+        }
         CLAIM.with(|c| c.set((0, std::ptr::null())));
     }
 }
@@ -94,24 +119,23 @@ fn loc_key(loc: &'static Location<'static>) -> usize {
 
 /// Start of a poll. `task` is 0 for an `instrument`ed future.
 ///
-/// Timing: one poll in `timed_poll_every` (per thread, by countdown) reads the raw clock at both
-/// ends and feeds the histograms. Every other poll takes its start from the coarse clock the
-/// watchdog publishes each scan (one load of a read-mostly line), which is all stall detection
-/// needs; its end reads the raw clock only if the poll may have crossed the threshold. Reading
-/// the TSC costs ~11 ns here, so two reads per poll alone would exceed the overhead budget
-/// (docs/benchmarks.md).
+/// Timing: one poll in `timed_poll_every` (per thread, by its poll count) reads the raw clock at
+/// both ends and feeds the histograms. Every other poll reads no clock and stores no start: the
+/// watchdog, which scans every period, knows when it first saw the poll running and bounds its
+/// start from that, which is all stall detection needs. When such a poll has run long enough
+/// that it may cross the threshold, the watchdog marks it (`PollState::watched`) and its end
+/// reads the raw clock. Reading the TSC costs ~11 ns here, so two reads per poll alone would
+/// exceed the overhead budget (docs/benchmarks.md).
 #[inline(always)]
 pub(crate) fn before_poll(
+    hot: &Hot,
     shared: &Shared,
     task: u64,
     loc: &'static Location<'static>,
     flags: u32,
     schedule_latency_ns: Option<u64>,
 ) {
-    let slot = slot(shared);
-    if slot.shared {
-        return;
-    }
+    let Some(slot) = own_slot(hot, shared) else { return };
     let p = &slot.poll.0;
     let seq = p.seq.load(Relaxed);
     if seq & 1 == 1 {
@@ -121,11 +145,10 @@ pub(crate) fn before_poll(
         return;
     }
     // Poll number `seq / 2` on this thread; every `timed_every`-th (a power of two) is timed.
-    let timed = (seq >> 1) & shared.timed_mask == 0;
-    let raw = if timed { now_raw() } else { shared.coarse.load(Relaxed) };
+    let timed = (seq >> 1) & hot.timed_mask == 0;
     // The two low bits of the start carry the flags (3 ticks of precision traded for a store).
     let start =
-        (raw & !FLAG_MASK) | u64::from(flags & FLAG_INSTRUMENTED) | if timed { u64::from(FLAG_TIMED) } else { 0 };
+        if timed { (now_raw() & !FLAG_MASK) | u64::from(FLAG_TIMED) } else { 0 } | u64::from(flags & FLAG_INSTRUMENTED);
     // Seqlock writer: the even `seq` stored by the previous after_poll must be visible before
     // any field of the new poll.
     fence(Release);
@@ -141,11 +164,8 @@ pub(crate) fn before_poll(
 
 /// End of a poll.
 #[inline(always)]
-pub(crate) fn after_poll(shared: &Shared) {
-    let slot = slot(shared);
-    if slot.shared {
-        return;
-    }
+pub(crate) fn after_poll(hot: &Hot, shared: &Shared) {
+    let Some(slot) = own_slot(hot, shared) else { return };
     let p = &slot.poll.0;
     let depth = p.depth.load(Relaxed);
     if depth > 0 {
@@ -162,8 +182,8 @@ pub(crate) fn after_poll(shared: &Shared) {
     let start = start & !FLAG_MASK;
     if flags & FLAG_TIMED != 0 {
         timed_end(shared, slot, seq, start, flags);
-    } else if shared.coarse.load(Relaxed).wrapping_sub(start) >= shared.maybe_long_ticks {
-        maybe_long_end(shared, slot, seq, start, flags);
+    } else if p.watched.load(Acquire) == seq {
+        watched_end(shared, slot, seq, flags);
     }
 }
 
@@ -182,12 +202,13 @@ fn timed_end(shared: &Shared, slot: &Slot, seq: u64, start: u64, flags: u32) {
     }
 }
 
-/// End of an untimed poll that may have run past the threshold: read the clock and record it
-/// if it did. Its start is the coarse clock, so the duration is known to within a watchdog
-/// period.
+/// End of an untimed poll the watchdog marked as possibly long: read the clock and record it
+/// if it did cross the threshold. Its start is the watchdog's estimate, so the duration is known
+/// to within a watchdog period (the end is exact).
 #[cold]
 #[inline(never)]
-fn maybe_long_end(shared: &Shared, slot: &Slot, seq: u64, start: u64, flags: u32) {
+fn watched_end(shared: &Shared, slot: &Slot, seq: u64, flags: u32) {
+    let start = slot.poll.0.watched_start.load(Relaxed);
     let ticks = now_raw().saturating_sub(start);
     if ticks >= shared.threshold_ticks {
         let p = &slot.poll.0;
@@ -198,16 +219,16 @@ fn maybe_long_end(shared: &Shared, slot: &Slot, seq: u64, start: u64, flags: u32
 // === spawn / terminate ===
 
 #[inline(always)]
-pub(crate) fn spawn(shared: &Shared, task: u64, loc: &'static Location<'static>) {
-    let slot = slot(shared);
+pub(crate) fn spawn(hot: &Hot, shared: &Shared, task: u64, loc: &'static Location<'static>) {
+    let slot = count_slot(hot, shared);
     let i = slot.entry_index(loc);
     slot.count_spawn(i);
     slot.push_event(loc_key(loc), task, now_raw());
 }
 
 #[inline(always)]
-pub(crate) fn terminate(shared: &Shared, task: u64, loc: &'static Location<'static>) {
-    let slot = slot(shared);
+pub(crate) fn terminate(hot: &Hot, shared: &Shared, task: u64, loc: &'static Location<'static>) {
+    let slot = count_slot(hot, shared);
     let i = slot.entry_index(loc);
     slot.count_terminate(i);
     slot.push_event(loc_key(loc), task | EVENT_TERMINATE, 0);
@@ -218,10 +239,12 @@ pub(crate) fn terminate(shared: &Shared, task: u64, loc: &'static Location<'stat
 /// Registers the hooks on a runtime builder.
 #[cfg(tokio_unstable)]
 pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::runtime::Builder) {
+    // Each closure owns a copy of `Hot` next to its `Arc<Shared>`: see `Hot`.
+    let hot = Hot::of(shared);
     let s = shared.clone();
-    builder.on_task_spawn(move |meta| spawn(&s, task_id_u64(meta.id()), meta.spawned_at()));
+    builder.on_task_spawn(move |meta| spawn(&hot, &s, task_id_u64(meta.id()), meta.spawned_at()));
     let s = shared.clone();
-    builder.on_task_terminate(move |meta| terminate(&s, task_id_u64(meta.id()), meta.spawned_at()));
+    builder.on_task_terminate(move |meta| terminate(&hot, &s, task_id_u64(meta.id()), meta.spawned_at()));
     let s = shared.clone();
     // The schedule-latency choice is made here, once, not on every poll.
     #[cfg(feature = "schedule-latency")]
@@ -229,15 +252,16 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
         builder.track_task_schedule_latency();
         builder.on_before_task_poll(move |meta| {
             let latency = meta.schedule_latency().map(|d| d.as_nanos() as u64);
-            before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, latency)
+            before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), 0, latency)
         });
     } else {
-        builder.on_before_task_poll(move |meta| before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
+        builder
+            .on_before_task_poll(move |meta| before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
     }
     #[cfg(not(feature = "schedule-latency"))]
-    builder.on_before_task_poll(move |meta| before_poll(&s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
+    builder.on_before_task_poll(move |meta| before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
     let s = shared.clone();
-    builder.on_after_task_poll(move |_meta| after_poll(&s));
+    builder.on_after_task_poll(move |_meta| after_poll(&hot, &s));
     let s = shared.clone();
     builder.on_thread_stop(move || thread_stop(&s));
 }

@@ -77,9 +77,10 @@ impl<F: Future> Future for Instrumented<F> {
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
         match &this.probe {
             Some(shared) => {
-                crate::hooks::before_poll(shared, 0, this.loc, crate::hooks::INSTRUMENTED, None);
+                let hot = crate::hooks::Hot::of(shared);
+                crate::hooks::before_poll(&hot, shared, 0, this.loc, crate::hooks::INSTRUMENTED, None);
                 let out = fut.poll(cx);
-                crate::hooks::after_poll(shared);
+                crate::hooks::after_poll(&hot, shared);
                 out
             }
             None => fut.poll(cx),

@@ -11,6 +11,9 @@
 //! - **Lag.** A heartbeat timer's lateness (works without `tokio_unstable`); optionally Tokio's
 //!   per-task schedule latency.
 //! - **Pools.** The blocking pool, and any pool through [`pool`].
+//! - **Task dumps.** On a client's request, Tokio's `Handle::dump` with identical async traces
+//!   grouped (feature `taskdump`, on by default; needs `tokio_unstable`), refused while a worker is
+//!   stalled, bounded in time and size (`docs/protocol.md`, "Task dumps").
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -74,6 +77,7 @@ mod runtime_metrics;
 mod sampler;
 mod server;
 mod slots;
+mod taskdump;
 mod watchdog;
 
 pub use instrument::{instrument, Instrumented};

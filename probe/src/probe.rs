@@ -1,6 +1,6 @@
 //! The probe's public handle: configuration, `build`, `install`, `start`, and the guard.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -365,11 +365,10 @@ impl ProbeBuilder {
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Relaxed),
             threshold_ticks,
-            // The coarse clock lags by up to one watchdog period (plus scheduling delay): any
-            // untimed poll whose coarse length comes within two periods of the threshold gets
-            // its end read exactly.
+            // The watchdog's last scan during a poll may come up to one period (plus scheduling
+            // delay) before the poll's end: any untimed poll it sees within two periods of the
+            // threshold gets its end read exactly.
             maybe_long_ticks: threshold_ticks.saturating_sub(2 * clk.ns_to_ticks(scan_period.as_nanos() as u64)),
-            coarse: crate::slots::Padded(AtomicU64::new(crate::clock::now_raw())),
             timed_every: c.timed_poll_every.max(1).next_power_of_two(),
             timed_mask: u64::from(c.timed_poll_every.max(1).next_power_of_two() - 1),
             slots: Slots::new(c.max_threads, c.max_locations, c.event_ring),
@@ -390,6 +389,7 @@ impl ProbeBuilder {
             problems: Mutex::new(Vec::new()),
             endpoints: Mutex::new(crate::server::Endpoints::default()),
             clients_refused: AtomicU64::new(0),
+            polls_stalled: AtomicUsize::new(0),
             config: c,
         });
         Ok(Probe { shared })
@@ -508,10 +508,8 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) config: Config,
     pub(crate) threshold_ticks: u64,
-    /// Coarse length past which an untimed poll's end is read exactly.
+    /// Estimated length past which the watchdog asks an untimed poll's end to read the clock.
     pub(crate) maybe_long_ticks: u64,
-    /// Raw clock published by the watchdog on each scan; the start of untimed polls.
-    pub(crate) coarse: crate::slots::Padded<AtomicU64>,
     /// Time one poll in this many (a power of two).
     pub(crate) timed_every: u32,
     /// `timed_every - 1`.
@@ -544,6 +542,9 @@ pub(crate) struct Shared {
     pub(crate) endpoints: Mutex<crate::server::Endpoints>,
     /// Clients refused (credentials, limit).
     pub(crate) clients_refused: AtomicU64,
+    /// Polls running past the stall threshold now, as of the watchdog's last scan (task dumps are
+    /// refused while there are any).
+    pub(crate) polls_stalled: AtomicUsize,
 }
 
 impl Shared {
@@ -641,8 +642,6 @@ impl Probe {
             };
         }
         let stop = Arc::new(AtomicBool::new(false));
-        // Polls may start before the watchdog's first scan: give them a fresh coarse clock.
-        self.shared.coarse.store(crate::clock::now_raw(), Relaxed);
         let (tx, rx) = mpsc::sync_channel::<Msg>(4096);
         *self.shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         let mut threads = Vec::new();
@@ -669,7 +668,7 @@ impl Probe {
                 threads.push(t);
             }
         }
-        let server = crate::server::start(self);
+        let server = crate::server::start(self, handle);
         let recorder = crate::recorder::start(self);
         ProbeGuard { shared: self.shared.clone(), threads, stop: Some(stop), server, recorder }
     }

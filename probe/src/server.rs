@@ -7,7 +7,10 @@
 //! are counted and it is told how many), and costs the service nothing, because the aggregator
 //! only ever `try_send`s. TCP is opt-in and binds to loopback unless explicitly allowed.
 //!
-//! Threads: `stallscope-server` accepts; each client has a writer and a reader thread.
+//! Threads: `stallscope-server` accepts; each client has a writer and a reader thread. A client's
+//! requests are served on its reader thread: a task dump (`taskdump.rs`) runs on a thread of its
+//! own, one per probe, and the reader waits for it up to the request's timeout, so a dump never
+//! holds up the writers, the accept loop or the other clients.
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,10 +25,11 @@ use std::time::Duration;
 use stallscope_wire::discovery;
 use stallscope_wire::frame::{read_frame, write_frame};
 use stallscope_wire::intern::Encoder;
-use stallscope_wire::proto::{self, ClientMessage, Request, ServerMessage};
+use stallscope_wire::proto::{self, ClientMessage, ProtocolVersion, Request, ServerMessage};
 use stallscope_wire::{Interval, Update};
 
 use crate::probe::{Probe, Shared};
+use crate::taskdump::Dumper;
 
 /// How often the accept loop and the writers look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -116,8 +120,8 @@ pub(crate) struct Endpoints {
 }
 
 /// Binds the listeners and starts the accept thread. Failures are counted and reported in
-/// `process.missing`, never returned to the host.
-pub(crate) fn start(probe: &Probe) -> Option<Server> {
+/// `process.missing`, never returned to the host. `handle` is the runtime that task dumps dump.
+pub(crate) fn start(probe: &Probe, handle: &tokio::runtime::Handle) -> Option<Server> {
     let shared = &probe.shared;
     let c = &shared.config;
     if !c.server {
@@ -153,12 +157,13 @@ pub(crate) fn start(probe: &Probe) -> Option<Server> {
     *shared.endpoints.lock().unwrap_or_else(|e| e.into_inner()) =
         Endpoints { unix: path.clone(), tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()) };
     let stop = Arc::new(AtomicBool::new(false));
+    let dumper = Arc::new(Dumper::new(probe.shared.clone(), handle.clone(), stop.clone()));
     let thread = {
         let probe = probe.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("stallscope-server".into())
-            .spawn(move || accept_loop(probe, unix, tcp, stop))
+            .spawn(move || accept_loop(probe, unix, tcp, stop, dumper))
             .ok()
     };
     Some(Server { stop, thread, path })
@@ -209,7 +214,13 @@ struct Client {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn accept_loop(probe: Probe, unix: Option<UnixListener>, tcp: Option<TcpListener>, stop: Arc<AtomicBool>) {
+fn accept_loop(
+    probe: Probe,
+    unix: Option<UnixListener>,
+    tcp: Option<TcpListener>,
+    stop: Arc<AtomicBool>,
+    dumper: Arc<Dumper>,
+) {
     let live = Arc::new(AtomicUsize::new(0));
     let mut clients: Vec<Client> = Vec::new();
     while !stop.load(Acquire) {
@@ -226,7 +237,7 @@ fn accept_loop(probe: Probe, unix: Option<UnixListener>, tcp: Option<TcpListener
             }
         }
         for (conn, is_unix) in accepted {
-            if let Some(c) = serve(&probe, conn, is_unix, &live, &stop) {
+            if let Some(c) = serve(&probe, conn, is_unix, &live, &stop, &dumper) {
                 clients.push(c);
             }
         }
@@ -248,7 +259,14 @@ fn accept_loop(probe: Probe, unix: Option<UnixListener>, tcp: Option<TcpListener
 
 /// Starts the threads of one connection. The credential check and the handshake run on the
 /// client's own thread, so a slow or silent peer never holds up the accept loop.
-fn serve(probe: &Probe, conn: Conn, is_unix: bool, live: &Arc<AtomicUsize>, stop: &Arc<AtomicBool>) -> Option<Client> {
+fn serve(
+    probe: &Probe,
+    conn: Conn,
+    is_unix: bool,
+    live: &Arc<AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+    dumper: &Arc<Dumper>,
+) -> Option<Client> {
     match &conn {
         Conn::Unix(s) => s.set_nonblocking(false).ok()?,
         Conn::Tcp(s) => s.set_nonblocking(false).ok()?,
@@ -258,11 +276,12 @@ fn serve(probe: &Probe, conn: Conn, is_unix: bool, live: &Arc<AtomicUsize>, stop
     let probe = probe.clone();
     let live = live.clone();
     let stop = stop.clone();
+    let dumper = dumper.clone();
     let t = std::thread::Builder::new()
         .name("stallscope-client".into())
         .spawn(move || {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                client(&probe, conn, reader_conn, is_unix, &live, &stop);
+                client(&probe, conn, reader_conn, is_unix, &live, &stop, dumper);
             }));
         })
         .ok()?;
@@ -271,7 +290,15 @@ fn serve(probe: &Probe, conn: Conn, is_unix: bool, live: &Arc<AtomicUsize>, stop
 
 /// One client: check, handshake, then a reader thread for its requests and this thread writing
 /// updates until either side stops.
-fn client(probe: &Probe, mut conn: Conn, reader_conn: Conn, is_unix: bool, live: &AtomicUsize, stop: &AtomicBool) {
+fn client(
+    probe: &Probe,
+    mut conn: Conn,
+    reader_conn: Conn,
+    is_unix: bool,
+    live: &AtomicUsize,
+    stop: &AtomicBool,
+    dumper: Arc<Dumper>,
+) {
     let shared = &probe.shared;
     let max = shared.config.max_clients;
     let refusal = match (&conn, is_unix) {
@@ -289,19 +316,30 @@ fn client(probe: &Probe, mut conn: Conn, reader_conn: Conn, is_unix: bool, live:
         None => Ok(process),
         Some(reason) => Err(reason.clone()),
     });
-    if hello.is_err() {
-        if refusal.is_some() {
-            shared.clients_refused.fetch_add(1, Relaxed);
+    let hello = match hello {
+        Ok(hello) => hello,
+        Err(_) => {
+            if refusal.is_some() {
+                shared.clients_refused.fetch_add(1, Relaxed);
+            }
+            conn.shutdown();
+            return;
         }
-        conn.shutdown();
-        return;
-    }
+    };
+    // What this connection may carry: the smaller of the two minors.
+    let minor = ProtocolVersion::CURRENT.common(hello.protocol).minor;
     let _ = conn.set_read_timeout(None);
     live.fetch_add(1, AcqRel);
     let sub = probe.subscribe(shared.config.client_queue);
     let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
-    let reader =
-        std::thread::Builder::new().name("stallscope-client-in".into()).spawn(move || read_loop(reader_conn, reply_tx));
+    let reader = std::thread::Builder::new().name("stallscope-client-in".into()).spawn(move || {
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            read_loop(reader_conn, reply_tx, &dumper, minor);
+        }));
+        if panicked.is_err() {
+            dumper.note_panic();
+        }
+    });
     write_loop(shared, conn, sub, reply_rx, stop);
     if let Ok(r) = reader {
         let _ = r.join();
@@ -309,8 +347,9 @@ fn client(probe: &Probe, mut conn: Conn, reader_conn: Conn, is_unix: bool, live:
     live.fetch_sub(1, AcqRel);
 }
 
-/// Reads the client's requests. Anything that is not a valid request closes the connection.
-fn read_loop(mut conn: Conn, replies: SyncSender<ServerMessage>) {
+/// Reads the client's requests and answers them (through the writer). Anything that is not a
+/// valid request closes the connection.
+fn read_loop(mut conn: Conn, replies: SyncSender<ServerMessage>, dumper: &Dumper, minor: u16) {
     loop {
         let frame = match read_frame(&mut conn) {
             Ok(Some(f)) => f,
@@ -322,10 +361,16 @@ fn read_loop(mut conn: Conn, replies: SyncSender<ServerMessage>) {
             }
         };
         match ClientMessage::from_payload(&frame) {
-            Ok(ClientMessage::Request(Request::TaskDump { .. })) => {
-                let _ = replies.try_send(ServerMessage::Error {
-                    message: "task dumps are not served by this probe version yet".to_string(),
-                });
+            Ok(ClientMessage::Request(Request::TaskDump { timeout_ms })) => {
+                let reply = if minor < 1 {
+                    ServerMessage::Error { message: crate::taskdump::old_client_message(minor) }
+                } else {
+                    dumper.serve(timeout_ms)
+                };
+                // Blocks only while the writer drains (it is gone if the client is).
+                if replies.send(reply).is_err() {
+                    break;
+                }
             }
             Ok(_) => {
                 let _ = replies.try_send(ServerMessage::Error { message: "unknown request".to_string() });

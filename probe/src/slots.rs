@@ -18,7 +18,7 @@ pub(crate) const LONG_RING: usize = 32;
 /// Flag in the low bits of `PollState::start`: the poll is an `instrument`ed future, not a task.
 pub(crate) const FLAG_INSTRUMENTED: u32 = 1;
 /// Flag in the low bits of `PollState::start`: the start was read from the raw clock (a timed
-/// poll) rather than from the coarse clock.
+/// poll). An untimed poll stores no start at all; the watchdog bounds it (`watchdog.rs`).
 pub(crate) const FLAG_TIMED: u32 = 2;
 /// The bits of `PollState::start` that hold flags.
 pub(crate) const FLAG_MASK: u64 = 3;
@@ -40,7 +40,13 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// The poll in progress on a thread. `seq` is odd while a poll runs (so `seq / 2` counts the
 /// thread's polls); a reader loads `seq`, then the fields, then `seq` again, and trusts the
-/// fields only if both loads match. `start` holds the flags in its two low bits.
+/// fields only if both loads match. `start` holds the flags in its two low bits (and the raw
+/// start only for a timed poll).
+///
+/// `watched` and `watched_start` are the one part the watchdog writes: when an untimed poll has
+/// run long enough that it may cross the threshold, the watchdog stores its estimated start and
+/// then the poll's `seq` in `watched`; the poll's end then reads the clock (see
+/// `hooks::after_poll`). All of it fits in one cache line.
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
     pub(crate) seq: AtomicU64,
@@ -49,6 +55,10 @@ pub(crate) struct PollState {
     pub(crate) loc: AtomicUsize,
     /// Nesting depth of polls on this thread (an `instrument`ed future inside a task).
     pub(crate) depth: AtomicU32,
+    /// `seq` of the untimed poll the watchdog asks to be timed at its end (0: none).
+    pub(crate) watched: AtomicU64,
+    /// The watchdog's estimate (raw clock, a lower bound) of that poll's start.
+    pub(crate) watched_start: AtomicU64,
 }
 
 /// A poll that ran past the stall threshold, written by the owner when the poll ends.
@@ -277,6 +287,11 @@ impl Slot {
 pub(crate) struct Slots {
     pub(crate) slots: Box<[Slot]>,
     pub(crate) shared: Slot,
+    /// Per slot: raw-clock ticks the watchdog found the slot's thread in a poll, counting the
+    /// time since its previous scan each time it does (an estimate of busy time with the scan
+    /// period as resolution; hooks time only one poll in 16, so they cannot give it). Written by
+    /// the watchdog only, read by the aggregator; its own allocation, away from the hot lines.
+    pub(crate) busy_ticks: Box<[AtomicU64]>,
     /// Claims that found every slot taken.
     pub(crate) no_slot: AtomicU64,
     pub(crate) any_claimed: AtomicBool,
@@ -287,6 +302,7 @@ impl Slots {
         Slots {
             slots: (0..threads).map(|_| Slot::new(locations, events, false)).collect(),
             shared: Slot::new(locations, 0, true),
+            busy_ticks: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             no_slot: AtomicU64::new(0),
             any_claimed: AtomicBool::new(false),
         }

@@ -41,7 +41,7 @@ fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
 }
 
 /// Time between two scans: often enough to start sampling within a fraction of the threshold.
-/// It is also the resolution of the coarse clock that untimed polls start from.
+/// It is also the precision of an untimed poll's start, which the scans bound.
 pub(crate) fn scan_period(c: &crate::probe::Config) -> Duration {
     (c.stall_threshold / 8).min(c.sample_interval).max(Duration::from_micros(250))
 }
@@ -56,16 +56,15 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
     let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
+    let mut prev_scan = now_raw();
     while !stop.load(Acquire) {
-        shared.coarse.store(now_raw(), Relaxed);
         std::thread::sleep(period);
-        shared.coarse.store(now_raw(), Relaxed);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
                 collect_samples(&shared, &tx, unwinder, request_timeout);
             }
-            scan(&shared, &tx, &mut watches, sample_ticks, period_ticks);
+            prev_scan = scan(&shared, &tx, &mut watches, sample_ticks, period_ticks, prev_scan);
         }));
         if result.is_err() {
             shared.panics.fetch_add(1, Relaxed);
@@ -100,7 +99,16 @@ fn collect_samples(
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
 
-fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_ticks: u64, period_ticks: u64) {
+/// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
+/// began.
+fn scan(
+    shared: &Shared,
+    tx: &SyncSender<Msg>,
+    watches: &mut [Watch],
+    sample_ticks: u64,
+    period_ticks: u64,
+    prev_scan: u64,
+) -> u64 {
     let now = now_raw();
     for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
         let generation = slot.generation.load(Acquire);
@@ -110,6 +118,10 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
         }
         let p = &slot.poll.0;
         let seq = p.seq.load(Acquire);
+        if seq & 1 == 1 {
+            let busy = &shared.slots.busy_ticks[i];
+            busy.store(busy.load(Relaxed) + now.saturating_sub(prev_scan), Relaxed);
+        }
         if let Some(a) = &mut w.active {
             if a.seq != seq || slot.tid.load(Acquire) != a.tid {
                 a.ended = true;
@@ -133,18 +145,25 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
         if p.seq.load(Relaxed) != seq || tid == 0 {
             continue;
         }
-        let seen_at = match w.first_seen {
-            Some((s, at)) if s == seq => at,
+        let est = match w.first_seen {
+            Some((s, est)) if s == seq => est,
             _ => {
-                w.first_seen = Some((seq, now));
-                now
+                // First seen now, and not by the previous scan, which read this slot after it
+                // began: the poll started after `prev_scan`. If this thread was delayed, that
+                // bound is older than one period; the later of the two never makes a short poll
+                // look long, and is at most a period early for a regular scan.
+                let est = prev_scan.max(now.saturating_sub(period_ticks));
+                w.first_seen = Some((seq, est));
+                est
             }
         };
-        // An untimed poll starts from the coarse clock, a lower bound of its real start that
-        // is stale if this thread was delayed. The poll was certainly running when first seen,
-        // and this scan runs every period, so its start is no earlier than one period before.
-        // Taking the later of the two never makes a short poll look long.
-        let start = if flags & FLAG_TIMED != 0 { start } else { start.max(seen_at.saturating_sub(period_ticks)) };
+        let timed = flags & FLAG_TIMED != 0;
+        let start = if timed { start } else { est };
+        if !timed && p.watched.load(Relaxed) != seq && now.saturating_sub(start) >= shared.maybe_long_ticks {
+            // It may cross the threshold: have its end read the clock (`hooks::after_poll`).
+            p.watched_start.store(start, Relaxed);
+            p.watched.store(seq, Release);
+        }
         if now.saturating_sub(start) < shared.threshold_ticks {
             continue;
         }
@@ -183,6 +202,10 @@ fn scan(shared: &Shared, tx: &SyncSender<Msg>, watches: &mut [Watch], sample_tic
             a.last_sample = now;
         }
     }
+    // Stalls in progress, for whoever must not wait on a stalled worker (task dumps).
+    let stalled = watches.iter().filter(|w| w.active.as_ref().is_some_and(|a| !a.ended)).count();
+    shared.polls_stalled.store(stalled, Release);
+    now
 }
 
 fn sample_in_flight(_shared: &Shared, _tid: i32) -> bool {

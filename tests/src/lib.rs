@@ -219,10 +219,17 @@ pub struct Client {
 impl Client {
     /// Connects and runs the handshake.
     pub fn connect(path: &std::path::Path) -> Result<Client, stallscope_wire::Error> {
+        Self::connect_with(path, &stallscope_wire::proto::Hello::new("stallscope-tests", "0"))
+    }
+
+    /// Connects with another hello (e.g. an older protocol version).
+    pub fn connect_with(
+        path: &std::path::Path,
+        hello: &stallscope_wire::proto::Hello,
+    ) -> Result<Client, stallscope_wire::Error> {
         let mut stream = std::os::unix::net::UnixStream::connect(path)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let hello = stallscope_wire::proto::Hello::new("stallscope-tests", "0");
-        let welcome = stallscope_wire::proto::client_handshake(&mut stream, &hello)?;
+        let welcome = stallscope_wire::proto::client_handshake(&mut stream, hello)?;
         Ok(Client { stream, decoder: stallscope_wire::intern::Decoder::new(), welcome, dropped: 0 })
     }
 
@@ -235,6 +242,28 @@ impl Client {
                 Received::Update(u) => return Ok(Some(u)),
                 Received::Dropped { intervals } => self.dropped += intervals,
                 Received::Error { message } => panic!("probe sent an error: {message}"),
+                Received::TaskDump(_) => panic!("probe sent a task dump nobody asked for (use `reply`)"),
+            }
+        }
+    }
+
+    /// Sends a request (its answer comes through [`reply`](Self::reply)).
+    pub fn request(&mut self, request: stallscope_wire::Request) -> Result<(), stallscope_wire::Error> {
+        use std::io::Write;
+        stallscope_wire::proto::send(&mut self.stream, &stallscope_wire::ClientMessage::Request(request))?;
+        Ok(self.stream.flush()?)
+    }
+
+    /// Skips updates until the probe answers a request: `Received::TaskDump` or
+    /// `Received::Error`. `Ok(None)` when the probe hangs up.
+    pub fn reply(&mut self) -> Result<Option<stallscope_wire::intern::Received>, stallscope_wire::Error> {
+        use stallscope_wire::intern::Received;
+        loop {
+            let Some(frame) = stallscope_wire::frame::read_frame(&mut self.stream)? else { return Ok(None) };
+            match self.decoder.decode_payload(&frame)? {
+                Received::Update(_) => {}
+                Received::Dropped { intervals } => self.dropped += intervals,
+                r @ (Received::Error { .. } | Received::TaskDump(_)) => return Ok(Some(r)),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! A build without `--cfg tokio_unstable` compiles, reports loop lag and the stable runtime
-//! metrics, and says clearly which measures need the cfg. This builds and runs a real service
-//! with plain RUSTFLAGS (overriding the repo's `.cargo/config.toml`) in its own target dir.
+//! metrics, and says clearly which measures need the cfg (task dumps included). This builds and
+//! runs a real service with plain RUSTFLAGS (overriding the repo's `.cargo/config.toml`) in its
+//! own target dir.
 
 use std::process::Command;
 
@@ -33,4 +34,8 @@ fn without_tokio_unstable_the_probe_reports_lag_and_names_what_is_missing() {
     assert_eq!(field("stall_count"), 0, "no hooks, so no stalls");
     assert_eq!(field("runtime_workers"), 1, "stable runtime metrics are there");
     assert!(stdout.contains("missing: stalls, stack samples") && stdout.contains("tokio_unstable"), "{stdout}");
+    // A task dump request is answered with what is missing.
+    let dump = stdout.lines().find_map(|l| l.strip_prefix("task_dump_error=")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(dump.starts_with("task dumps are not available in this probe"), "{dump}");
+    assert!(dump.contains("--cfg tokio_unstable"), "{dump}");
 }

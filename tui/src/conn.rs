@@ -1,4 +1,7 @@
-//! A connection to a probe: connect, handshake, then decoded updates.
+//! A connection to a probe: connect, handshake, then decoded updates, and requests.
+//!
+//! Requests are sent with [`Connection::send_request`] (or [`Connection::request_task_dump`]);
+//! their replies arrive later, in order with the updates, through [`Connection::recv`].
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -18,8 +21,8 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use stallscope_wire::frame::FramedReader;
-use stallscope_wire::proto::{self, Hello, ProtocolVersion, Welcome};
+use stallscope_wire::frame::{write_frame, FramedReader};
+use stallscope_wire::proto::{self, ClientMessage, Hello, ProtocolVersion, Request, Welcome};
 use stallscope_wire::{Decoder, Error as WireError, ProcessInfo, Received};
 
 use crate::target::Endpoint;
@@ -140,6 +143,14 @@ pub enum ConnError {
         updates: u64,
         /// The I/O error.
         cause: io::Error,
+    },
+    /// Sending a request to the probe failed.
+    #[error("sending a request to the probe failed after {updates} update{}: {cause}", plural(*.updates))]
+    Send {
+        /// Updates received before it.
+        updates: u64,
+        /// The wire or I/O error.
+        cause: WireError,
     },
 }
 
@@ -337,6 +348,70 @@ impl Connection {
             self.updates += 1;
         }
         Ok(Some(received))
+    }
+
+    /// Sends a request. Its reply (or a [`Received::Error`] saying why the probe will not serve
+    /// it) arrives later through [`recv`](Self::recv), in order with the updates. Sending does not
+    /// wait for the reply, so it can be called from the thread that calls `recv`.
+    ///
+    /// A failed send ends the connection (later calls return [`ConnError::Closed`]).
+    pub fn send_request(&mut self, request: &Request) -> Result<(), ConnError> {
+        let updates = self.updates;
+        if self.failed {
+            return Err(ConnError::Closed { updates });
+        }
+        let payload =
+            ClientMessage::Request(request.clone()).to_payload().map_err(|cause| ConnError::Send { updates, cause })?;
+        let stream = self.reader.get_mut();
+        let sent = write_frame(stream, &payload).and_then(|()| stream.flush().map_err(WireError::Io));
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.failed = true;
+                self.reader.get_ref().shutdown();
+                Err(match e {
+                    WireError::Io(e) if is_hangup(&e) => ConnError::Closed { updates },
+                    cause => ConnError::Send { updates, cause },
+                })
+            }
+        }
+    }
+
+    /// Asks the probe for a task dump: the async backtraces of the service's idle tasks, grouped
+    /// by identical trace. `timeout` bounds how long the probe may take (it clamps it to
+    /// [`TASK_DUMP_TIMEOUT_MS`](stallscope_wire::proto::TASK_DUMP_TIMEOUT_MS), 100 ms ..= 10 s).
+    ///
+    /// The reply arrives later through [`recv`](Self::recv): [`Received::TaskDump`], or
+    /// [`Received::Error`] when the probe refuses (a worker is stalled, another dump is running,
+    /// the dump timed out, the probe was built without task dumps, or it speaks protocol 1.0).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use stallscope::conn::{Connection, ConnectOptions};
+    /// use stallscope::target::Endpoint;
+    /// use stallscope_wire::Received;
+    /// let mut conn = Connection::open(&Endpoint::Unix("/tmp/stallscope-1000/4242-api.sock".into()), &ConnectOptions::default())?;
+    /// conn.request_task_dump(Duration::from_secs(2))?;
+    /// loop {
+    ///     match conn.recv()? {
+    ///         Some(Received::TaskDump(dump)) => {
+    ///             for g in &dump.groups {
+    ///                 println!("{} tasks:\n{}", g.count, g.trace);
+    ///             }
+    ///             break;
+    ///         }
+    ///         Some(Received::Error { message }) => {
+    ///             eprintln!("{message}");
+    ///             break;
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok::<(), stallscope::conn::ConnError>(())
+    /// ```
+    pub fn request_task_dump(&mut self, timeout: Duration) -> Result<(), ConnError> {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.send_request(&Request::TaskDump { timeout_ms })
     }
 
     /// Closes the connection.

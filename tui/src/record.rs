@@ -99,6 +99,10 @@ pub fn record<W: Write>(
         match conn.recv() {
             Ok(None) => continue,
             Ok(Some(received)) => {
+                // A recording keeps the probe's stream; a task dump answers a request.
+                if matches!(received, Received::TaskDump(_)) {
+                    continue;
+                }
                 match &received {
                     Received::Update(stallscope_wire::Update::Tick { .. }) => ticks += 1,
                     Received::Error { .. } => errors += 1,

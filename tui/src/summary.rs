@@ -189,6 +189,8 @@ impl Folder {
                 self.dropped_intervals = self.dropped_intervals.saturating_add(*intervals);
             }
             Received::Error { message } => self.errors.push(message.clone()),
+            // A reply to one client's request, not part of the probe's stream.
+            Received::TaskDump(_) => {}
         }
     }
 

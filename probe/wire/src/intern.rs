@@ -50,7 +50,7 @@ use crate::error::{Error, Result, Table};
 use crate::proto::ServerMessage;
 use crate::{
     Alert, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats, PoolStats,
-    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, Update, WorkerStats,
+    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, TaskDump, Update, WorkerStats,
 };
 
 // === Ids and limits ===
@@ -732,6 +732,8 @@ pub enum Received {
         /// What went wrong.
         message: String,
     },
+    /// [`ServerMessage::TaskDump`]: the reply to a task dump request.
+    TaskDump(TaskDump),
 }
 
 /// Receiving side of one connection: applies definitions, resolves ids. See the
@@ -781,6 +783,7 @@ impl Decoder {
             ServerMessage::Update(interned) => Received::Update(self.decode_interned(*interned)?),
             ServerMessage::Dropped { intervals } => Received::Dropped { intervals },
             ServerMessage::Error { message } => Received::Error { message },
+            ServerMessage::TaskDump(dump) => Received::TaskDump(dump),
         })
     }
 
@@ -795,6 +798,7 @@ impl Decoder {
             ServerMessage::Update(interned) => self.decode_interned(*interned),
             ServerMessage::Dropped { .. } => Err(Error::Unexpected { expected: "Update", found: "Dropped".into() }),
             ServerMessage::Error { .. } => Err(Error::Unexpected { expected: "Update", found: "Error".into() }),
+            ServerMessage::TaskDump(_) => Err(Error::Unexpected { expected: "Update", found: "TaskDump".into() }),
         }
     }
 

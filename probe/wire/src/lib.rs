@@ -15,10 +15,14 @@
 //!   bucket bounds once;
 //! - [`codec`]: the payload codec (postcard);
 //! - [`recording`]: the recording file, its writer and its damage-tolerant reader.
+//!
+//! A client can also ask for a [`TaskDump`] (protocol 1.1): the probe answers
+//! `Request::TaskDump` with [`ServerMessage::TaskDump`].
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 use serde::{Deserialize, Serialize};
 
+mod alert_text;
 pub mod codec;
 pub mod discovery;
 mod error;
@@ -247,7 +251,8 @@ pub struct WorkerStats {
     pub tid: i32,
     /// Polls run on this thread.
     pub polls: u64,
-    /// Time spent in polls, nanoseconds.
+    /// Time spent in polls, nanoseconds: estimated by the probe's watchdog, which finds the
+    /// thread in a poll or not at each scan (every `stall threshold / 8`, 1.25 ms by default).
     pub busy_ns: u64,
     /// Poll durations on this thread.
     pub poll_time: Histogram,
@@ -523,4 +528,105 @@ pub enum Update {
     StallStarted(Stall),
     /// A stall has ended (sent at once, with its samples).
     StallEnded(Stall),
+}
+
+// === Task dumps ===
+
+/// Bounds of a [`TaskDump`] reply, part of the protocol: they keep one reply far below
+/// [`MAX_FRAME_BYTES`] (at most about 2.1 MiB with [`TaskDumpLimits::DEFAULT`]), whatever the
+/// number of tasks. What a limit cuts is said in the reply ([`TaskDump::truncated`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskDumpLimits {
+    /// Groups sent; the smallest groups past it are left out and counted.
+    pub max_groups: usize,
+    /// Bytes of one group's trace text; a longer trace is cut at a line end (its innermost
+    /// frames, which are Tokio's own, go first: the trace reads outermost first).
+    pub max_trace_bytes: usize,
+    /// Bytes of trace text in the whole reply; groups that would cross it are left out.
+    pub max_total_trace_bytes: usize,
+    /// Example task ids listed per group (not a truncation: `count` stays exact).
+    pub max_task_ids: usize,
+}
+
+impl TaskDumpLimits {
+    /// The limits a probe applies: 256 groups, 16 KiB per trace, 2 MiB of trace text, 8 example
+    /// task ids per group.
+    pub const DEFAULT: TaskDumpLimits =
+        TaskDumpLimits { max_groups: 256, max_trace_bytes: 16 << 10, max_total_trace_bytes: 2 << 20, max_task_ids: 8 };
+}
+
+impl Default for TaskDumpLimits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The reply to `Request::TaskDump`: the async backtraces of the runtime's idle tasks, from
+/// Tokio's `Handle::dump`, with identical traces grouped.
+///
+/// Tokio traces each task at its last `.await`, so a trace names the chain of `async fn`s the
+/// task is parked in, outermost first. A task that was running or already scheduled when the dump
+/// started is not traced.
+///
+/// ```
+/// use stallscope_wire::{TaskDump, TaskGroup};
+/// let dump = TaskDump {
+///     tasks: 53,
+///     elapsed_ns: 4_000_000,
+///     groups: vec![
+///         TaskGroup { count: 50, trace: "╼ app::wait_for_job::{{closure}} at src/main.rs:10:5".into(), ..TaskGroup::default() },
+///         TaskGroup { count: 3, trace: "╼ app::serve::{{closure}} at src/main.rs:20:9".into(), ..TaskGroup::default() },
+///     ],
+///     ..TaskDump::default()
+/// };
+/// assert_eq!(dump.groups[0].count + dump.groups[1].count, dump.tasks);
+/// assert!(!dump.truncated);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDump {
+    /// Tasks in the dump, including those in groups left out.
+    pub tasks: u64,
+    /// How long the dump took, nanoseconds: from the probe starting it (Tokio pausing its
+    /// workers and re-polling every task in tracing mode) to the grouped reply, traces resolved.
+    pub elapsed_ns: u64,
+    /// Groups of tasks with the same trace and spawn location, most tasks first (ties in trace
+    /// order).
+    pub groups: Vec<TaskGroup>,
+    /// Whether the [`TaskDumpLimits`] cut anything: groups left out or a trace shortened.
+    pub truncated: bool,
+    /// Groups left out by the limits (the smallest ones).
+    pub omitted_groups: u64,
+    /// Tasks in the groups left out.
+    pub omitted_tasks: u64,
+}
+
+/// Tasks of a [`TaskDump`] whose traces (and spawn locations, when known) are identical.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskGroup {
+    /// Tasks in the group.
+    pub count: u64,
+    /// The async backtrace, as Tokio prints it: one line per frame, outermost first, e.g.
+    /// `╼ app::worker::{{closure}} at src/main.rs:18:20` then `└╼ …` lines for the futures it
+    /// awaits. Cut at [`TaskDumpLimits::max_trace_bytes`] (then `trace_truncated`). Tokio cuts
+    /// the trace at the task's own poll frame, so in optimized builds the futures inlined into it
+    /// (the spawned async block and what it awaits directly) may be missing: `spawned_at` then
+    /// names the task. Sibling branches (`join!`, `select!`) come in a stable order, so identical
+    /// tasks render identically.
+    pub trace: String,
+    /// Whether `trace` was cut.
+    pub trace_truncated: bool,
+    /// Ids of some of the tasks (at most [`TaskDumpLimits::max_task_ids`], smallest first), the
+    /// same ids as [`Stall::task`].
+    pub task_ids: Vec<u64>,
+    /// `file:line:col` of the `spawn` call, when the probe tracked these tasks' spawn (None when
+    /// it did not: spawned before the probe started, or past its tracking limits).
+    pub spawned_at: Option<String>,
+}
+
+impl TaskDump {
+    /// Tasks in the groups sent.
+    pub fn listed_tasks(&self) -> u64 {
+        self.groups.iter().map(|g| g.count).sum()
+    }
 }

@@ -24,12 +24,15 @@ use crate::codec;
 use crate::error::{Error, Peer, Result};
 use crate::frame::{read_frame, write_frame};
 use crate::intern::Interned;
-use crate::ProcessInfo;
+use crate::{ProcessInfo, TaskDump};
 
 /// Protocol MAJOR version: bumped on any change an older peer cannot decode.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// Protocol MINOR version: bumped on backward-compatible additions.
-pub const PROTOCOL_MINOR: u16 = 0;
+///
+/// - 1.0: updates, drop notices, errors; `Request::TaskDump` defined but answered with an error.
+/// - 1.1: [`ServerMessage::TaskDump`], the reply to `Request::TaskDump`.
+pub const PROTOCOL_MINOR: u16 = 1;
 /// First bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"STSC";
 
@@ -312,11 +315,15 @@ pub enum ServerMessage {
         intervals: u64,
     },
     /// The probe hit an error serving this client or a request (the connection stays open
-    /// unless the probe closes it).
+    /// unless the probe closes it). A request the probe refuses (e.g. a task dump while a
+    /// worker is stalled) is answered with one.
     Error {
         /// What went wrong, for the user.
         message: String,
     },
+    /// The reply to [`Request::TaskDump`] (since 1.1; a probe never sends it to a 1.0 client).
+    /// Not interned: self-contained, and bounded by [`TaskDumpLimits`](crate::TaskDumpLimits).
+    TaskDump(TaskDump),
 }
 
 impl ServerMessage {
@@ -354,13 +361,20 @@ impl ClientMessage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Request {
-    /// Async backtraces of idle tasks through `Handle::dump`, giving up after `timeout_ms`.
-    /// (Defined, not served yet: the probe answers `ServerMessage::Error`.)
+    /// Async backtraces of idle tasks through Tokio's `Handle::dump`, giving up after
+    /// `timeout_ms`. Answered (since 1.1) with [`ServerMessage::TaskDump`], or with
+    /// [`ServerMessage::Error`] saying why not: a worker is stalled (retry when it ends), another
+    /// dump is in progress, the dump timed out, or this build of the probe cannot dump tasks. A
+    /// 1.0 probe always answers with an error.
     TaskDump {
-        /// How long the dump may take, milliseconds.
+        /// How long the dump may take, milliseconds. The probe clamps it to
+        /// [`TASK_DUMP_TIMEOUT_MS`].
         timeout_ms: u64,
     },
 }
+
+/// The range a probe clamps `Request::TaskDump { timeout_ms }` to: 100 ms ..= 10 s.
+pub const TASK_DUMP_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=10_000;
 
 /// Encodes `message` and writes it as one frame.
 pub fn send<W: Write + ?Sized, M: Serialize>(w: &mut W, message: &M) -> Result<()> {

@@ -211,12 +211,15 @@ impl<W: Write> RecordingWriter<W> {
         self.write_message(&ServerMessage::Dropped { intervals })
     }
 
-    /// Records what a client received: updates, drops and errors.
+    /// Records what a client received: updates, drops and errors. A task dump reply answers one
+    /// client's request and is not part of the probe's stream: it is not recorded (this returns
+    /// `Written { bytes: 0 }`).
     pub fn write_received(&mut self, received: &Received) -> Result<Append> {
         match received {
             Received::Update(u) => self.write_update(u),
             Received::Dropped { intervals } => self.write_dropped(*intervals),
             Received::Error { message } => self.write_message(&ServerMessage::Error { message: message.clone() }),
+            Received::TaskDump(_) => Ok(if self.full { Append::Full } else { Append::Written { bytes: 0 } }),
         }
     }
 

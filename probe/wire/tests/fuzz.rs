@@ -68,6 +68,7 @@ fn corpus() -> Corpus {
         if i == 4 {
             messages.push(ServerMessage::Dropped { intervals: 3 }.to_payload().unwrap());
             messages.push(ServerMessage::Error { message: "nope".into() }.to_payload().unwrap());
+            messages.push(ServerMessage::TaskDump(fixture::task_dump(5, 4)).to_payload().unwrap());
         }
     }
     let mut warm = vec![Decoder::new()];

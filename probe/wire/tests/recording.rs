@@ -245,6 +245,7 @@ fn header_errors() {
 
     let mut v = bytes.clone();
     v[9] = 2; // protocol major
+    v[11] = 0; // protocol minor (2.0, whatever this build's minor is)
     let err = RecordingReader::new(Cursor::new(v)).unwrap_err();
     assert!(matches!(err, Error::Version { peer: Peer::Recording, .. }), "{err:?}");
     assert_eq!(err.to_string(), "protocol version mismatch: this stallscope speaks 1.x, the recording speaks 2.0");
@@ -261,4 +262,19 @@ fn header_errors() {
     let (empty, _) = record(&[], RecordingOptions::default());
     let rec = read(&empty);
     assert!(rec.events.is_empty() && rec.stop.is_none() && rec.skipped.is_empty());
+}
+
+#[test]
+fn task_dump_replies_are_not_recorded() {
+    let updates = fixture::session(23, 3);
+    let header = RecordingHeader::new(fixture::process_info(), "wire-tests 0");
+    let mut w = RecordingWriter::new(Cursor::new(Vec::new()), &header, RecordingOptions::default()).unwrap();
+    w.write_received(&Received::Update(updates[0].clone())).unwrap();
+    let before = w.bytes_written();
+    let append = w.write_received(&Received::TaskDump(fixture::task_dump(1, 3))).unwrap();
+    assert_eq!(append, Append::Written { bytes: 0 });
+    assert_eq!(w.bytes_written(), before);
+    w.write_received(&Received::Update(updates[1].clone())).unwrap();
+    let rec = read(&w.into_inner().unwrap().into_inner());
+    assert_same(&updates_of(&rec.events), &updates[..2]);
 }

@@ -245,3 +245,41 @@ fn decode_update_rejects_other_messages() {
     let err = Decoder::new().decode_update(ServerMessage::Dropped { intervals: 1 }).unwrap_err();
     assert!(matches!(err, Error::Unexpected { expected: "Update", .. }), "{err:?}");
 }
+
+#[test]
+fn task_dump_replies_round_trip_between_updates_without_touching_the_tables() {
+    let updates = fixture::session(21, 4);
+    let dump = fixture::task_dump(4, 12);
+    let (client, mut server) = UnixStream::pair().unwrap();
+    let (sent, sent_dump) = (updates.clone(), dump.clone());
+    let probe = thread::spawn(move || {
+        server_handshake(&mut server, &fixture::process_info()).unwrap();
+        let mut enc = Encoder::new();
+        for (i, u) in sent.iter().enumerate() {
+            write_frame(&mut server, &enc.encode(u).unwrap().to_payload().unwrap()).unwrap();
+            if i == 1 {
+                write_frame(&mut server, &ServerMessage::TaskDump(sent_dump.clone()).to_payload().unwrap()).unwrap();
+            }
+        }
+    });
+    let got = receive(client);
+    probe.join().unwrap();
+    let mut want: Vec<Received> = updates.iter().cloned().map(Received::Update).collect();
+    want.insert(2, Received::TaskDump(dump.clone()));
+    // The updates after the dump still resolve their ids: the reply is self-contained.
+    assert_same(&got, &want);
+    assert_eq!(dump.listed_tasks(), dump.tasks);
+
+    // A task dump is not an update.
+    let err = Decoder::new().decode_update(ServerMessage::TaskDump(dump)).unwrap_err();
+    assert!(matches!(err, Error::Unexpected { expected: "Update", .. }), "{err:?}");
+}
+
+#[test]
+fn the_largest_task_dump_the_limits_allow_fits_far_below_the_frame_limit() {
+    let limits = stallscope_wire::TaskDumpLimits::DEFAULT;
+    let dump = fixture::largest_task_dump(limits);
+    let payload = ServerMessage::TaskDump(dump.clone()).to_payload().unwrap();
+    assert!(payload.len() < 3 << 20 && payload.len() * 5 < stallscope_wire::MAX_FRAME_BYTES, "{} bytes", payload.len());
+    assert_eq!(Decoder::new().decode_payload(&payload).unwrap(), Received::TaskDump(dump));
+}

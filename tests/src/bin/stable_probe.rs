@@ -1,5 +1,6 @@
 //! A service that blocks its current-thread runtime for 60 ms, with the probe. Built by the
-//! `without_tokio_unstable` test with plain RUSTFLAGS to show what the probe still reports.
+//! `without_tokio_unstable` test with plain RUSTFLAGS to show what the probe still reports, and
+//! what it answers to a task dump request.
 
 use std::time::Duration;
 
@@ -22,5 +23,16 @@ fn main() {
     println!("stall_count={}", snap.stall_count);
     println!("runtime_workers={}", snap.runtime.as_ref().map(|r| r.workers).unwrap_or(0));
     print!("{}", probe.report());
+    // Task dumps need `tokio_unstable`: the probe says so to a client that asks.
+    if let Some(path) = probe.socket_path() {
+        let answer = stallscope_tests::Client::connect(&path).and_then(|mut c| {
+            c.request(stallscope_wire::Request::TaskDump { timeout_ms: 1_000 })?;
+            c.reply()
+        });
+        match answer {
+            Ok(Some(stallscope_wire::Received::Error { message })) => println!("task_dump_error={message}"),
+            other => println!("task_dump_answer={other:?}"),
+        }
+    }
     drop(guard);
 }

@@ -7,7 +7,8 @@
 
 use stallscope_wire::{
     Alert, AlertKind, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats, PoolStats,
-    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, Update, WorkerStats, SCHEMA_VERSION,
+    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, TaskDump, TaskDumpLimits, TaskGroup, Update, WorkerStats,
+    SCHEMA_VERSION,
 };
 
 /// Spawn locations in a realistic tick.
@@ -402,4 +403,67 @@ pub fn session(seed: u64, n: usize) -> Vec<Update> {
         }
     }
     out
+}
+
+/// One async trace as Tokio prints it: `depth` frames, outermost first.
+pub fn async_trace(rng: &mut Rng, depth: usize) -> String {
+    let mut out = String::new();
+    for d in 0..depth {
+        let c = CRATES[rng.below(CRATES.len() as u64) as usize];
+        let v = VERBS[rng.below(VERBS.len() as u64) as usize];
+        if d > 0 {
+            out.push('\n');
+            out.push_str(&"   ".repeat(d - 1));
+            out.push('└');
+        }
+        out.push_str(&format!(
+            "╼ shopd::{c}::{v}::{{{{closure}}}} at /home/build/shopd/src/{c}/{v}.rs:{}:{}",
+            10 + rng.below(400),
+            5 + rng.below(40)
+        ));
+    }
+    out
+}
+
+/// A realistic task dump: `groups` groups of decreasing size, 6..18-frame traces.
+pub fn task_dump(seed: u64, groups: usize) -> TaskDump {
+    let mut rng = Rng::new(seed);
+    let groups: Vec<TaskGroup> = (0..groups)
+        .map(|i| {
+            let count = 1 + (1_000 >> i.min(10)) as u64 + rng.below(3);
+            let depth = 6 + rng.below(12) as usize;
+            TaskGroup {
+                count,
+                trace: async_trace(&mut rng, depth),
+                trace_truncated: false,
+                task_ids: (0..count.min(8)).map(|k| 1 + i as u64 * 10_000 + k).collect(),
+                spawned_at: rng.chance(80).then(|| location(i)),
+            }
+        })
+        .collect();
+    let tasks = groups.iter().map(|g| g.count).sum();
+    TaskDump { tasks, elapsed_ns: 3_000_000 + rng.below(50_000_000), groups, ..TaskDump::default() }
+}
+
+/// The largest reply the limits allow: every group present, every trace at its byte limit,
+/// every example id as long as a varint gets, total trace text at its limit.
+pub fn largest_task_dump(limits: TaskDumpLimits) -> TaskDump {
+    let per_trace = limits.max_trace_bytes.min(limits.max_total_trace_bytes / limits.max_groups.max(1));
+    let groups: Vec<TaskGroup> = (0..limits.max_groups)
+        .map(|i| TaskGroup {
+            count: u64::MAX,
+            trace: "x".repeat(per_trace),
+            trace_truncated: true,
+            task_ids: vec![u64::MAX - i as u64; limits.max_task_ids],
+            spawned_at: Some(format!("{}:{}:{}", "/very/long/path".repeat(20), u32::MAX, u32::MAX)),
+        })
+        .collect();
+    TaskDump {
+        tasks: u64::MAX,
+        elapsed_ns: u64::MAX,
+        groups,
+        truncated: true,
+        omitted_groups: u64::MAX,
+        omitted_tasks: u64::MAX,
+    }
 }
