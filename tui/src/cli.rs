@@ -2,7 +2,7 @@
 //! parses and calls [`run`].
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -23,20 +23,44 @@ use crate::{list, report};
 
 /// Find what blocks your Tokio event loop and which tasks never finish.
 ///
-/// stallscope talks to the stallscope probe linked into a Tokio service: it lists the probes on
-/// this machine, records what they publish, and turns recordings into reports and flame graphs
-/// of stalled time.
+/// stallscope talks to the stallscope probe linked into a Tokio service: it shows it live in a
+/// terminal UI, lists the probes on this machine, records what they publish, and turns
+/// recordings into reports and flame graphs of stalled time. With no subcommand it attaches to
+/// the only probe running on this machine (or offers a choice).
 #[derive(Debug, Parser)]
-#[command(name = "stallscope", version, arg_required_else_help = true, max_term_width = 100)]
+#[command(name = "stallscope", version, max_term_width = 100)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (attach when left out).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The live terminal UI on a probe.
+    ///
+    /// TARGET is a pid, a socket path or tcp://HOST:PORT. Without it, the only probe running on
+    /// this machine is used, or you choose among them. A lost probe is retried with backoff.
+    Attach {
+        /// The probe: a pid, a socket path, or tcp://HOST:PORT.
+        #[arg(value_name = "TARGET")]
+        target: Option<Target>,
+        /// Also record everything received into this file.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
+        /// Where `e` in the Flame view writes SVG files (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        export_dir: Option<PathBuf>,
+    },
+    /// The terminal UI on a recording, with a timeline: play, pause, speed and seek.
+    Replay {
+        /// The recording.
+        file: PathBuf,
+        /// Where `e` in the Flame view writes SVG files (default: the current directory).
+        #[arg(long, value_name = "DIR")]
+        export_dir: Option<PathBuf>,
+    },
     /// List the probes running on this machine.
     List {
         /// Also show stale sockets left by processes that exited.
@@ -96,11 +120,11 @@ pub enum Command {
     },
     /// Run the bundled demo service with the probe in a child process and attach to it.
     ///
-    /// The demo blocks its workers, leaks tasks and saturates a pool. Until the terminal UI
-    /// lands, stallscope prints its alerts as they appear. With --headless it records for
+    /// The demo blocks its workers, leaks tasks and saturates a pool; the terminal UI shows it.
+    /// With --headless (or when the output is not a terminal) there is no UI: it records for
     /// --duration and prints the report.
     Demo {
-        /// No live output: record, then print the report.
+        /// No UI: record, then print the report.
         #[arg(long)]
         headless: bool,
         /// How long to run (10s, 1m); until Ctrl-C when left out (10s with --headless).
@@ -121,7 +145,12 @@ pub enum Command {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else {
+        return cmd_attach(None, None, None);
+    };
+    match command {
+        Command::Attach { target, record, export_dir } => cmd_attach(target, record, export_dir),
+        Command::Replay { file, export_dir } => cmd_replay(&file, export_dir),
         Command::List { all } => cmd_list(all),
         Command::Record { target, duration, output } => cmd_record(target.as_ref(), duration, &output),
         Command::Report { file, json, top } => cmd_report(&file, json, top),
@@ -145,9 +174,14 @@ fn cmd_demo(headless: bool, duration: Option<Duration>, record: Option<PathBuf>)
                 .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&stop)))
                 .context("while installing the Ctrl-C handler")?;
         }
+        if !headless && io::stdout().is_terminal() && io::stdin().is_terminal() {
+            drop(conn);
+            let options = crate::ui::RunOptions { export_dir: None, record: record.clone() };
+            return crate::ui::attach(Some(Target::Socket(child.socket.clone())), discovery::socket_dir(), options);
+        }
         if !headless {
             eprintln!(
-                "demo service running as pid {}; attached through {}. Ctrl-C to stop.",
+                "demo service running as pid {}; attached through {} (not a terminal: printing alerts). Ctrl-C to stop.",
                 child.pid,
                 child.socket.display()
             );
@@ -193,6 +227,32 @@ fn cmd_demo_service(secs: u64) -> Result<()> {
 #[cfg(not(feature = "demo"))]
 fn cmd_demo_service(_: u64) -> Result<()> {
     bail!("this stallscope was built without the `demo` feature")
+}
+
+fn cmd_attach(target: Option<Target>, record: Option<PathBuf>, export_dir: Option<PathBuf>) -> Result<()> {
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        bail!("the live UI needs a terminal; to capture without one use `stallscope record -o FILE`");
+    }
+    let dir = discovery::socket_dir();
+    let target = match target {
+        Some(t) => Some(t),
+        None => match target::resolve_or_only(None, &dir) {
+            Err(target::TargetError::Ambiguous { probes }) => match crate::ui::pick_probe(&probes)? {
+                Some(found) => Some(Target::Pid(found.pid)),
+                None => return Ok(()),
+            },
+            // One probe, or none yet: the UI waits for it and retries.
+            _ => None,
+        },
+    };
+    crate::ui::attach(target, dir, crate::ui::RunOptions { export_dir, record })
+}
+
+fn cmd_replay(file: &Path, export_dir: Option<PathBuf>) -> Result<()> {
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        bail!("replay needs a terminal; `stallscope report {}` prints a summary without one", file.display());
+    }
+    crate::ui::replay(file, crate::ui::RunOptions { export_dir, record: None })
 }
 
 /// Writes to standard output; a closed pipe (`| head`) is not an error.

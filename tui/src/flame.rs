@@ -177,6 +177,53 @@ impl Flame {
         flame
     }
 
+    /// Only the stacks through the frame at `path` (labels as [`frame_label`] gives them,
+    /// outermost first), kept whole: as when zooming in inferno's SVG, the frames above it stay,
+    /// as a full-width chain. An empty path keeps everything; a path that is not in the graph
+    /// leaves it empty. [`stalls`](Self::stalls) and
+    /// [`stalls_with_samples`](Self::stalls_with_samples) are left as they were (they count the
+    /// stalls folded, not those under the path).
+    ///
+    /// ```
+    /// use stallscope::flame::Flame;
+    /// use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
+    /// let f = |name: &str| Frame { function: name.into(), file: None, line: None, inlined: false, kind: FrameKind::Std };
+    /// let stack = |frames: [&str; 2], count| StackCount { frames: frames.iter().rev().map(|&n| f(n)).collect(), count };
+    /// let stall = Stall {
+    ///     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
+    ///     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0,
+    ///     stacks: vec![stack(["main", "read"], 3), stack(["main", "read_all"], 1), stack(["other", "read"], 2)],
+    /// };
+    /// let flame = Flame::from_stalls([&stall]);
+    /// assert_eq!(flame.zoomed(&["main".into(), "read".into()]).folded(), "main;read 3\n");
+    /// assert_eq!(flame.zoomed(&["main".into()]).samples(), 4);
+    /// assert!(flame.zoomed(&["read".into()]).is_empty());
+    /// ```
+    pub fn zoomed(&self, path: &[String]) -> Flame {
+        if path.is_empty() {
+            return self.clone();
+        }
+        let prefix = path.join(";");
+        // Keys starting with `prefix` are contiguous in sorted order; of those, keep the ones that
+        // continue with a frame boundary.
+        let stacks: BTreeMap<String, u64> = self
+            .stacks
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| k.len() == prefix.len() || k.as_bytes().get(prefix.len()) == Some(&b';'))
+            .map(|(k, n)| (k.clone(), *n))
+            .collect();
+        let mut kinds = BTreeMap::new();
+        for label in stacks.keys().flat_map(|k| k.split(';')) {
+            if !kinds.contains_key(label) {
+                if let Some(kind) = self.kinds.get(label) {
+                    kinds.insert(label.to_string(), *kind);
+                }
+            }
+        }
+        Flame { stacks, kinds, stalls: self.stalls, stalls_with_samples: self.stalls_with_samples }
+    }
+
     /// Stalls folded.
     pub fn stalls(&self) -> usize {
         self.stalls

@@ -27,3 +27,4 @@ pub mod report;
 pub mod summary;
 pub mod target;
 pub mod timefmt;
+pub mod ui;

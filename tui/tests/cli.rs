@@ -56,6 +56,7 @@ fn message(enc: &mut Encoder, r: &Received) -> ServerMessage {
         Received::Update(u) => enc.encode(u).unwrap(),
         Received::Dropped { intervals } => ServerMessage::Dropped { intervals: *intervals },
         Received::Error { message } => ServerMessage::Error { message: message.clone() },
+        Received::TaskDump(d) => ServerMessage::TaskDump(d.clone()),
     }
 }
 
@@ -83,7 +84,7 @@ fn help_golden() {
     let o = run(stallscope().arg("--help"));
     assert!(o.status.success(), "{}", stderr(&o));
     let help = stdout(&o);
-    for cmd in ["list", "record", "report", "export", "demo"] {
+    for cmd in ["attach", "replay", "list", "record", "report", "export", "demo"] {
         assert!(help.contains(&format!("\n  {cmd} ")), "{cmd} missing from:\n{help}");
     }
     support::golden("help.txt", &help);
@@ -95,11 +96,15 @@ fn help_golden() {
     assert!(stdout(&o).contains("--since <T>"), "{}", stdout(&o));
 }
 
+/// With no subcommand stallscope attaches; without a terminal it says what to use instead.
 #[test]
-fn no_arguments_print_help_and_fail() {
+fn no_arguments_attach_and_need_a_terminal() {
     let o = run(&mut stallscope());
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("Usage: stallscope <COMMAND>"), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the live UI needs a terminal"), "{}", stderr(&o));
+    let o = run(stallscope().args(["replay", "x.stsc"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("replay needs a terminal"), "{}", stderr(&o));
 }
 
 #[test]

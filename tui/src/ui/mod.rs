@@ -1,0 +1,423 @@
+//! The terminal UI: `stallscope attach` (live) and `stallscope replay FILE`.
+//!
+//! Layers (see `shared/STYLE.md`, "The terminal UI"):
+//! - [`state`]: everything shown, as plain data ([`state::App`]); no ratatui;
+//! - [`input`]: keys to [`input::Action`]s;
+//! - [`update`]: actions to state changes, plus [`update::Effect`]s that need I/O;
+//! - [`view`]: one module per screen, drawing `&App` into a buffer;
+//! - [`conn`]: the live connection thread (connect, stream, reconnect with backoff);
+//! - [`replay`]: a recording on a timeline;
+//! - [`term`]: the real terminal, restored on quit, panic and signals.
+//!
+//! [`run`] is generic over the ratatui backend, so tests drive it with `TestBackend` and a
+//! channel of events exactly as the real terminal does.
+
+pub mod conn;
+pub mod fixture;
+pub mod input;
+pub mod replay;
+pub mod state;
+pub mod term;
+pub mod update;
+pub mod view;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ratatui::backend::Backend;
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyEvent};
+use ratatui::Terminal;
+use stallscope_wire::recording::{RecordingHeader, RecordingOptions, RecordingWriter};
+use stallscope_wire::Received;
+
+use self::conn::{Command, Feed, Live};
+use self::replay::Replay;
+use self::state::{App, ConnStatus, DumpState, Source, View};
+use self::update::Effect;
+use crate::conn::ConnectOptions;
+use crate::target::Target;
+
+/// How long the probe may take for a task dump the UI asks for.
+pub const TASK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait between two wake-ups of the run loop (replay clock, signals).
+const TICK: Duration = Duration::from_millis(100);
+/// Shortest time between two draws: updates arriving faster are folded into one frame.
+const MIN_FRAME: Duration = Duration::from_millis(40);
+
+/// What the run loop reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// A key press.
+    Key(KeyEvent),
+    /// The terminal changed size.
+    Resize,
+    /// From the live connection.
+    Feed(Feed),
+}
+
+/// The data side of the UI: a live probe, a recording, or nothing (tests).
+#[derive(Debug)]
+pub enum Driver {
+    /// A live connection.
+    Live(Live),
+    /// A recording being replayed.
+    Replay(Replay),
+    /// Data comes only through events (tests).
+    None,
+}
+
+/// Options of the run loop that are not state.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    /// Where `e` writes SVG files (the current directory when None).
+    pub export_dir: Option<PathBuf>,
+    /// Client-side recording of everything received.
+    pub record: Option<PathBuf>,
+}
+
+/// Runs the UI until `q`, Ctrl-C, a signal (`stop` returns true) or the end of `events`.
+pub fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    events: &Receiver<Event>,
+    driver: &mut Driver,
+    options: &RunOptions,
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<()> {
+    let mut recorder: Option<RecordingWriter<std::io::BufWriter<std::fs::File>>> = None;
+    let mut last_draw: Option<Instant> = None;
+    let mut dirty = true;
+    let mut last_tick = Instant::now();
+    loop {
+        if dirty && last_draw.is_none_or(|t| t.elapsed() >= MIN_FRAME) {
+            if app.view == View::Flame {
+                app.refresh_flame();
+            }
+            terminal.draw(|f| view::render(app, f))?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        if app.quit || stop() {
+            break;
+        }
+        let wait = if dirty { MIN_FRAME } else { TICK };
+        match events.recv_timeout(wait) {
+            Ok(ev) => {
+                dirty |= handle(app, ev, driver, options, &mut recorder)?;
+                // Take everything already queued before drawing again.
+                while !app.quit {
+                    let Ok(ev) = events.try_recv() else { break };
+                    dirty |= handle(app, ev, driver, options, &mut recorder)?;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // No more input: leave the final state on screen.
+                if dirty {
+                    terminal.draw(|f| view::render(app, f))?;
+                }
+                break;
+            }
+        }
+        let elapsed = last_tick.elapsed();
+        last_tick = Instant::now();
+        if let Driver::Replay(r) = driver {
+            dirty |= r.advance(app, elapsed.as_secs_f64() * 1000.0);
+        }
+    }
+    if let Some(w) = recorder {
+        let path = options.record.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        let mut inner = w.into_inner().with_context(|| format!("while finishing the recording {path}"))?;
+        std::io::Write::flush(&mut inner).with_context(|| format!("while finishing the recording {path}"))?;
+    }
+    Ok(())
+}
+
+/// One event; returns whether the screen changed.
+fn handle(
+    app: &mut App,
+    ev: Event,
+    driver: &mut Driver,
+    options: &RunOptions,
+    recorder: &mut Option<RecordingWriter<std::io::BufWriter<std::fs::File>>>,
+) -> anyhow::Result<bool> {
+    match ev {
+        Event::Resize => {}
+        Event::Key(k) => {
+            if let Some(action) = input::map_key(app, k) {
+                let effect = update::update(app, action);
+                run_effect(app, effect, driver, options);
+            } else {
+                return Ok(false);
+            }
+        }
+        Event::Feed(feed) => {
+            match &feed {
+                Feed::Connected(process) => {
+                    if let (Some(path), None) = (&options.record, &recorder) {
+                        let header = RecordingHeader::new(
+                            process.clone(),
+                            format!("stallscope attach {}", env!("CARGO_PKG_VERSION")),
+                        );
+                        let w = RecordingWriter::create(path, &header, RecordingOptions::default())
+                            .with_context(|| format!("while creating the recording {}", path.display()))?;
+                        *recorder = Some(w);
+                        app.recording = Some(path.display().to_string());
+                    }
+                }
+                Feed::Data(r) => {
+                    if let Some(w) = recorder.as_mut() {
+                        if let Err(e) = w.write_received(r) {
+                            app.message = Some(format!("recording stopped: {e}"));
+                            app.recording = None;
+                            *recorder = None;
+                        }
+                    }
+                }
+                Feed::Lost { .. } => {}
+            }
+            receive_feed(app, feed);
+        }
+    }
+    Ok(true)
+}
+
+/// Applies what the connection thread reports.
+pub fn receive_feed(app: &mut App, feed: Feed) {
+    match feed {
+        Feed::Connected(process) => {
+            app.status = ConnStatus::Connected;
+            app.process = Some(process);
+        }
+        Feed::Lost { reason, attempt, retry_in } => {
+            app.status = ConnStatus::Reconnecting { reason, attempt, retry_in_ms: retry_in.as_millis() as u64 };
+            if matches!(app.tasks_view.dump, DumpState::Waiting { .. }) {
+                app.tasks_view.dump = DumpState::Failed { reason: "the connection was lost".into() };
+            }
+        }
+        Feed::Data(r) => receive(app, r),
+    }
+}
+
+/// Applies what the probe sent, routing a task-dump answer to the Tasks view.
+pub fn receive(app: &mut App, r: Received) {
+    if let Received::TaskDump(dump) = &r {
+        if let DumpState::Waiting { location } = &app.tasks_view.dump {
+            app.tasks_view.dump = dump_for(location.clone(), dump);
+        }
+        return;
+    }
+    if let Received::Error { message } = &r {
+        if matches!(app.tasks_view.dump, DumpState::Waiting { .. }) && message.to_lowercase().contains("task dump") {
+            app.tasks_view.dump = DumpState::Failed { reason: message.clone() };
+            return;
+        }
+    }
+    app.apply(r);
+}
+
+/// The part of a task dump that belongs to `location`, with a note on the rest.
+pub fn dump_for(location: String, dump: &stallscope_wire::TaskDump) -> DumpState {
+    let mine: Vec<(u64, String)> = dump
+        .groups
+        .iter()
+        .filter(|g| g.spawned_at.as_deref() == Some(location.as_str()))
+        .map(|g| (g.count, if g.trace_truncated { format!("{}\n(trace cut)", g.trace) } else { g.trace.clone() }))
+        .collect();
+    let listed: u64 = mine.iter().map(|g| g.0).sum();
+    let unknown: u64 = dump.groups.iter().filter(|g| g.spawned_at.is_none()).map(|g| g.count).sum();
+    let mut note = format!(
+        "{listed} idle task(s) of this location in {} group(s); {} task(s) in the whole dump, taken in {}",
+        mine.len(),
+        dump.tasks,
+        stallscope_wire::fmt_ns(dump.elapsed_ns)
+    );
+    if unknown > 0 {
+        note.push_str(&format!("; {unknown} task(s) of unknown location not shown"));
+    }
+    if dump.truncated {
+        note.push_str(&format!("; the probe's limits left out {} group(s)", dump.omitted_groups));
+    }
+    DumpState::Ready { location, groups: mine, note }
+}
+
+fn run_effect(app: &mut App, effect: Effect, driver: &mut Driver, options: &RunOptions) {
+    match effect {
+        Effect::None => {}
+        Effect::RequestDump => match driver {
+            Driver::Live(live) => {
+                if !live.send(Command::TaskDump { timeout: TASK_DUMP_TIMEOUT }) {
+                    app.tasks_view.dump = DumpState::Failed { reason: "the connection thread has stopped".into() };
+                }
+            }
+            _ => app.tasks_view.dump = DumpState::Failed { reason: "task dumps need a live probe".into() },
+        },
+        Effect::ExportFlame => app.message = Some(export_flame(app, options.export_dir.as_deref())),
+        Effect::Seek(to) => {
+            if let Driver::Replay(r) = driver {
+                r.seek(app, to);
+            }
+        }
+    }
+}
+
+/// Writes the Flame view (its window and zoom) as an SVG through the same code as `stallscope
+/// export`; returns the message for the status line.
+pub fn export_flame(app: &App, dir: Option<&Path>) -> String {
+    let stalls = app.flame_stalls();
+    let mut flame = crate::flame::Flame::from_stalls(stalls.iter().copied());
+    let zoom = app.flame.tree.path_labels(app.flame.cursor.zoom);
+    if !zoom.is_empty() {
+        flame = flame.zoomed(&zoom);
+    }
+    if flame.is_empty() {
+        return "export: no stack sample in this view".to_string();
+    }
+    let pid = app.process.as_ref().map_or(0, |p| p.pid);
+    let name = format!("stallscope-flame-{pid}-{}.svg", app.now_unix_ms);
+    let path = dir.map_or_else(|| PathBuf::from(&name), |d| d.join(&name));
+    let mut title = format!("stalled time, {}", app.flame.window.label());
+    if let Some(last) = zoom.last() {
+        title.push_str(&format!(", zoomed to {last}"));
+    }
+    let written = std::fs::File::create(&path).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        flame.write_svg(&crate::flame::FlameOptions::titled(title), &mut w)?;
+        std::io::Write::flush(&mut w)
+    });
+    match written {
+        Ok(()) => format!("exported {} samples to {}", flame.samples(), path.display()),
+        Err(e) => format!("export to {} failed: {e}", path.display()),
+    }
+}
+
+/// Reads terminal events on a thread of its own and sends them to the run loop.
+fn spawn_input(tx: Sender<Event>) {
+    let _ = std::thread::Builder::new().name("stallscope-input".into()).spawn(move || loop {
+        let ev = match event::read() {
+            Ok(TermEvent::Key(k)) => Event::Key(k),
+            Ok(TermEvent::Resize(..)) => Event::Resize,
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        if tx.send(ev).is_err() {
+            return;
+        }
+    });
+}
+
+/// Whether colours are off (`NO_COLOR` set and not empty, per no-color.org).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// `stallscope attach`: the live UI on `target` (or the only probe in `dir`).
+pub fn attach(target: Option<Target>, dir: PathBuf, options: RunOptions) -> anyhow::Result<()> {
+    let shown = target.as_ref().map_or_else(|| "the local probe".to_string(), |t| format!("{t:?}"));
+    let mut app = App::new(Source::Live { target: shown });
+    app.no_color = no_color();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let live = Live::start(target, dir, ConnectOptions::default(), tx.clone(), Event::Feed);
+    let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
+    spawn_input(tx);
+    let signalled = guard.signalled.clone();
+    let mut driver = Driver::Live(live);
+    let result = run(&mut guard.terminal, &mut app, &rx, &mut driver, &options, &|| {
+        signalled.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    drop(guard);
+    drop(driver);
+    result
+}
+
+/// `stallscope replay FILE`: the UI on a recording.
+pub fn replay(path: &Path, options: RunOptions) -> anyhow::Result<()> {
+    let mut rep = Replay::open(path).with_context(|| format!("while reading the recording {}", path.display()))?;
+    if rep.is_empty() {
+        anyhow::bail!("the recording {} holds no update to replay", path.display());
+    }
+    let mut app = App::new(Source::Replay { path: path.display().to_string() });
+    app.no_color = no_color();
+    if !rep.damage.is_empty() {
+        app.message = Some(format!("damaged recording, replaying what could be read: {}", rep.damage.join("; ")));
+    }
+    rep.start(&mut app);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
+    spawn_input(tx);
+    let signalled = guard.signalled.clone();
+    let mut driver = Driver::Replay(rep);
+    let result = run(&mut guard.terminal, &mut app, &rx, &mut driver, &options, &|| {
+        signalled.load(std::sync::atomic::Ordering::Relaxed)
+    });
+    drop(guard);
+    result
+}
+
+/// The picker shown when several probes run and no target was given: returns the chosen one.
+pub fn pick_probe(
+    probes: &[stallscope_wire::discovery::Found],
+) -> anyhow::Result<Option<stallscope_wire::discovery::Found>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
+    spawn_input(tx);
+    let signalled = guard.signalled.clone();
+    let choice = pick_loop(&mut guard.terminal, probes, &rx, &|| signalled.load(std::sync::atomic::Ordering::Relaxed))?;
+    drop(guard);
+    Ok(choice.and_then(|i| probes.get(i).cloned()))
+}
+
+/// The picker's loop, generic over the backend: j/k or arrows move, Enter chooses, q or Esc
+/// gives up.
+pub fn pick_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    probes: &[stallscope_wire::discovery::Found],
+    events: &Receiver<Event>,
+    stop: &dyn Fn() -> bool,
+) -> anyhow::Result<Option<usize>> {
+    use ratatui::crossterm::event::KeyCode;
+    use ratatui::text::{Line, Span};
+    use ratatui::widgets::{Paragraph, Wrap};
+    let mut selected = 0usize;
+    let no_color = no_color();
+    loop {
+        terminal.draw(|f| {
+            let theme = view::Theme { color: !no_color };
+            let mut lines = vec![
+                Line::from(Span::styled(
+                    format!("{} probes are running on this machine. Attach to:", probes.len()),
+                    theme.header(),
+                )),
+                Line::from(""),
+            ];
+            for (i, p) in probes.iter().enumerate() {
+                let up = crate::list::process_uptime(p.pid).map(crate::list::fmt_uptime).unwrap_or_default();
+                let text = format!("  {:>7}  {:<24} {:>10}  {}", p.pid, p.name, up, p.path.display());
+                let style = if i == selected { theme.selected() } else { Default::default() };
+                lines.push(Line::from(Span::styled(text, style)));
+            }
+            lines.push(Line::from(""));
+            lines.push(Line::from(Span::styled("j/k or ↑/↓ choose · Enter attach · q quit", theme.dim())));
+            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), f.area());
+        })?;
+        if stop() {
+            return Ok(None);
+        }
+        match events.recv_timeout(TICK) {
+            Ok(Event::Key(k)) => match k.code {
+                KeyCode::Up | KeyCode::Char('k') => selected = selected.saturating_sub(1),
+                KeyCode::Down | KeyCode::Char('j') => selected = (selected + 1).min(probes.len().saturating_sub(1)),
+                KeyCode::Enter => return Ok((!probes.is_empty()).then_some(selected)),
+                KeyCode::Char('q') | KeyCode::Esc => return Ok(None),
+                KeyCode::Char('c') if k.modifiers.contains(ratatui::crossterm::event::KeyModifiers::CONTROL) => {
+                    return Ok(None)
+                }
+                _ => {}
+            },
+            Ok(_) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+    }
+}

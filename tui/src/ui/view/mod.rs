@@ -1,0 +1,238 @@
+//! Drawing: one module per screen, all reading `&App` and nothing else.
+//!
+//! The frame is: a tab bar, the view, (in replay) a timeline, and a status line. Help is drawn
+//! over the view. Every screen works from 80x24 up.
+
+pub mod flame;
+mod flame_view;
+mod help;
+mod overview;
+mod pools;
+mod stalls;
+mod tasks;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Widget};
+use ratatui::Frame;
+
+use super::state::{App, ConnStatus, Source, View};
+use crate::timefmt::short_utc;
+
+/// Colours, or none (`NO_COLOR`): every style goes through here.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Theme {
+    pub(crate) color: bool,
+}
+
+impl Theme {
+    pub(crate) fn of(app: &App) -> Theme {
+        Theme { color: !app.no_color }
+    }
+
+    /// A foreground colour (nothing without colours).
+    pub(crate) fn fg(self, c: Color) -> Style {
+        if self.color {
+            Style::default().fg(c)
+        } else {
+            Style::default()
+        }
+    }
+
+    /// Headers and titles.
+    pub(crate) fn header(self) -> Style {
+        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
+    }
+
+    /// The selected row.
+    pub(crate) fn selected(self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+
+    /// Something wrong (alerts, saturated pools, leak suspects).
+    pub(crate) fn bad(self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
+    /// Something worth a look.
+    pub(crate) fn warn(self) -> Style {
+        self.fg(Color::Yellow)
+    }
+
+    /// Fine.
+    pub(crate) fn good(self) -> Style {
+        self.fg(Color::Green)
+    }
+
+    /// Secondary text.
+    pub(crate) fn dim(self) -> Style {
+        if self.color {
+            Style::default().fg(Color::DarkGray)
+        } else {
+            Style::default().add_modifier(Modifier::DIM)
+        }
+    }
+}
+
+/// Draws the whole screen.
+pub fn render(app: &App, frame: &mut Frame<'_>) {
+    render_area(app, frame.area(), frame.buffer_mut());
+}
+
+/// Draws the whole screen into `buf` (for tests and benchmarks without a terminal).
+pub fn render_area(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let theme = Theme::of(app);
+    let timeline = app.timeline.is_some() as u16;
+    let [tabs, body, line, status] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(timeline),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_tabs(app, theme, tabs, buf);
+    match app.view {
+        View::Overview => overview::render(app, theme, body, buf),
+        View::Stalls => stalls::render(app, theme, body, buf),
+        View::Flame => flame_view::render(app, theme, body, buf),
+        View::Tasks => tasks::render(app, theme, body, buf),
+        View::Pools => pools::render(app, theme, body, buf),
+    }
+    if app.timeline.is_some() {
+        render_timeline(app, theme, line, buf);
+    }
+    render_status(app, theme, status, buf);
+    if app.help {
+        help::render(app, theme, body, buf);
+    }
+}
+
+fn render_tabs(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let mut spans = vec![Span::styled(" stallscope ", theme.header())];
+    for (i, v) in View::ALL.iter().enumerate() {
+        let label = format!(" {} {} ", i + 1, v.title());
+        let mut style = if *v == app.view { theme.selected().add_modifier(Modifier::BOLD) } else { Style::default() };
+        if *v == View::Stalls && app.stalls_in_progress().next().is_some() {
+            style = style.patch(theme.bad());
+        }
+        spans.push(Span::styled(label, style));
+    }
+    if app.paused {
+        spans.push(Span::styled(format!("  PAUSED ({} waiting)", app.pending()), theme.warn()));
+    }
+    Paragraph::new(Line::from(spans)).render(area, buf);
+}
+
+/// The status line: target, connection, probe version, drops, recording, help hint (or a
+/// message, which wins).
+fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    if let Some(m) = &app.message {
+        Paragraph::new(Line::from(Span::styled(format!(" {m}"), theme.warn()))).render(area, buf);
+        return;
+    }
+    let mut spans = Vec::new();
+    let target = match (&app.source, &app.process) {
+        (_, Some(p)) => format!(" {} (pid {})", p.name, p.pid),
+        (Source::Live { target }, None) => format!(" {target}"),
+        (Source::Replay { path }, None) => format!(" {path}"),
+    };
+    spans.push(Span::raw(target));
+    spans.push(Span::raw(" · "));
+    match &app.status {
+        ConnStatus::Connecting => spans.push(Span::styled("connecting…", theme.warn())),
+        ConnStatus::Connected => spans.push(Span::styled("connected", theme.good())),
+        ConnStatus::Reconnecting { reason, attempt, retry_in_ms } => spans.push(Span::styled(
+            format!("disconnected (retry {attempt} in {:.1} s): {reason}", *retry_in_ms as f64 / 1000.0),
+            theme.bad(),
+        )),
+        ConnStatus::Replay => spans.push(Span::styled("replay", theme.header())),
+    }
+    if let Some(p) = &app.process {
+        spans.push(Span::raw(format!(" · probe {}", p.probe_version)));
+        if !p.tokio_unstable {
+            spans.push(Span::styled(" · no tokio_unstable: lag and runtime metrics only", theme.warn()));
+        }
+    }
+    let probe_drops = app.snapshot.as_ref().map_or(0, |s| s.drops.total());
+    let drops = probe_drops + app.dropped_intervals + app.paused_dropped + app.stalls_evicted;
+    let style = if drops > 0 { theme.warn() } else { Style::default() };
+    spans.push(Span::styled(format!(" · drops {drops}"), style));
+    match &app.recording {
+        Some(f) => spans.push(Span::styled(format!(" · rec {f}"), theme.bad())),
+        None => spans.push(Span::raw(" · rec off")),
+    }
+    spans.push(Span::styled(" · ? help", theme.dim()));
+    Paragraph::new(Line::from(spans)).render(area, buf);
+}
+
+fn render_timeline(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    let Some(t) = app.timeline else { return };
+    let state = if t.playing { "▶" } else { "⏸" };
+    let pos = t.at_unix_ms.saturating_sub(t.start_unix_ms);
+    let len = t.end_unix_ms.saturating_sub(t.start_unix_ms);
+    let left = format!(" {state} {:>4}x {} ", t.speed, short_utc(t.at_unix_ms));
+    let right = format!(" {} / {} ", fmt_secs(pos), fmt_secs(len));
+    let bar_w = (area.width as usize).saturating_sub(left.chars().count() + right.chars().count());
+    let filled = if len == 0 { bar_w } else { ((pos as f64 / len as f64) * bar_w as f64).round() as usize };
+    let filled = filled.min(bar_w);
+    let line = Line::from(vec![
+        Span::styled(left, theme.header()),
+        Span::styled("━".repeat(filled), theme.fg(Color::Cyan)),
+        Span::styled("─".repeat(bar_w - filled), theme.dim()),
+        Span::raw(right),
+    ]);
+    Paragraph::new(line).render(area, buf);
+}
+
+/// `75.3 s` / `12:05` style position.
+pub(crate) fn fmt_secs(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 60 {
+        format!("{}:{:02}", s / 60, s % 60)
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+/// Truncates `s` to `w` columns with an ellipsis.
+pub(crate) fn clip(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        s.to_string()
+    } else if w == 0 {
+        String::new()
+    } else {
+        let mut out: String = s.chars().take(w - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Keeps the end of `s` (file paths: the file and line matter most).
+pub(crate) fn clip_left(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        s.to_string()
+    } else if w == 0 {
+        String::new()
+    } else {
+        let mut out = String::from("…");
+        out.extend(s.chars().skip(n - (w - 1)));
+        out
+    }
+}
+
+/// A nanosecond figure for a table cell (`—` when unknown).
+pub(crate) fn ns_cell(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "—".to_string(), stallscope_wire::fmt_ns)
+}
+
+/// First row shown so that `selected` is visible in `height` rows.
+pub(crate) fn scroll_for(selected: usize, height: usize) -> usize {
+    if height == 0 {
+        0
+    } else {
+        selected.saturating_sub(height - 1)
+    }
+}

@@ -1,0 +1,324 @@
+//! The terminal UI on `TestBackend`: every view from the fixture at 80x24 and 160x48 (insta
+//! snapshots), the run loop driven by key events, replay of a real recording file, and the
+//! live connection losing and finding a (real, socket-speaking) probe again.
+
+use std::io::Write as _;
+use std::os::unix::net::UnixListener;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::layout::Rect;
+use ratatui::Terminal;
+use stallscope::ui::conn::{Feed, Live};
+use stallscope::ui::replay::Replay;
+use stallscope::ui::state::{App, DumpState, FlameWindow, View};
+use stallscope::ui::{fixture, input, run, update, view, Driver, Event, RunOptions};
+use stallscope_wire::recording::{RecordingHeader, RecordingOptions, RecordingReader, RecordingWriter};
+use stallscope_wire::{Encoder, Received};
+
+/// The screen as text, one line per row, trailing blanks trimmed.
+fn text(buf: &Buffer) -> String {
+    let area = buf.area;
+    let mut out = String::new();
+    for y in 0..area.height {
+        let mut line = String::new();
+        for x in 0..area.width {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn draw(app: &mut App, w: u16, h: u16) -> String {
+    if app.view == View::Flame {
+        app.refresh_flame();
+    }
+    let mut buf = Buffer::empty(Rect::new(0, 0, w, h));
+    view::render_area(app, buf.area, &mut buf);
+    text(&buf)
+}
+
+fn key(c: KeyCode) -> KeyEvent {
+    KeyEvent::new(c, KeyModifiers::NONE)
+}
+
+fn press(app: &mut App, keys: &[KeyCode]) {
+    for k in keys {
+        if let Some(a) = input::map_key(app, key(*k)) {
+            let _ = update::update(app, a);
+        }
+    }
+}
+
+/// Every view at both sizes.
+#[test]
+fn views_snapshot() {
+    for (w, h) in [(80u16, 24u16), (160, 48)] {
+        for v in View::ALL {
+            let mut app = fixture::app();
+            app.view = v;
+            insta::assert_snapshot!(format!("{}_{w}x{h}", v.title().to_lowercase()), draw(&mut app, w, h));
+        }
+        let mut app = fixture::app();
+        app.help = true;
+        insta::assert_snapshot!(format!("help_{w}x{h}"), draw(&mut app, w, h));
+
+        let mut app = fixture::app();
+        app.view = View::Stalls;
+        press(&mut app, &[KeyCode::Enter]);
+        assert!(app.stalls_view.detail.is_some(), "Enter opens the newest stall");
+        insta::assert_snapshot!(format!("stall_detail_{w}x{h}"), draw(&mut app, w, h));
+
+        let mut app = fixture::app();
+        app.view = View::Tasks;
+        press(&mut app, &[KeyCode::Enter]);
+        let location = app.tasks_view.detail.clone().expect("Enter opens the busiest location");
+        app.tasks_view.dump = DumpState::Ready {
+            location,
+            groups: vec![(
+                2388,
+                "╼ checkout_api::watch::watch_request::{{closure}} at src/watch.rs:91:20\n  └╼ tokio::sync::notify::Notified::await".into(),
+            )],
+            note: "2388 idle task(s) of this location in 1 group(s); 2402 task(s) in the whole dump, taken in 3.1 ms".into(),
+        };
+        insta::assert_snapshot!(format!("task_detail_{w}x{h}"), draw(&mut app, w, h));
+    }
+}
+
+#[test]
+fn no_color_draws_no_colour() {
+    let mut app = fixture::app();
+    app.no_color = true;
+    for v in View::ALL {
+        app.view = v;
+        if v == View::Flame {
+            app.refresh_flame();
+        }
+        let mut buf = Buffer::empty(Rect::new(0, 0, 120, 40));
+        view::render_area(&app, buf.area, &mut buf);
+        for cell in buf.content() {
+            assert_eq!(cell.fg, ratatui::style::Color::Reset, "{v:?}: colour in NO_COLOR mode at '{}'", cell.symbol());
+            assert_eq!(cell.bg, ratatui::style::Color::Reset, "{v:?}: background in NO_COLOR mode");
+        }
+    }
+}
+
+#[test]
+fn overview_shows_what_matters() {
+    let mut app = fixture::app();
+    let screen = draw(&mut app, 80, 24);
+    assert!(screen.contains("loop lag p99"), "{screen}");
+    assert!(screen.contains("w0") && screen.contains("93%"), "worker busy bars: {screen}");
+    // Newest alert first: the pool saturated at second 8, the leak at 5, the blocking poll at 12.
+    let blocking = screen.find("blocking poll").expect("blocking poll alert");
+    let leak = screen.find("task leak suspect").expect("leak alert");
+    assert!(blocking < leak, "newest first: {screen}");
+    assert!(screen.contains("checkout-api (pid 4242)") && screen.contains("connected"), "{screen}");
+}
+
+#[test]
+fn stalls_sort_and_filter() {
+    let mut app = fixture::app();
+    app.view = View::Stalls;
+    let ids = |app: &App| app.stall_rows().iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(ids(&app), vec![3, 2, 1], "newest first");
+    press(&mut app, &[KeyCode::Right]); // sort by duration, longest first
+    assert_eq!(ids(&app), vec![1, 2, 3]);
+    press(&mut app, &[KeyCode::Char('i')]);
+    assert_eq!(ids(&app), vec![3, 2, 1]);
+    press(&mut app, &[KeyCode::Char('/'), KeyCode::Char('r'), KeyCode::Char('e'), KeyCode::Char('n'), KeyCode::Enter]);
+    assert_eq!(ids(&app), vec![2], "filter 'ren' keeps render_report_cpu");
+    let screen = draw(&mut app, 80, 24);
+    assert!(screen.contains("filter: ren") && screen.contains("render_report_cpu"), "{screen}");
+    press(&mut app, &[KeyCode::Esc]);
+    assert_eq!(ids(&app).len(), 3, "Esc clears the filter");
+}
+
+#[test]
+fn flame_view_search_zoom_and_export() {
+    let mut app = fixture::app();
+    press(&mut app, &[KeyCode::Char('3')]);
+    assert_eq!(app.view, View::Flame);
+    let screen = draw(&mut app, 160, 48);
+    assert!(screen.contains("fetch_rates_blocking"), "{screen}");
+    press(&mut app, &[KeyCode::Char('/'), KeyCode::Char('m'), KeyCode::Char('u'), KeyCode::Char('t'), KeyCode::Enter]);
+    let screen = draw(&mut app, 160, 48);
+    // 14 of 60 samples are in the mutex stall.
+    assert!(screen.contains("23.3%"), "search share on screen: {screen}");
+    press(&mut app, &[KeyCode::Esc, KeyCode::Down, KeyCode::Down, KeyCode::Enter]);
+    assert_ne!(app.flame.cursor.zoom, 0, "Enter zoomed in");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msg = stallscope::ui::export_flame(&app, Some(dir.path()));
+    assert!(msg.starts_with("exported 60 samples to "), "{msg}");
+    let path = msg.rsplit(' ').next().expect("path");
+    let svg = std::fs::read_to_string(path).expect("svg written");
+    assert!(svg.contains("fetch_rates_blocking") && svg.contains("<svg"), "export holds the view");
+    press(&mut app, &[KeyCode::Char('w')]);
+    assert_eq!(app.flame.window, FlameWindow::Last10s);
+    // The CPU stall (ended at 20.46 s) and the mutex stall (27.96 s) ended in the last 10 s of
+    // the 30 s session; the sleep (12.3 s) did not.
+    assert_eq!(app.flame.stalls, 2);
+}
+
+/// The run loop on TestBackend, fed keys through its channel as the real input thread does.
+#[test]
+fn run_loop_follows_keys_and_quits() {
+    let mut app = fixture::app();
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let (tx, rx) = mpsc::channel();
+    for k in [KeyCode::Char('2'), KeyCode::Char('j'), KeyCode::Enter] {
+        tx.send(Event::Key(key(k))).expect("send");
+    }
+    drop(tx);
+    let mut driver = Driver::None;
+    run(&mut terminal, &mut app, &rx, &mut driver, &RunOptions::default(), &|| false).expect("run");
+    assert!(!app.quit);
+    assert_eq!(app.view, View::Stalls);
+    assert_eq!(app.stalls_view.detail, Some(2), "second newest stall opened");
+    let screen = text(terminal.backend().buffer());
+    assert!(screen.contains("Stall #2"), "{screen}");
+
+    let (tx, rx) = mpsc::channel();
+    tx.send(Event::Key(key(KeyCode::Char('q')))).expect("send");
+    tx.send(Event::Key(key(KeyCode::Char('1')))).expect("send");
+    run(&mut terminal, &mut app, &rx, &mut driver, &RunOptions::default(), &|| false).expect("run");
+    assert!(app.quit, "q quits");
+    assert_eq!(app.view, View::Stalls, "nothing after q is handled");
+}
+
+/// A recording written through the real writer, read back and replayed on a timeline.
+#[test]
+fn replay_plays_seeks_and_rewinds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("session.stallscope");
+    let mut w =
+        RecordingWriter::create(&path, &RecordingHeader::new(fixture::process(), "test"), RecordingOptions::default())
+            .expect("create");
+    for r in fixture::updates() {
+        w.write_received(&r).expect("write");
+    }
+    w.into_inner().expect("flush").flush().expect("flush");
+    let mut rep = Replay::from_recording(RecordingReader::open(&path).expect("open").read_all());
+    assert!(rep.damage.is_empty());
+    let mut app = App::new(stallscope::ui::state::Source::Replay { path: path.display().to_string() });
+    rep.start(&mut app);
+    let t = app.timeline.expect("timeline");
+    assert_eq!((t.start_unix_ms, t.end_unix_ms), (fixture::T0, fixture::T0 + 30_000));
+    assert!(app.stalls.is_empty());
+    // Ten seconds at 2x: 20 s of data, past the first stall (12.25 s) only.
+    press(&mut app, &[KeyCode::Char('+')]);
+    for _ in 0..10 {
+        rep.advance(&mut app, 1000.0);
+    }
+    assert_eq!(app.timeline.map(|t| t.at_unix_ms), Some(fixture::T0 + 20_000));
+    assert_eq!(app.stalls.keys().copied().collect::<Vec<_>>(), vec![1]);
+    // Seek to the end, then back to the start: the data is rebuilt, the view state kept.
+    app.view = View::Tasks;
+    rep.seek(&mut app, fixture::T0 + 30_000);
+    assert_eq!(app.stalls.len(), 3);
+    rep.seek(&mut app, fixture::T0 + 5_000);
+    assert!(app.stalls.is_empty(), "rewound before the first stall");
+    assert_eq!(app.view, View::Tasks);
+    let screen = draw(&mut app, 80, 24);
+    assert!(screen.contains("replay") && screen.contains("5.0 s / 30.0 s"), "{screen}");
+    // Played to the end, playback stops.
+    for _ in 0..40 {
+        rep.advance(&mut app, 1000.0);
+    }
+    assert_eq!(app.timeline.map(|t| t.playing), Some(false));
+    assert_eq!(app.stalls.len(), 3);
+}
+
+/// A probe that answers one connection, sends one update and hangs up; then answers again.
+#[test]
+fn live_connection_reports_loss_and_reconnects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("4242-fake.sock");
+    let listener = UnixListener::bind(&sock).expect("bind");
+    let server = std::thread::spawn(move || {
+        for round in 0..2u64 {
+            let (mut s, _) = listener.accept().expect("accept");
+            stallscope_wire::proto::server_handshake(&mut s, &fixture::process()).expect("handshake");
+            let mut enc = Encoder::new();
+            let mut snap = fixture::snapshot(round, &[]);
+            snap.seq = round;
+            let update = stallscope_wire::Update::Tick {
+                snapshot: Box::new(snap),
+                interval: Box::new(stallscope_wire::Interval::default()),
+            };
+            let msg = enc.encode(&update).expect("encode");
+            stallscope_wire::write_frame(&mut s, &msg.to_payload().expect("payload")).expect("write");
+            s.flush().expect("flush");
+            std::thread::sleep(Duration::from_millis(100));
+            // Dropping the stream hangs up.
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let live = Live::start(
+        Some(stallscope::target::Target::Socket(sock)),
+        dir.path().to_path_buf(),
+        stallscope::conn::ConnectOptions::default(),
+        tx,
+        Event::Feed,
+    );
+    let mut app = App::new(stallscope::ui::state::Source::Live { target: "fake".into() });
+    let mut seen = Vec::new();
+    while seen.iter().filter(|s: &&String| s.as_str() == "connected").count() < 2 {
+        let Ok(Event::Feed(f)) = rx.recv_timeout(Duration::from_secs(10)) else { panic!("no feed; saw {seen:?}") };
+        match &f {
+            Feed::Connected(p) => {
+                assert_eq!(p.pid, 4242);
+                seen.push("connected".into());
+            }
+            Feed::Data(Received::Update(_)) => seen.push("update".into()),
+            Feed::Lost { reason, .. } => seen.push(format!("lost: {reason}")),
+            Feed::Data(other) => seen.push(format!("{other:?}")),
+        }
+        stallscope::ui::receive_feed(&mut app, f);
+        if seen.len() == 3 {
+            // Between the two connections the status line says so.
+            let screen = draw(&mut app, 100, 24);
+            assert!(screen.contains("disconnected"), "{screen}");
+        }
+    }
+    assert_eq!(seen[0], "connected");
+    assert_eq!(seen[1], "update");
+    assert!(seen[2].starts_with("lost: "), "{seen:?}");
+    assert_eq!(seen[3], "connected");
+    assert!(app.snapshot.is_some());
+    drop(live);
+    server.join().expect("server");
+}
+
+/// With several probes and no target, the picker lists them and returns the one chosen.
+#[test]
+fn the_picker_lists_probes_and_returns_the_choice() {
+    use stallscope_wire::discovery::Found;
+    let probes: Vec<Found> = [(101, "api"), (202, "worker"), (303, "cron")]
+        .iter()
+        .map(|(pid, name)| Found {
+            pid: *pid,
+            name: name.to_string(),
+            path: format!("/tmp/stallscope-0/{pid}-{name}.sock").into(),
+            alive: true,
+        })
+        .collect();
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
+    let (tx, rx) = mpsc::channel();
+    for k in [KeyCode::Down, KeyCode::Char('j'), KeyCode::Up, KeyCode::Enter] {
+        tx.send(Event::Key(key(k))).expect("send");
+    }
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker");
+    assert_eq!(chosen, Some(1), "down, down, up: the second probe");
+    let screen = text(terminal.backend().buffer());
+    assert!(screen.contains("3 probes are running on this machine"), "{screen}");
+    assert!(screen.contains("202  worker") && screen.contains("303  cron"), "{screen}");
+    let (tx, rx) = mpsc::channel();
+    tx.send(Event::Key(key(KeyCode::Char('q')))).expect("send");
+    assert_eq!(stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker"), None);
+}
