@@ -67,7 +67,7 @@ fn render_sparklines(app: &App, theme: Theme, area: Rect, rows: u16, buf: &mut B
             format!("{} s", app.history.len().min(area.width.saturating_sub(LABEL_W) as usize)),
             theme.header(),
         ),
-        Span::styled(" (one column a second)", theme.dim()),
+        Span::styled(" (one column a second; figures: the last full second)", theme.dim()),
     ]);
     Paragraph::new(title).render(Rect { height: 1, ..area }, buf);
     let spark_w = area.width.saturating_sub(LABEL_W) as usize;
@@ -78,7 +78,9 @@ fn render_sparklines(app: &App, theme: Theme, area: Rect, rows: u16, buf: &mut B
         }
         let row = Rect { x: area.x, y, width: area.width, height: rows.min(area.bottom() - y) };
         let data = app.history.tail(spark_w, s.value);
-        let last = app.history.last().map(s.value).unwrap_or(0);
+        // The newest second is still filling: show the last complete one.
+        let n = app.history.len();
+        let last = app.history.seconds().nth(n.saturating_sub(2)).map(s.value).unwrap_or(0);
         let max = data.iter().copied().max().unwrap_or(0);
         let label = format!("{:<15}{:>10} ", s.label, (s.show)(last));
         let style = if last > 0 && k <= 1 { theme.fg(s.color) } else { Style::default() };
