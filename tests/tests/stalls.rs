@@ -153,3 +153,34 @@ fn a_stall_is_published_while_it_is_still_running() {
         task.await.unwrap();
     });
 }
+
+/// Busy time per worker comes from the watchdog's scans: a worker stalled 200 ms in a CPU loop
+/// shows at least most of that time, and an idle runtime's workers show almost none.
+#[test]
+fn busy_time_per_worker_covers_a_stall() {
+    let _s = serial();
+    let snap = Service::multi().run(|_| async {
+        tokio::spawn(async {
+            let until = std::time::Instant::now() + Duration::from_millis(200);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        })
+        .await
+        .unwrap();
+    });
+    let stalled = snap.workers.iter().find(|w| w.busy_ns >= 150_000_000);
+    assert!(stalled.is_some(), "a worker busy for ≥150 ms of the 200 ms loop: {:?}", busy(&snap));
+    let total: u64 = snap.workers.iter().map(|w| w.busy_ns).sum();
+    assert!(total < 400_000_000, "no more than the loop and a little more: {:?}", busy(&snap));
+
+    let idle = Service::multi().run(|_| async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let total: u64 = idle.workers.iter().map(|w| w.busy_ns).sum();
+    assert!(total < 50_000_000, "an idle runtime is not busy: {:?}", busy(&idle));
+}
+
+fn busy(s: &stallscope_wire::Snapshot) -> Vec<(u32, u64)> {
+    s.workers.iter().map(|w| (w.index, w.busy_ns / 1_000_000)).collect()
+}
