@@ -327,11 +327,22 @@ pub fn attach(target: Option<Target>, dir: PathBuf, options: RunOptions) -> anyh
     app.no_color = no_color();
     let (tx, rx) = std::sync::mpsc::channel();
     let live = Live::start(target, dir, ConnectOptions::default(), tx.clone(), Event::Feed);
+    in_terminal(&mut app, Driver::Live(live), &options, tx, &rx)
+}
+
+/// Runs the UI in the real terminal until it ends, then gives the terminal back before the
+/// driver (the connection thread) is stopped.
+fn in_terminal(
+    app: &mut App,
+    mut driver: Driver,
+    options: &RunOptions,
+    tx: Sender<Event>,
+    rx: &Receiver<Event>,
+) -> anyhow::Result<()> {
     let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
     spawn_input(tx);
     let signalled = guard.signalled.clone();
-    let mut driver = Driver::Live(live);
-    let result = run(&mut guard.terminal, &mut app, &rx, &mut driver, &options, &|| {
+    let result = run(&mut guard.terminal, app, rx, &mut driver, options, &|| {
         signalled.load(std::sync::atomic::Ordering::Relaxed)
     });
     drop(guard);
@@ -352,15 +363,7 @@ pub fn replay(path: &Path, options: RunOptions) -> anyhow::Result<()> {
     }
     rep.start(&mut app);
     let (tx, rx) = std::sync::mpsc::channel();
-    let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
-    spawn_input(tx);
-    let signalled = guard.signalled.clone();
-    let mut driver = Driver::Replay(rep);
-    let result = run(&mut guard.terminal, &mut app, &rx, &mut driver, &options, &|| {
-        signalled.load(std::sync::atomic::Ordering::Relaxed)
-    });
-    drop(guard);
-    result
+    in_terminal(&mut app, Driver::Replay(rep), &options, tx, &rx)
 }
 
 /// The picker shown when several probes run and no target was given: returns the chosen one.
