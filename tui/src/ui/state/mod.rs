@@ -550,8 +550,9 @@ impl App {
                 });
                 self.update_workers(&snapshot);
                 self.update_rates(&snapshot);
+                // Every tick repeats the probe's recent stalls: copy only what is new or more complete.
                 for s in snapshot.stalls.iter().chain(interval.stalls.iter()) {
-                    self.keep_stall(s.clone());
+                    self.keep_stall(s);
                 }
                 self.update_alerts(&snapshot.alerts, snapshot.at_unix_ms);
                 self.snapshot = Some(snapshot);
@@ -562,22 +563,27 @@ impl App {
             }
             Update::StallStarted(s) | Update::StallEnded(s) => {
                 self.now_unix_ms = self.now_unix_ms.max(stall_end_ms(&s));
-                self.keep_stall(s);
+                self.keep_stall(&s);
             }
         }
     }
 
-    fn keep_stall(&mut self, s: Stall) {
+    fn keep_stall(&mut self, s: &Stall) {
         use std::collections::btree_map::Entry;
+        let oldest_kept = self.stalls.first_key_value().map(|(k, _)| *k);
         match self.stalls.entry(s.id) {
             Entry::Occupied(mut e) => {
-                if better(&s, e.get()) {
-                    e.insert(s);
+                if better(s, e.get()) {
+                    e.insert(s.clone());
                     self.flame.stale = true;
                 }
             }
             Entry::Vacant(e) => {
-                e.insert(s);
+                if self.stalls_evicted > 0 && oldest_kept.is_some_and(|k| s.id < k) {
+                    // Older than everything kept: it was evicted before; do not bring it back.
+                    return;
+                }
+                e.insert(s.clone());
                 self.flame.stale = true;
             }
         }
@@ -818,8 +824,59 @@ fn stall_matches(s: &Stall, needle: &str) -> bool {
         || s.task.is_some_and(|t| t.to_string().contains(needle))
 }
 
-/// Whether `new` is a more complete copy of a stall than `old`.
+/// Whether `new` is a more complete copy of a stall than `old` (an equal copy is not).
 fn better(new: &Stall, old: &Stall) -> bool {
-    let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns);
-    rank(new) >= rank(old)
+    let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns, s.stacks.len());
+    rank(new) > rank(old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stall(id: u64, ms: u64) -> Stall {
+        Stall {
+            id,
+            start_unix_ms: 1_000 + id,
+            duration_ns: Some(ms * 1_000_000),
+            elapsed_ns: ms * 1_000_000,
+            worker: 0,
+            tid: 1,
+            task: Some(id),
+            spawned_at: "src/main.rs:1:1".into(),
+            in_block_in_place: false,
+            stacks: Vec::new(),
+            samples_lost: 0,
+        }
+    }
+
+    #[test]
+    fn stalls_are_bounded_and_evicted_ones_stay_out() {
+        let mut app = App::new(Source::Live { target: "t".into() });
+        for id in 1..=(MAX_STALLS as u64 + 5) {
+            app.apply(Received::Update(Update::StallEnded(stall(id, 20))));
+        }
+        assert_eq!(app.stalls.len(), MAX_STALLS);
+        assert_eq!(app.stalls_evicted, 5);
+        assert_eq!(app.stalls.keys().next(), Some(&6), "the oldest went first");
+        // The probe repeats its recent stalls every tick; an evicted one does not come back.
+        app.apply(Received::Update(Update::StallEnded(stall(3, 20))));
+        assert!(!app.stalls.contains_key(&3));
+        assert_eq!(app.stalls.len(), MAX_STALLS);
+    }
+
+    #[test]
+    fn a_stall_is_replaced_only_by_a_more_complete_copy() {
+        let mut app = App::new(Source::Live { target: "t".into() });
+        let mut running = stall(1, 12);
+        running.duration_ns = None;
+        app.apply(Received::Update(Update::StallStarted(running.clone())));
+        assert!(app.stalls_in_progress().next().is_some());
+        app.apply(Received::Update(Update::StallEnded(stall(1, 40))));
+        assert_eq!(app.stalls[&1].duration_ns, Some(40_000_000));
+        // A late copy of the running state does not undo the end.
+        app.apply(Received::Update(Update::StallStarted(running)));
+        assert_eq!(app.stalls[&1].duration_ns, Some(40_000_000));
+        assert!(app.stalls_in_progress().next().is_none());
+    }
 }
