@@ -52,8 +52,13 @@ const W1_TASKS: u64 = 1_000;
 const W2_SPAWNERS: u64 = 4;
 /// Handles a W2 spawner holds before awaiting them.
 const W2_BATCH: u64 = 1_000;
-/// Quick-mode guard on the median W1 probe/bare wall-time ratio.
-const QUICK_MAX_W1_RATIO: f64 = 2.0;
+/// Quick-mode guard (CI) on the median W1 probe/bare wall-time ratio. The probe measures about
+/// 1.10 here; the median of 21 quick pairs stayed within 1.12–1.16 even while two builds loaded
+/// the machine (individual pairs 0.75–1.5), so 1.5 does not flake, and it catches the regressions that matter: the first poll path
+/// (a clock read at both ends of every poll) added +36 ns per poll, about 1.6x this W1's 61 ns bare,
+/// and the project's reference puts `Instant::now()` twice with shared counters at 2.04x
+/// (docs/benchmarks.md).
+const QUICK_MAX_W1_RATIO: f64 = 1.5;
 /// Other processes' mean load (cores) above which a workload's figures are flagged as disturbed.
 const DISTURBED_CORES: f64 = 0.1;
 
@@ -86,7 +91,7 @@ impl Plan {
         // 1_000 × 1_000 = 1_000_000 polls per W1 run.
         Plan {
             quick: true,
-            pairs: 5,
+            pairs: 21,
             w1_tasks: W1_TASKS,
             w1_yields: 999,
             w2_tasks: 100_000,
