@@ -59,3 +59,12 @@ pub(crate) fn clock() -> &'static Clock {
 pub(crate) fn now_raw() -> u64 {
     clock().inner.raw()
 }
+
+/// The raw counter for the sample signal handler, or 0 before the clock is calibrated (never in
+/// practice: `Probe::build` calibrates it before any sample is requested). Async-signal-safe: it
+/// never initializes anything, it only reads the counter (`rdtsc` / `cntvct_el0`, or
+/// `clock_gettime` where quanta found no usable TSC).
+#[inline(always)]
+pub(crate) fn now_raw_in_handler() -> u64 {
+    CLOCK.get().map_or(0, |c| c.inner.raw())
+}

@@ -157,6 +157,103 @@ impl NsHist {
     }
 }
 
+/// Sub-buckets per power of two in a [`FineHist`]: a quantile is rounded up by at most 1/16.
+const FINE_SUB_BITS: u32 = 4;
+const FINE_SUB: usize = 1 << FINE_SUB_BITS;
+/// Powers of two a [`FineHist`] resolves above its exact range; larger values (past 2^40 ns,
+/// about 18 minutes) share the last bucket.
+const FINE_TOP_BIT: u32 = 40;
+const FINE_BUCKETS: usize = (FINE_TOP_BIT - FINE_SUB_BITS + 2) as usize * FINE_SUB;
+
+/// A finer histogram of nanosecond values for the probe's own cost figures (the signal handler
+/// time, the unwind time): 16 linear sub-buckets per power of two, so that a quantile is within
+/// 6.25% (the log-bucket [`TickHist`] is only within a factor of two). Any thread may record;
+/// never on the poll path.
+#[derive(Debug)]
+pub(crate) struct FineHist {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum: AtomicU64,
+    max: AtomicU64,
+}
+
+impl Default for FineHist {
+    fn default() -> Self {
+        FineHist {
+            buckets: (0..FINE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Bucket of a value: exact below 16, then 16 sub-buckets per power of two.
+fn fine_bucket_of(ns: u64) -> usize {
+    if ns < FINE_SUB as u64 {
+        return ns as usize;
+    }
+    let top = (63 - ns.leading_zeros()).min(FINE_TOP_BIT);
+    if top == FINE_TOP_BIT && ns >> FINE_TOP_BIT > 1 {
+        return FINE_BUCKETS - 1;
+    }
+    let shift = top - FINE_SUB_BITS;
+    let sub = ((ns >> shift) as usize) & (FINE_SUB - 1);
+    (top - FINE_SUB_BITS + 1) as usize * FINE_SUB + sub
+}
+
+/// Largest value of bucket `i`.
+fn fine_bucket_upper(i: usize) -> u64 {
+    if i < FINE_SUB {
+        return i as u64;
+    }
+    if i + 1 >= FINE_BUCKETS {
+        return u64::MAX;
+    }
+    let shift = (i / FINE_SUB - 1) as u32;
+    let sub = (i % FINE_SUB) as u64;
+    ((FINE_SUB as u64 + sub + 1) << shift) - 1
+}
+
+impl FineHist {
+    /// Records one value (multi-writer).
+    #[cfg_attr(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))), allow(dead_code))]
+    pub(crate) fn record(&self, ns: u64) {
+        self.buckets[fine_bucket_of(ns)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum.fetch_add(ns, Relaxed);
+        self.max.fetch_max(ns, Relaxed);
+    }
+
+    /// Values recorded.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Largest value recorded.
+    pub(crate) fn max(&self) -> u64 {
+        self.max.load(Relaxed)
+    }
+
+    /// The `q` quantile (0..=1): the upper bound of its bucket, at most the maximum; 0 when empty.
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        let count = self.count();
+        if count == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * count as f64).ceil() as u64).max(1);
+        let max = self.max();
+        let mut seen = 0u64;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen = seen.saturating_add(b.load(Relaxed));
+            if seen >= rank {
+                return fine_bucket_upper(i).min(max);
+            }
+        }
+        max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +270,39 @@ mod tests {
             assert_eq!(bucket_of(bucket_upper_ticks(i)), i);
             assert_eq!(bucket_of(bucket_upper_ticks(i) + 1), i + 1);
         }
+    }
+
+    #[test]
+    fn fine_buckets_are_contiguous_and_narrow() {
+        let mut prev_upper = None;
+        for i in 0..FINE_BUCKETS - 1 {
+            let upper = fine_bucket_upper(i);
+            assert_eq!(fine_bucket_of(upper), i, "upper of {i}");
+            assert_eq!(fine_bucket_of(upper + 1), i + 1, "after {i}");
+            if let Some(p) = prev_upper {
+                let lower: u64 = p + 1;
+                // Each bucket spans at most 1/16 of its lower bound (exact below 16).
+                assert!((upper - lower) * 16 <= lower.max(16), "bucket {i}: {lower}..={upper}");
+            }
+            prev_upper = Some(upper);
+        }
+        assert_eq!(fine_bucket_of(u64::MAX), FINE_BUCKETS - 1);
+        assert_eq!(fine_bucket_of(0), 0);
+    }
+
+    #[test]
+    fn fine_quantiles_are_within_a_sixteenth() {
+        let h = FineHist::default();
+        assert_eq!(h.quantile(0.5), 0);
+        for v in 1..=1000u64 {
+            h.record(v * 100);
+        }
+        let p50 = h.quantile(0.5);
+        assert!((50_000..=50_000 + 50_000 / 16).contains(&p50), "p50 {p50}");
+        let p99 = h.quantile(0.99);
+        assert!((99_000..=99_000 + 99_000 / 16).contains(&p99), "p99 {p99}");
+        assert_eq!(h.quantile(1.0), 100_000);
+        assert_eq!(h.count(), 1000);
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub use probe::{
     DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD, DEFAULT_TIMED_POLL_EVERY,
 };
 pub use report::render as render_report;
+pub use sampler::stats::SamplerStats;
 /// The snapshot types (crate `stallscope-wire`).
 pub use stallscope_wire as wire;
 

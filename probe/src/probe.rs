@@ -11,6 +11,7 @@ use stallscope_wire::{Snapshot, Update};
 use crate::aggregator::{self, Msg};
 use crate::clock::clock;
 use crate::hist::NsHist;
+use crate::sampler::stats::{SamplerCosts, SamplerStats};
 use crate::slots::Slots;
 
 // === defaults ===
@@ -390,6 +391,7 @@ impl ProbeBuilder {
             endpoints: Mutex::new(crate::server::Endpoints::default()),
             clients_refused: AtomicU64::new(0),
             polls_stalled: AtomicUsize::new(0),
+            sampler_costs: SamplerCosts::default(),
             config: c,
         });
         Ok(Probe { shared })
@@ -545,6 +547,8 @@ pub(crate) struct Shared {
     /// Polls running past the stall threshold now, as of the watchdog's last scan (task dumps are
     /// refused while there are any).
     pub(crate) polls_stalled: AtomicUsize,
+    /// What stack sampling has cost (`Probe::sampler_stats`).
+    pub(crate) sampler_costs: SamplerCosts,
 }
 
 impl Shared {
@@ -707,6 +711,13 @@ impl Probe {
         let dropped = Arc::new(AtomicU64::new(0));
         self.shared.subscribers.lock().unwrap_or_else(|e| e.into_inner()).push((tx, dropped.clone()));
         Subscription { rx, dropped }
+    }
+
+    /// What native stack sampling has cost so far, counted by the probe itself: time in the
+    /// signal handler, unwind time per sample, symbolization time per new address. Not part of
+    /// the snapshots (the wire format); see [`SamplerStats`] for each figure.
+    pub fn sampler_stats(&self) -> SamplerStats {
+        self.shared.sampler_costs.stats()
     }
 
     /// A plain-text summary of the latest snapshot: stalls with their top user frame, leak

@@ -1,5 +1,6 @@
 //! The watchdog thread: finds polls that have run past the stall threshold, samples the stalled
 //! thread's native stack while the stall lasts, unwinds the copies, and tells the aggregator.
+//! It also records what each sample cost: the handler's own time and the unwind time.
 //!
 //! It runs outside the service's runtime, so a fully stalled runtime still reports its stall.
 
@@ -82,14 +83,24 @@ fn collect_samples(
     request_timeout: u64,
 ) {
     let mut addrs = Vec::with_capacity(crate::sampler::unwind::MAX_FRAMES);
+    let clk = clock();
+    let costs = &shared.sampler_costs;
     let expired = crate::sampler::signal::collect(shared.id, now_raw(), request_timeout, |cap| {
+        costs.captured.fetch_add(1, Relaxed);
+        costs.stack_bytes.fetch_add(cap.stack.len() as u64, Relaxed);
+        if cap.handler_ticks > 0 {
+            costs.handler_ns.record(clk.ticks_to_ns(cap.handler_ticks));
+        }
         // A sample whose poll had already ended when the signal landed shows another poll's
         // stack: drop it rather than blame the wrong code.
         if cap.got_seq != cap.want_seq || cap.stack.is_empty() {
             shared.samples_lost.fetch_add(1, Relaxed);
             return;
         }
+        let began = now_raw();
         unwinder.unwind(cap.regs, cap.stack, &mut addrs);
+        costs.unwind_ns.record(clk.ticks_to_ns(now_raw().saturating_sub(began)));
+        costs.frames.fetch_add(addrs.len() as u64, Relaxed);
         if addrs.is_empty() {
             shared.samples_lost.fetch_add(1, Relaxed);
             return;

@@ -1,11 +1,13 @@
 //! Native stack sampling of stalled threads: signal and stack copy ([`signal`]), unwinding
-//! ([`unwind`], watchdog thread) and symbolization ([`symbolize`], aggregator thread).
+//! ([`unwind`], watchdog thread) and symbolization ([`symbolize`], aggregator thread), and what
+//! they cost ([`stats`]).
 //!
 //! Supported on Linux x86_64 and aarch64. Elsewhere the probe still detects stalls and measures
 //! them, and says that it cannot sample stacks.
 
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) mod signal;
+pub(crate) mod stats;
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) mod symbolize;
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]

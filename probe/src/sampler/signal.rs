@@ -9,6 +9,8 @@
 //!   panic unwinding. The handler only copies bytes.
 //! - At most one request in flight per thread; the handler saves and restores `errno`, takes no
 //!   locks and allocates nothing.
+//! - The handler times itself (a raw counter read at entry and one before it publishes the
+//!   capture); the watchdog turns that into the probe's own handler-time figures.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
@@ -64,6 +66,9 @@ pub(crate) struct Entry {
     lr: AtomicU64,
     len: AtomicUsize,
     pub(crate) requested_at: AtomicU64,
+    /// Raw clock ticks the handler spent, from its entry until just before it published the
+    /// capture (the probe's own cost figure, `Probe::sampler_stats`).
+    handler_ticks: AtomicU64,
     buf: *mut u8,
 }
 
@@ -97,6 +102,7 @@ fn table() -> &'static [Entry] {
                 lr: AtomicU64::new(0),
                 len: AtomicUsize::new(0),
                 requested_at: AtomicU64::new(0),
+                handler_ticks: AtomicU64::new(0),
                 buf: Box::leak(vec![0u8; STACK_COPY].into_boxed_slice()).as_mut_ptr(),
             })
             .collect()
@@ -144,6 +150,9 @@ pub(crate) fn install(signal: i32) -> Result<(), InstallError> {
 extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: errno location is thread-local and always valid.
     let saved_errno = unsafe { *libc::__errno_location() };
+    // Next, so that the measured time covers the rest of the handler (a counter read; errno is
+    // saved first because without a usable TSC the read is a `clock_gettime` call).
+    let entered = crate::clock::now_raw_in_handler();
     IN_HANDLER.with(|c| c.set(true));
     // SAFETY: gettid is async-signal-safe.
     let tid = unsafe { libc::gettid() };
@@ -162,6 +171,8 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             }
             // SAFETY: ctx is the ucontext the kernel passed to this SA_SIGINFO handler.
             unsafe { capture(e, ctx) };
+            let took = if entered == 0 { 0 } else { crate::clock::now_raw_in_handler().saturating_sub(entered) };
+            e.handler_ticks.store(took, Relaxed);
             e.state.store(READY, Release);
             CAPTURES.fetch_add(1, Relaxed);
             break;
@@ -254,6 +265,7 @@ pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
     e.stack_lo.store(r.stack.0, Relaxed);
     e.stack_hi.store(r.stack.1, Relaxed);
     e.len.store(0, Relaxed);
+    e.handler_ticks.store(0, Relaxed);
     e.requested_at.store(r.now, Relaxed);
     e.state.store(REQUESTED, Release);
     // SAFETY: tgkill with our own pid and a tid; at worst ESRCH.
@@ -283,6 +295,8 @@ pub(crate) struct Captured<'a> {
     pub(crate) got_seq: u64,
     pub(crate) regs: Regs,
     pub(crate) stack: &'a [u8],
+    /// Raw clock ticks spent in the handler up to publishing this capture (0 if unknown).
+    pub(crate) handler_ticks: u64,
 }
 
 impl Drop for Captured<'_> {
@@ -317,6 +331,7 @@ pub(crate) fn collect(probe: u64, now: u64, timeout_ticks: u64, mut f: impl FnMu
                         lr: e.lr.load(Relaxed),
                     },
                     stack,
+                    handler_ticks: e.handler_ticks.load(Relaxed),
                 });
             }
             REQUESTED if now.saturating_sub(e.requested_at.load(Relaxed)) > timeout_ticks => {

@@ -2,8 +2,9 @@
 //! and trimming of the probe's and Tokio's poll machinery. Runs on the aggregator thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
@@ -15,7 +16,37 @@ const CACHE_LIMIT: usize = 200_000;
 /// How long a caller waits for the symbolizer thread.
 const WAIT: Duration = Duration::from_secs(10);
 
-type Request = (Vec<u64>, mpsc::SyncSender<Vec<Vec<Frame>>>);
+/// Addresses to symbolize, where to reply, and whether this is the warm-up.
+type Request = (Vec<u64>, mpsc::SyncSender<Vec<Vec<Frame>>>, bool);
+
+/// What the symbolizer thread has cost (process-wide, like the thread): every address it is
+/// sent is missing from the cache, so this is the cost per new address.
+static RESOLVED_ADDRS: AtomicU64 = AtomicU64::new(0);
+static RESOLVE_NS: AtomicU64 = AtomicU64::new(0);
+static BATCHES: AtomicU64 = AtomicU64::new(0);
+static WARM_UP_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The symbolizer's costs so far.
+#[derive(Debug, Default)]
+pub(crate) struct Costs {
+    /// Addresses resolved (each one missing from the cache when asked for), warm-up excluded.
+    pub(crate) addresses: u64,
+    /// Batches they came in.
+    pub(crate) batches: u64,
+    /// Time spent resolving them, ns.
+    pub(crate) time_ns: u64,
+    /// Time of the warm-up lookup (parsing the executable's debug information), ns.
+    pub(crate) warm_up_ns: u64,
+}
+
+pub(crate) fn costs() -> Costs {
+    Costs {
+        addresses: RESOLVED_ADDRS.load(Relaxed),
+        batches: BATCHES.load(Relaxed),
+        time_ns: RESOLVE_NS.load(Relaxed),
+        warm_up_ns: WARM_UP_NS.load(Relaxed),
+    }
+}
 
 /// One symbolizer per process, shared by every probe: blazesym's symbolizer is not `Send`, so
 /// it lives on its own thread, and its DWARF parsing and the address cache serve every probe.
@@ -33,9 +64,18 @@ fn service() -> Option<&'static Service> {
             let spawned = std::thread::Builder::new().name("stallscope-symbolizer".into()).spawn(move || {
                 let blaze =
                     Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
-                while let Ok((addrs, reply)) = rx.recv() {
+                while let Ok((addrs, reply, warm_up)) = rx.recv() {
+                    let began = Instant::now();
                     let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| symbolize(&blaze, &addrs)))
                         .unwrap_or_else(|_| addrs.iter().map(|a| vec![unknown(*a)]).collect());
+                    let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    if warm_up {
+                        WARM_UP_NS.fetch_add(ns, Relaxed);
+                    } else {
+                        RESOLVED_ADDRS.fetch_add(addrs.len() as u64, Relaxed);
+                        RESOLVE_NS.fetch_add(ns, Relaxed);
+                        BATCHES.fetch_add(1, Relaxed);
+                    }
                     let _ = reply.try_send(out);
                 }
             });
@@ -63,6 +103,10 @@ fn symbolize(blaze: &Blaze, addrs: &[u64]) -> Vec<Vec<Frame>> {
 
 /// Symbolizes every address not yet in the cache, in one batch.
 pub(crate) fn prepare(addrs: &[u64]) {
+    prepare_batch(addrs, false)
+}
+
+fn prepare_batch(addrs: &[u64], warm_up: bool) {
     let Some(svc) = service() else { return };
     let mut missing: Vec<u64> = {
         let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,7 +118,7 @@ pub(crate) fn prepare(addrs: &[u64]) {
     missing.sort_unstable();
     missing.dedup();
     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-    let sent = svc.tx.lock().unwrap_or_else(|e| e.into_inner()).send((missing.clone(), reply_tx));
+    let sent = svc.tx.lock().unwrap_or_else(|e| e.into_inner()).send((missing.clone(), reply_tx, warm_up));
     if sent.is_err() {
         return;
     }
@@ -105,7 +149,7 @@ pub(crate) fn frames(addrs: &[u64]) -> Vec<Frame> {
 
 /// Parses the executable's debug information ahead of the first stall.
 pub(crate) fn warm_up() {
-    prepare(&[warm_up as *const () as usize as u64]);
+    prepare_batch(&[warm_up as *const () as usize as u64], true);
 }
 
 fn unknown(addr: u64) -> Frame {
