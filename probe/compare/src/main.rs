@@ -1,9 +1,14 @@
 //! Wall-time overhead of the stallscope probe next to tokio-metrics and console-subscriber, against
-//! a bare runtime (issue P4, groundwork).
+//! a bare runtime (issue P4).
 //!
 //! ```text
 //! cargo run --release --manifest-path probe/compare/Cargo.toml              # full run
 //! cargo run --release --manifest-path probe/compare/Cargo.toml -- --quick   # smoke run, small sizes
+//!   [--json PATH]        raw results (default probe/compare/target/compare-results.json)
+//!   [--chart PATH.svg]   chart (default: the JSON path with `.svg` instead of `.json`)
+//!   [--only w1,w4]       run only these workloads
+//! cargo run --release --manifest-path probe/compare/Cargo.toml -- --chart-from RESULTS.json [--chart OUT.svg]
+//!                        re-print the tables and redraw the chart from a results file, run nothing
 //! ```
 //!
 //! Every timed run is a child process of this binary (`compare --child <config> <workload> <mode>`),
@@ -13,11 +18,21 @@
 //! (one round = every configuration once, in order), and takes each configuration's ratio to the
 //! bare run of the same round. Only the workload is timed, not building or tearing down.
 //!
-//! Each child also reports its peak RSS (`VmHWM`) and how many cores other processes kept busy
-//! during its timed part (from `/proc/stat`).
+//! Each child also reports its peak RSS (`VmHWM`), how many cores other processes kept busy during
+//! its timed part (from `/proc/stat`) and how many it kept busy itself.
+//!
+//! The parent prints one markdown table per workload and a budget table (`report.rs`), writes
+//! every run's raw numbers with the machine's description to the JSON file (`results.rs` documents
+//! the schema) and draws the chart from that file's contents (`chart.rs`).
+
+mod chart;
+mod report;
+mod results;
+mod w4;
 
 use std::future::Future;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,13 +42,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_metrics::{RuntimeMonitor, TaskMonitor};
 
+use results::{ConfigInfo, Results, RunRecord, SkipInfo, WorkloadInfo};
+
 #[cfg(not(tokio_unstable))]
 compile_error!("build with RUSTFLAGS=\"--cfg tokio_unstable\" (probe/compare/.cargo/config.toml sets it)");
 
 /// Workers of every measured runtime.
 const WORKERS: usize = 2;
-/// W1 tasks: 32 per worker.
-const W1_TASKS: u64 = 32 * WORKERS as u64;
+/// W1 tasks. With 64 (the first choice) the two workers keep running out of local work, steal,
+/// park and wake each other, and bare W1 costs ~95 ns per poll instead of ~30–45: the cross-core
+/// churn, not the polls, dominated. The overhead bench moved to 1,000 too (`probe/benches/overhead.rs`).
+const W1_TASKS: u64 = 1_000;
 /// W2 spawner tasks.
 const W2_SPAWNERS: u64 = 4;
 /// Handles a W2 spawner holds before awaiting them.
@@ -44,6 +63,14 @@ const W3_CLIENTS: u64 = 64;
 const W3_MSG: usize = 64;
 /// tokio-metrics runtime sampling period.
 const METRICS_PERIOD: Duration = Duration::from_millis(100);
+/// The never-reading client's socket counts as full once the bytes waiting in it have not grown
+/// for this long (three of the probe's 100 ms ticks): the probe's writer thread is then blocked on
+/// it, and its updates pile up in the client's bounded queue until the probe starts dropping them.
+const STALL_SETTLE: Duration = Duration::from_millis(350);
+/// How long a never-reading client may take to reach the dropping state before the run starts
+/// anyway (the child reports `stalled_dropping_ms=-1` then). With the defaults it takes ~17 s:
+/// ~10 s to fill the socket with ~100 ticks, 6.4 s more to fill a 64-update queue.
+const STALL_MAX_WAIT: Duration = Duration::from_secs(40);
 
 // === configurations and workloads ===
 
@@ -52,15 +79,17 @@ enum Config {
     Bare,
     Probe,
     ProbeClientRecord,
+    ProbeStalledClient,
     TokioMetrics,
     Console,
     ConsoleClient,
 }
 
-const CONFIGS: [Config; 6] = [
+const CONFIGS: [Config; 7] = [
     Config::Bare,
     Config::Probe,
     Config::ProbeClientRecord,
+    Config::ProbeStalledClient,
     Config::TokioMetrics,
     Config::Console,
     Config::ConsoleClient,
@@ -72,6 +101,7 @@ impl Config {
             Config::Bare => "bare",
             Config::Probe => "probe",
             Config::ProbeClientRecord => "probe-client-record",
+            Config::ProbeStalledClient => "probe-stalled-client",
             Config::TokioMetrics => "tokio-metrics",
             Config::Console => "console",
             Config::ConsoleClient => "console-client",
@@ -83,14 +113,32 @@ impl Config {
             Config::Bare => "bare",
             Config::Probe => "stallscope probe (defaults)",
             Config::ProbeClientRecord => "stallscope probe + draining client + recording",
+            Config::ProbeStalledClient => "stallscope probe + a client that never reads",
             Config::TokioMetrics => "tokio-metrics (TaskMonitor on every task + RuntimeMonitor @100 ms)",
             Config::Console => "console-subscriber 0.5, no client",
             Config::ConsoleClient => "console-subscriber 0.5 + draining gRPC client",
         }
     }
 
+    /// For the chart's legend.
+    fn short(self) -> &'static str {
+        match self {
+            Config::Bare => "bare",
+            Config::Probe => "stallscope probe",
+            Config::ProbeClientRecord => "probe + draining client + recording",
+            Config::ProbeStalledClient => "probe + never-reading client",
+            Config::TokioMetrics => "tokio-metrics",
+            Config::Console => "console-subscriber",
+            Config::ConsoleClient => "console-subscriber + client",
+        }
+    }
+
     fn parse(s: &str) -> Option<Config> {
         CONFIGS.into_iter().find(|c| c.arg() == s)
+    }
+
+    fn is_probe(self) -> bool {
+        matches!(self, Config::Probe | Config::ProbeClientRecord | Config::ProbeStalledClient)
     }
 }
 
@@ -101,21 +149,48 @@ enum Workload {
     /// W2 at a tenth of the size, so console-subscriber fits in memory (see `skipped`).
     SpawnStormSmall,
     PingPong,
+    Http,
 }
 
-const WORKLOADS: [Workload; 4] =
-    [Workload::YieldStorm, Workload::SpawnStorm, Workload::SpawnStormSmall, Workload::PingPong];
+const WORKLOADS: [Workload; 5] =
+    [Workload::YieldStorm, Workload::SpawnStorm, Workload::SpawnStormSmall, Workload::PingPong, Workload::Http];
 
 /// console-subscriber keeps ~48 KiB per task (completed tasks are retained for an hour by
 /// default), measured 4.8 GB peak RSS at 100,000 tasks: 1,000,000 would need ~48 GB, more than
 /// the 24 GB machine has. Above this many tasks, console runs are skipped.
 const CONSOLE_MAX_TASKS: u64 = 200_000;
 
-/// Whether this configuration is left out of this workload.
-fn skipped(config: Config, work: Workload, quick: bool) -> bool {
-    matches!(config, Config::Console | Config::ConsoleClient)
+/// Why a configuration is left out of a workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Skip {
+    /// By design: the never-reading client is a W3 budget line only. No row in the tables.
+    NotApplicable,
+    /// console-subscriber on a spawn storm too big for the machine's memory. A "not run" row.
+    Memory,
+}
+
+impl Skip {
+    fn reason(self) -> &'static str {
+        match self {
+            Skip::NotApplicable => "not applicable: only measured on W3",
+            Skip::Memory => "not run: ~48 KiB per task retained would exceed this machine's memory (see W2s)",
+        }
+    }
+
+    fn shown(self) -> bool {
+        self == Skip::Memory
+    }
+}
+
+/// Whether (and why) this configuration is left out of this workload.
+fn skipped(config: Config, work: Workload, quick: bool) -> Option<Skip> {
+    if config == Config::ProbeStalledClient && work != Workload::PingPong {
+        return Some(Skip::NotApplicable);
+    }
+    (matches!(config, Config::Console | Config::ConsoleClient)
         && matches!(work, Workload::SpawnStorm | Workload::SpawnStormSmall)
-        && work.size(quick) > CONSOLE_MAX_TASKS
+        && work.size(quick) > CONSOLE_MAX_TASKS)
+        .then_some(Skip::Memory)
 }
 
 impl Workload {
@@ -125,6 +200,7 @@ impl Workload {
             Workload::SpawnStorm => "w2",
             Workload::SpawnStormSmall => "w2s",
             Workload::PingPong => "w3",
+            Workload::Http => "w4",
         }
     }
 
@@ -132,33 +208,38 @@ impl Workload {
         WORKLOADS.into_iter().find(|w| w.arg() == s)
     }
 
-    /// (yields per task | tasks | round trips per client) for the mode; `COMPARE_W1` (etc.) in the
-    /// environment overrides it.
+    /// (yields per task | tasks | round trips per client | requests per connection) for the
+    /// mode; `COMPARE_W1` (etc.) in the environment overrides it.
     fn size(self, quick: bool) -> u64 {
         let var = format!("COMPARE_{}", self.arg().to_uppercase());
         if let Some(n) = std::env::var(var).ok().and_then(|v| v.parse().ok()) {
             return n;
         }
         match (self, quick) {
-            // 64 × (312_499 + 1) = 20_000_000 polls.
-            (Workload::YieldStorm, false) => 312_499,
-            (Workload::YieldStorm, true) => 15_624,
+            // 1_000 × (19_999 + 1) = 20_000_000 polls.
+            (Workload::YieldStorm, false) => 19_999,
+            // 1_000 × (999 + 1) = 1_000_000 polls.
+            (Workload::YieldStorm, true) => 999,
             (Workload::SpawnStorm, false) => 1_000_000,
             (Workload::SpawnStorm, true) => 50_000,
             (Workload::SpawnStormSmall, false) => 100_000,
             (Workload::SpawnStormSmall, true) => 5_000,
             (Workload::PingPong, false) => 2_000,
             (Workload::PingPong, true) => 200,
+            // 32 × 3_000 = 96_000 requests.
+            (Workload::Http, false) => 3_000,
+            (Workload::Http, true) => 150,
         }
     }
 
-    /// Units the added cost is expressed per: polls, tasks, round trips.
+    /// Units the added cost is expressed per: polls, tasks, round trips, requests.
     fn units(self, quick: bool) -> (u64, &'static str) {
         let n = self.size(quick);
         match self {
             Workload::YieldStorm => (W1_TASKS * (n + 1), "poll"),
             Workload::SpawnStorm | Workload::SpawnStormSmall => (n, "task"),
             Workload::PingPong => (W3_CLIENTS * n, "round trip"),
+            Workload::Http => (w4::CONNS * n, "request"),
         }
     }
 
@@ -178,13 +259,15 @@ impl Workload {
                 "W3 TCP ping-pong: {W3_CLIENTS} clients × {n} round trips of {W3_MSG} B against an in-process \
                  echo server on 127.0.0.1"
             ),
+            Workload::Http => w4::describe(n),
         }
     }
 }
 
 // === workloads ===
 
-/// `tokio::spawn`, through the TaskMonitor when tokio-metrics is measured.
+/// `tokio::spawn`, through the TaskMonitor when tokio-metrics is measured. Every task of every
+/// workload is spawned through here.
 fn spawn<F>(tm: &Option<TaskMonitor>, fut: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
@@ -290,7 +373,7 @@ async fn ping_pong(tm: Option<TaskMonitor>, round_trips: u64) -> Duration {
     elapsed
 }
 
-// === other load on the machine ===
+// === load on the machine ===
 
 /// CPU ticks (USER_HZ, 100 per second on Linux) used by the whole machine and by this process.
 #[derive(Clone, Copy, Debug)]
@@ -311,11 +394,12 @@ fn cpu_ticks() -> Option<CpuTicks> {
     Some(CpuTicks { machine, own })
 }
 
-/// Cores kept busy by other processes between two readings `secs` apart.
-fn other_cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<f64> {
+/// Cores kept busy by other processes, and by this one, between two readings `secs` apart.
+fn cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<(f64, f64)> {
     let (a, b) = (a?, b?);
-    let other = (b.machine - a.machine).saturating_sub(b.own - a.own);
-    Some(other as f64 / 100.0 / secs)
+    let own = b.own.saturating_sub(a.own);
+    let other = b.machine.saturating_sub(a.machine).saturating_sub(own);
+    Some((other as f64 / 100.0 / secs, own as f64 / 100.0 / secs))
 }
 
 /// Peak resident set size of this process, KiB (`VmHWM`).
@@ -377,11 +461,9 @@ fn console_client(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u
 }
 
 /// Drains the probe's socket: handshake, then read every frame until the probe hangs up.
-fn probe_client(path: &std::path::Path) -> std::thread::JoinHandle<u64> {
+fn probe_client(path: &Path) -> std::thread::JoinHandle<u64> {
     use stallscope_wire::frame::read_frame;
-    use stallscope_wire::proto::{client_handshake, Hello};
-    let mut s = std::os::unix::net::UnixStream::connect(path).expect("connect to the probe socket");
-    client_handshake(&mut s, &Hello::new("stallscope-compare", env!("CARGO_PKG_VERSION"))).expect("handshake");
+    let mut s = probe_connect(path);
     std::thread::spawn(move || {
         let mut bytes = 0u64;
         while let Ok(Some(frame)) = read_frame(&mut s) {
@@ -389,6 +471,70 @@ fn probe_client(path: &std::path::Path) -> std::thread::JoinHandle<u64> {
         }
         bytes
     })
+}
+
+/// Connects to the probe's socket and does the client handshake.
+fn probe_connect(path: &Path) -> std::os::unix::net::UnixStream {
+    use stallscope_wire::proto::{client_handshake, Hello};
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("connect to the probe socket");
+    client_handshake(&mut s, &Hello::new("stallscope-compare", env!("CARGO_PKG_VERSION"))).expect("handshake");
+    s
+}
+
+/// Bytes waiting to be read in a socket (`FIONREAD`).
+fn pending_bytes(s: &std::os::unix::net::UnixStream) -> u64 {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which outlives the call.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r == 0 {
+        n.max(0) as u64
+    } else {
+        0
+    }
+}
+
+/// A client that attaches to the probe and never reads. Holds the socket open until dropped.
+struct StalledClient {
+    _sock: std::os::unix::net::UnixStream,
+    /// How long after the handshake the socket stopped filling (the probe's writer blocked).
+    full_after: Option<Duration>,
+    /// How long after the handshake the probe first dropped an update for it.
+    dropping_after: Option<Duration>,
+    /// Bytes waiting in the socket when the run started.
+    pending: u64,
+    /// The probe's count of updates dropped for slow clients when the run started.
+    drops_at_start: u64,
+}
+
+/// Attaches a client that never reads, and waits until the probe drops updates for it, so that
+/// the timed run sees the probe's steady state with such a client: its writer thread blocked in
+/// `write` on a full socket, its bounded queue full, every new update dropped (and counted), the
+/// service untouched. Gives up waiting after [`STALL_MAX_WAIT`]. `drops` reads the probe's count
+/// of updates dropped for slow clients.
+fn stalled_client(path: &Path, drops: impl Fn() -> u64) -> StalledClient {
+    let sock = probe_connect(path);
+    let start = Instant::now();
+    let base = drops();
+    let mut last = (0u64, start);
+    let mut full_after = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(25));
+        let now = Instant::now();
+        let pending = pending_bytes(&sock);
+        if pending != last.0 {
+            last = (pending, now);
+            full_after = None;
+        } else if full_after.is_none() && pending > 0 && now.duration_since(last.1) >= STALL_SETTLE {
+            full_after = Some(last.1.duration_since(start));
+        }
+        let drops_at_start = drops();
+        let dropping = drops_at_start > base;
+        if dropping || now.duration_since(start) > STALL_MAX_WAIT {
+            let dropping_after = dropping.then(|| now.duration_since(start));
+            return StalledClient { _sock: sock, full_after, dropping_after, pending, drops_at_start };
+        }
+    }
 }
 
 fn child(config: Config, work: Workload, quick: bool) {
@@ -402,7 +548,7 @@ fn child(config: Config, work: Workload, quick: bool) {
         }
     }
     let record_dir = std::env::temp_dir().join(format!("stallscope-compare-{}", std::process::id()));
-    let probe = matches!(config, Config::Probe | Config::ProbeClientRecord).then(|| {
+    let probe = config.is_probe().then(|| {
         let b = stallscope_probe::Probe::builder();
         let b = if config == Config::ProbeClientRecord {
             std::fs::create_dir_all(&record_dir).expect("record dir");
@@ -420,8 +566,12 @@ fn child(config: Config, work: Workload, quick: bool) {
     }
     let rt = builder.build().expect("runtime");
     let guard = probe.as_ref().map(|p| p.start(rt.handle()));
-    let probe_thread = (config == Config::ProbeClientRecord)
-        .then(|| probe_client(&probe.as_ref().and_then(|p| p.socket_path()).expect("probe socket path")));
+    let socket = || probe.as_ref().and_then(|p| p.socket_path()).expect("probe socket path");
+    let probe_thread = (config == Config::ProbeClientRecord).then(|| probe_client(&socket()));
+    let stalled = (config == Config::ProbeStalledClient).then(|| {
+        let p = probe.as_ref().expect("probe");
+        stalled_client(&socket(), || p.snapshot().map_or(0, |s| s.drops.subscriber_updates))
+    });
 
     let tm = (config == Config::TokioMetrics).then(TaskMonitor::new);
     let sampler = tm.clone().map(|tm| {
@@ -448,36 +598,51 @@ fn child(config: Config, work: Workload, quick: bool) {
             Workload::YieldStorm => yield_storm(tm, n).await,
             Workload::SpawnStorm | Workload::SpawnStormSmall => spawn_storm(tm, n).await,
             Workload::PingPong => ping_pong(tm, n).await,
+            Workload::Http => w4::http(tm, n).await,
         }
     });
     let secs = elapsed.as_secs_f64();
-    let other = other_cores(before, cpu_ticks(), secs).unwrap_or(f64::NAN);
+    let (other, own) = cores(before, cpu_ticks(), secs).unwrap_or((f64::NAN, f64::NAN));
     stop.store(true, Ordering::Relaxed);
     if let Some(s) = sampler {
         black_box(s.join().expect("metrics sampler"));
     }
+    let mut extra = String::new();
+    if let Some(p) = &probe {
+        let snap = p.refresh(Duration::from_secs(1)).or_else(|| p.snapshot());
+        let drops = snap.map_or(-1, |s| s.drops.subscriber_updates as i64);
+        extra += &format!(" subscriber_drops={drops}");
+    }
+    if let Some(s) = &stalled {
+        let ms = |d: Option<Duration>| d.map_or(-1.0, |d| d.as_secs_f64() * 1e3);
+        extra += &format!(
+            " stalled_full_ms={:.0} stalled_dropping_ms={:.0} stalled_pending_bytes={} stalled_drops_at_start={}",
+            ms(s.full_after),
+            ms(s.dropping_after),
+            s.pending,
+            s.drops_at_start
+        );
+    }
     drop(guard);
     drop(rt);
     drop(probe);
-    let probe_bytes = probe_thread.map(|t| t.join().expect("probe client")).unwrap_or(0);
-    let console_updates = console_thread.map(|t| t.join().expect("console client")).unwrap_or(0);
+    drop(stalled);
+    if let Some(t) = probe_thread {
+        extra += &format!(" probe_bytes={}", t.join().expect("probe client"));
+    }
+    if let Some(t) = console_thread {
+        extra += &format!(" console_updates={}", t.join().expect("console client"));
+    }
     let hwm = peak_rss_kib();
     let _ = std::fs::remove_dir_all(&record_dir);
-    println!(
-        "RESULT secs={secs} hwm_kib={hwm} other={other} probe_bytes={probe_bytes} console_updates={console_updates}"
-    );
+    println!("RESULT secs={secs} hwm_kib={hwm} other={other} own={own}{extra}");
 }
 
 // === parent ===
 
-#[derive(Clone, Copy, Debug)]
-struct Run {
-    secs: f64,
-    hwm_kib: u64,
-    other: f64,
-}
-
-fn run_child(exe: &std::path::Path, config: Config, work: Workload, quick: bool) -> Run {
+/// Runs one child and parses its `RESULT` line: `secs`, `hwm_kib`, `other` and `own` become the
+/// record's fields, every other `key=number` goes to its counters.
+fn run_child(exe: &Path, config: Config, work: Workload, quick: bool, round: usize) -> RunRecord {
     let out = Command::new(exe)
         .args(["--child", config.arg(), work.arg(), if quick { "quick" } else { "full" }])
         .output()
@@ -492,29 +657,81 @@ fn run_child(exe: &std::path::Path, config: Config, work: Workload, quick: bool)
             String::from_utf8_lossy(&out.stderr)
         )
     });
-    let field = |k: &str| -> f64 {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(f64::NAN)
-    };
     eprintln!("  {:<20} {:<3} {}", config.arg(), work.arg(), &line[7..]);
-    Run { secs: field("secs"), hwm_kib: field("hwm_kib") as u64, other: field("other") }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    let mut rec = RunRecord {
+        workload: work.arg().to_string(),
+        config: config.arg().to_string(),
+        round,
+        wall_secs: f64::NAN,
+        peak_rss_kib: 0,
+        other_cores: f64::NAN,
+        own_cores: f64::NAN,
+        counters: Default::default(),
+    };
+    for (k, v) in line[7..].split_whitespace().filter_map(|kv| kv.split_once('=')) {
+        let v: f64 = v.parse().unwrap_or(f64::NAN);
+        match k {
+            "secs" => rec.wall_secs = v,
+            "hwm_kib" => rec.peak_rss_kib = v as u64,
+            "other" => rec.other_cores = v,
+            "own" => rec.own_cores = v,
+            _ => {
+                rec.counters.insert(k.to_string(), v);
+            }
+        }
     }
+    rec
 }
 
-fn min_max(v: &[f64]) -> (f64, f64) {
-    v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+/// Command-line options of the parent.
+#[derive(Debug, Default)]
+struct Options {
+    quick: bool,
+    json: Option<PathBuf>,
+    chart: Option<PathBuf>,
+    chart_from: Option<PathBuf>,
+    only: Option<Vec<Workload>>,
+}
+
+const USAGE: &str = "usage: compare [--quick] [--json PATH] [--chart PATH.svg] [--only w1,w2,w2s,w3,w4]\n       \
+                     compare --chart-from RESULTS.json [--chart PATH.svg]";
+
+fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--json" => o.json = Some(value()?.into()),
+            "--chart" => o.chart = Some(value()?.into()),
+            "--chart-from" => o.chart_from = Some(value()?.into()),
+            "--only" => {
+                let list = value()?;
+                let w: Option<Vec<Workload>> = list.split(',').map(Workload::parse).collect();
+                o.only = Some(w.ok_or_else(|| format!("--only {list}: expected w1, w2, w2s, w3 or w4"))?);
+            }
+            // `cargo bench`-style harness flags are not expected here; anything else is a mistake.
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    Ok(o)
+}
+
+/// The default results path: `probe/compare/target/compare-results.json`, wherever the binary is
+/// run from.
+fn default_json() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("compare-results.json")
+}
+
+/// Prints the tables, writes the chart. Shared by a run and `--chart-from`.
+fn report_and_chart(results: &Results, chart_path: &Path) -> Result<(), String> {
+    print!("{}", report::tables(results));
+    print!("{}", report::budget(results));
+    let svg = chart::svg(results);
+    std::fs::write(chart_path, svg).map_err(|e| format!("writing the chart {}: {e}", chart_path.display()))?;
+    eprintln!("chart: {}", chart_path.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -523,78 +740,90 @@ fn main() -> ExitCode {
         let (Some(config), Some(work)) =
             (args.get(2).and_then(|s| Config::parse(s)), args.get(3).and_then(|s| Workload::parse(s)))
         else {
-            eprintln!("usage: compare --child <config> <w1|w2|w2s|w3> <full|quick>");
+            eprintln!("usage: compare --child <config> <w1|w2|w2s|w3|w4> <full|quick>");
             return ExitCode::from(2);
         };
         child(config, work, args.get(4).map(String::as_str) == Some("quick"));
         return ExitCode::SUCCESS;
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    let opts = match parse_args(&args[1..]) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+
+    if let Some(from) = &opts.chart_from {
+        let chart_path = opts.chart.clone().unwrap_or_else(|| from.with_extension("svg"));
+        let done = Results::load(from).and_then(|r| report_and_chart(&r, &chart_path));
+        if let Err(e) = done {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    let quick = opts.quick;
     let rounds = if quick { 3 } else { 5 };
     let exe = std::env::current_exe().expect("current exe");
+    let json_path = opts.json.clone().unwrap_or_else(default_json);
+    let chart_path = opts.chart.clone().unwrap_or_else(|| json_path.with_extension("svg"));
+    let workloads: Vec<Workload> =
+        WORKLOADS.into_iter().filter(|w| opts.only.as_ref().is_none_or(|o| o.contains(w))).collect();
 
-    println!(
-        "# stallscope vs tokio-metrics vs console-subscriber ({} mode, {rounds} rounds, {WORKERS} workers, {} cores)\n",
-        if quick { "quick" } else { "full" },
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
-    for work in WORKLOADS {
+    let mut results = Results::new(if quick { "quick" } else { "full" }, rounds, WORKERS);
+    results.configs = CONFIGS
+        .into_iter()
+        .map(|c| ConfigInfo { id: c.arg().into(), label: c.label().into(), short: c.short().into() })
+        .collect();
+    for &work in &workloads {
+        let (units, unit) = work.units(quick);
+        results.workloads.push(WorkloadInfo {
+            id: work.arg().into(),
+            title: work.describe(quick),
+            size: work.size(quick),
+            units,
+            unit: unit.into(),
+            skipped: CONFIGS
+                .into_iter()
+                .filter_map(|c| {
+                    skipped(c, work, quick).map(|s| SkipInfo {
+                        config: c.arg().into(),
+                        reason: s.reason().into(),
+                        shown: s.shown(),
+                    })
+                })
+                .collect(),
+        });
+    }
+
+    for &work in &workloads {
         eprintln!("{}", work.describe(quick));
-        // One untimed warm-up (page cache, binary load).
-        let _ = run_child(&exe, Config::Bare, work, quick);
-        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); CONFIGS.len()];
-        for round in 0..rounds {
-            eprintln!(" round {}", round + 1);
-            for (i, c) in CONFIGS.into_iter().enumerate() {
-                if !skipped(c, work, quick) {
-                    runs[i].push(run_child(&exe, c, work, quick));
+        // One untimed warm-up (page cache, binary load), kept in the results as round 0.
+        results.runs.push(run_child(&exe, Config::Bare, work, quick, 0));
+        for round in 1..=rounds {
+            eprintln!(" round {round}");
+            for c in CONFIGS {
+                if skipped(c, work, quick).is_none() {
+                    results.runs.push(run_child(&exe, c, work, quick, round));
                 }
             }
         }
-        let (units, unit) = work.units(quick);
-        println!("## {}\n", work.describe(quick));
-        println!(
-            "| configuration | runs | median wall | ratio to bare, median | ratio min–max | added ns/{unit}, median \
-             | peak RSS MiB, median (max) | other load, cores, median / max |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-        for (i, c) in CONFIGS.into_iter().enumerate() {
-            if skipped(c, work, quick) {
-                println!(
-                    "| {} | 0 | not run: ~48 KiB per task retained would exceed this machine's memory (see W2s) \
-                     | | | | | |",
-                    c.label()
-                );
-                continue;
-            }
-            let secs: Vec<f64> = runs[i].iter().map(|r| r.secs).collect();
-            let ratios: Vec<f64> = runs[i].iter().zip(&runs[0]).map(|(r, b)| r.secs / b.secs).collect();
-            let added: Vec<f64> =
-                runs[i].iter().zip(&runs[0]).map(|(r, b)| (r.secs - b.secs) * 1e9 / units as f64).collect();
-            let rss: Vec<f64> = runs[i].iter().map(|r| r.hwm_kib as f64 / 1024.0).collect();
-            let other: Vec<f64> = runs[i].iter().map(|r| r.other).collect();
-            let (lo, hi) = min_max(&ratios);
-            let (ratio, lohi, add) = if c == Config::Bare {
-                (
-                    "1.000".to_string(),
-                    "—".to_string(),
-                    format!("{:.1} ns/{unit} (bare)", median(&secs) * 1e9 / units as f64),
-                )
-            } else {
-                (format!("{:.3}", median(&ratios)), format!("{lo:.3}–{hi:.3}"), format!("{:+.1}", median(&added)))
-            };
-            println!(
-                "| {} | {} | {:.1} ms | {ratio} | {lohi} | {add} | {:.1} ({:.1}) | {:.2} / {:.2} |",
-                c.label(),
-                runs[i].len(),
-                median(&secs) * 1e3,
-                median(&rss),
-                min_max(&rss).1,
-                median(&other),
-                min_max(&other).1,
-            );
-        }
-        println!();
+    }
+    results.finish();
+
+    if let Some(dir) = json_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = results.save(&json_path) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("results: {}", json_path.display());
+    if let Err(e) = report_and_chart(&results, &chart_path) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
