@@ -129,6 +129,16 @@ impl Ages {
         if self.passes % 64 == 0 {
             let p = self.passes;
             self.orphans.retain(|_, at| p - *at < 256);
+            // A spawn storm grows these maps to its peak; give the memory back once it is over,
+            // so the probe's footprint follows the live tasks instead of keeping the high-water
+            // mark (docs/benchmarks.md, "Probe costs": flatness over a million tasks).
+            shrink_map(&mut self.tasks);
+            shrink_map(&mut self.orphans);
+            for q in self.order.values_mut() {
+                if q.capacity() > 4096 && q.capacity() > 4 * q.len() {
+                    q.shrink_to(q.len() * 2);
+                }
+            }
         }
     }
 
@@ -168,6 +178,13 @@ impl Ages {
             q.retain(|(t, at)| tasks.get(t).is_some_and(|(_, a)| a == at));
         }
         q.front().map(|(_, at)| *at)
+    }
+}
+
+/// Shrinks a map holding far less than its capacity (keeping room to double).
+fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 4096 && m.capacity() > 4 * m.len() {
+        m.shrink_to(m.len() * 2);
     }
 }
 
