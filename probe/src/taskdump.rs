@@ -655,4 +655,18 @@ mod tests {
         let mut s = "short".to_string();
         assert!(!cut(&mut s, 5));
     }
+
+    #[test]
+    fn every_refusal_starts_with_the_prefix_clients_match() {
+        use stallscope_wire::proto::TASK_DUMP_ERROR_PREFIX as P;
+        let msgs = [
+            stalled_message(Duration::from_millis(10)),
+            busy_message(Duration::from_secs(2)),
+            old_client_message(0),
+            timeout_message(Duration::from_secs(1)),
+        ];
+        for m in msgs.iter().chain(unavailable().iter()) {
+            assert!(m.starts_with(P), "{m}");
+        }
+    }
 }

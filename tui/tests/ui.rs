@@ -322,3 +322,43 @@ fn the_picker_lists_probes_and_returns_the_choice() {
     tx.send(Event::Key(key(KeyCode::Char('q')))).expect("send");
     assert_eq!(stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker"), None);
 }
+
+/// A task dump's answer reaches the Tasks view: its refusals by their documented prefix, other
+/// errors not, and a dump filtered to the location asked about.
+#[test]
+fn task_dump_answers_reach_the_tasks_view() {
+    use stallscope_wire::{TaskDump, TaskGroup};
+    let mut app = fixture::app();
+    app.view = View::Tasks;
+    let loc = "src/watch.rs:88:5".to_string();
+    app.tasks_view.detail = Some(loc.clone());
+    app.tasks_view.dump = DumpState::Waiting { location: loc.clone() };
+    stallscope::ui::receive(&mut app, Received::Error { message: "closing: bad request".into() });
+    assert!(matches!(app.tasks_view.dump, DumpState::Waiting { .. }), "an unrelated error is not the answer");
+    stallscope::ui::receive(&mut app, Received::Error { message: "task dump refused: a worker is stalled (…)".into() });
+    assert!(matches!(&app.tasks_view.dump, DumpState::Failed { reason } if reason.contains("stalled")));
+    app.tasks_view.dump = DumpState::Waiting { location: loc.clone() };
+    let group = |count, trace: &str, at: Option<&str>| TaskGroup {
+        count,
+        trace: trace.into(),
+        spawned_at: at.map(str::to_string),
+        ..TaskGroup::default()
+    };
+    let dump = TaskDump {
+        tasks: 60,
+        groups: vec![
+            group(50, "╼ watch", Some(&loc)),
+            group(7, "╼ other", Some("src/x.rs:1:1")),
+            group(3, "╼ ?", None),
+        ],
+        ..TaskDump::default()
+    };
+    stallscope::ui::receive(&mut app, Received::TaskDump(dump));
+    match &app.tasks_view.dump {
+        DumpState::Ready { groups, note, .. } => {
+            assert_eq!(groups, &vec![(50, "╼ watch".to_string())]);
+            assert!(note.contains("50 idle task(s)") && note.contains("3 task(s) of unknown location"), "{note}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -376,6 +376,10 @@ pub enum Request {
 /// The range a probe clamps `Request::TaskDump { timeout_ms }` to: 100 ms ..= 10 s.
 pub const TASK_DUMP_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=10_000;
 
+/// Every `ServerMessage::Error` that answers a `Request::TaskDump` starts with this, so a client
+/// can tell the answer to its request from other errors (the protocol has no request ids).
+pub const TASK_DUMP_ERROR_PREFIX: &str = "task dump";
+
 /// Encodes `message` and writes it as one frame.
 pub fn send<W: Write + ?Sized, M: Serialize>(w: &mut W, message: &M) -> Result<()> {
     write_frame(w, &codec::encode(message)?)

@@ -217,7 +217,9 @@ pub fn receive(app: &mut App, r: Received) {
         return;
     }
     if let Received::Error { message } = &r {
-        if matches!(app.tasks_view.dump, DumpState::Waiting { .. }) && message.to_lowercase().contains("task dump") {
+        if matches!(app.tasks_view.dump, DumpState::Waiting { .. })
+            && message.starts_with(stallscope_wire::proto::TASK_DUMP_ERROR_PREFIX)
+        {
             app.tasks_view.dump = DumpState::Failed { reason: message.clone() };
             return;
         }
