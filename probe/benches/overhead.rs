@@ -225,11 +225,74 @@ fn other_cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<f6
 
 // === runs ===
 
-/// One run's wall time and the other load meanwhile.
-#[derive(Clone, Copy, Debug)]
+/// One run's wall time, the other load meanwhile, and what this process's threads did.
+#[derive(Clone, Debug)]
 struct Run {
     secs: f64,
     other: Option<f64>,
+    threads: Vec<ThreadUse>,
+}
+
+// === this process's threads ===
+
+/// What a group of this process's threads (by name) did during a run, from
+/// `/proc/self/task/*/schedstat` and `status` (Linux only).
+#[derive(Clone, Debug, Default)]
+struct ThreadUse {
+    name: String,
+    /// CPU time, nanoseconds.
+    run_ns: u64,
+    /// Times the threads were put on a CPU (wake-ups and preemption returns).
+    slices: u64,
+    /// Times the threads were preempted (involuntary context switches).
+    preempted: u64,
+}
+
+/// Per thread id: (group name, run ns, timeslices, involuntary switches).
+fn thread_table() -> std::collections::HashMap<u64, (String, u64, u64, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return out };
+    for e in dir.flatten() {
+        let Some(tid) = e.file_name().to_str().and_then(|t| t.parse::<u64>().ok()) else { continue };
+        let path = e.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        // Tokio names its workers and blocking threads alike; the probe names each thread.
+        let name = if comm.starts_with("stallscope-") {
+            comm.to_string()
+        } else if comm.starts_with("tokio-") {
+            "runtime threads".to_string()
+        } else {
+            "other".to_string()
+        };
+        let sched = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let mut f = sched.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+        let (run, _wait, slices) = (f.next().unwrap_or(0), f.next(), f.next().unwrap_or(0));
+        let status = std::fs::read_to_string(path.join("status")).unwrap_or_default();
+        let preempted = status
+            .lines()
+            .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.insert(tid, (name, run, slices, preempted));
+    }
+    out
+}
+
+/// What each group of threads did between two tables.
+fn thread_use(
+    before: &std::collections::HashMap<u64, (String, u64, u64, u64)>,
+    after: &std::collections::HashMap<u64, (String, u64, u64, u64)>,
+) -> Vec<ThreadUse> {
+    let mut groups: std::collections::BTreeMap<String, ThreadUse> = std::collections::BTreeMap::new();
+    for (tid, (name, run, slices, pre)) in after {
+        let (b_run, b_slices, b_pre) = before.get(tid).map_or((0, 0, 0), |b| (b.1, b.2, b.3));
+        let g = groups.entry(name.clone()).or_insert_with(|| ThreadUse { name: name.clone(), ..ThreadUse::default() });
+        g.run_ns += run.saturating_sub(b_run);
+        g.slices += slices.saturating_sub(b_slices);
+        g.preempted += pre.saturating_sub(b_pre);
+    }
+    groups.into_values().collect()
 }
 
 /// One timed run on a fresh runtime. Building and tearing down are not timed.
@@ -255,6 +318,7 @@ fn run_once(setup: Setup, work: Workload) -> Run {
         .filter(|_| matches!(setup, Setup::Probe | Setup::ProbeScheduleLatency))
         .map(|p| p.start(rt.handle()));
     let before = cpu_ticks();
+    let threads_before = thread_table();
     let elapsed = rt.block_on(async move {
         match work {
             Workload::YieldStorm { tasks, yields } => yield_storm(tasks, yields).await,
@@ -262,10 +326,11 @@ fn run_once(setup: Setup, work: Workload) -> Run {
         }
     });
     let secs = elapsed.as_secs_f64();
+    let threads = thread_use(&threads_before, &thread_table());
     let other = other_cores(before, cpu_ticks(), secs);
     drop(guard);
     drop(rt);
-    Run { secs, other }
+    Run { secs, other, threads }
 }
 
 /// Results of one workload: `runs[k][i]` is setup `k`'s run in round `i`.
@@ -436,6 +501,33 @@ fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
     }
 }
 
+/// What this process's threads did per second of run, summed over every run of each setup.
+fn print_threads(workloads: &[(&str, &Rounds)]) {
+    println!("| workload | setup | threads | CPU, ms per s of run | on CPU, times per s | preempted, times per s |");
+    println!("|---|---|---|---|---|---|");
+    for (label, r) in workloads {
+        for (k, s) in r.setups.iter().enumerate() {
+            let secs: f64 = r.runs[k].iter().map(|x| x.secs).sum();
+            let mut groups: std::collections::BTreeMap<&str, (u64, u64, u64)> = std::collections::BTreeMap::new();
+            for t in r.runs[k].iter().flat_map(|x| &x.threads) {
+                let g = groups.entry(&t.name).or_default();
+                g.0 += t.run_ns;
+                g.1 += t.slices;
+                g.2 += t.preempted;
+            }
+            for (name, (run, slices, pre)) in groups {
+                println!(
+                    "| {label} | {} | {name} | {:.2} | {:.0} | {:.0} |",
+                    s.name(),
+                    run as f64 / 1e6 / secs,
+                    slices as f64 / secs,
+                    pre as f64 / secs
+                );
+            }
+        }
+    }
+}
+
 fn smoke() {
     // `cargo test --benches` runs this binary without `--bench`: check that everything runs, but
     // time nothing and assert nothing about time.
@@ -512,6 +604,14 @@ fn main() -> ExitCode {
             ("W2 spawn storm", w2_size, b2, plan.w2_tasks, "task"),
         ]);
     }
+    println!();
+    println!("### threads during the runs (`/proc/self/task`, totals over every run / total run time)");
+    println!();
+    let mut thread_rows = vec![("W1", &w1), ("W2", &w2)];
+    if let Some((b1, _)) = &breakdown {
+        thread_rows.push(("W1 breakdown", b1));
+    }
+    print_threads(&thread_rows);
     let added: Vec<f64> = hook_probe.iter().zip(&hook_bare).map(|(p, b)| p - b).collect();
     let (alo, ahi) = min_max(&added);
     println!();
