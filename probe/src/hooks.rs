@@ -16,7 +16,7 @@ use std::sync::atomic::{fence, Ordering::*};
 
 use crate::clock::now_raw;
 use crate::probe::Shared;
-use crate::slots::{Slot, EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_MASK, FLAG_TIMED};
+use crate::slots::{Slot, EVENT_TERMINATE, FLAG_TIMED};
 
 thread_local! {
     /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
@@ -117,12 +117,13 @@ fn loc_key(loc: &'static Location<'static>) -> usize {
 
 // === poll ===
 
-/// Start of a poll. `task` is 0 for an `instrument`ed future.
+/// Start of a poll. `task` is 0 for an `instrument`ed future (Tokio's task ids start at 1).
 ///
 /// Timing: one poll in `timed_poll_every` (per thread, by its poll count) reads the raw clock at
-/// both ends and feeds the histograms. Every other poll reads no clock and stores no start: the
-/// watchdog, which scans every period, knows when it first saw the poll running and bounds its
-/// start from that, which is all stall detection needs. When such a poll has run long enough
+/// both ends and feeds the histograms. Every other poll reads no clock and stores no start. The
+/// watchdog bounds such a poll's start from below by the latest clock reading this thread made
+/// before it (`PollState::anchor`: its last timed poll's start or its last unpark), by its own
+/// previous scan, and by its scan period (`watchdog.rs`). When such a poll has run long enough
 /// that it may cross the threshold, the watchdog marks it (`PollState::watched`) and its end
 /// reads the raw clock. Reading the TSC costs ~11 ns here, so two reads per poll alone would
 /// exceed the overhead budget (docs/benchmarks.md).
@@ -132,7 +133,6 @@ pub(crate) fn before_poll(
     shared: &Shared,
     task: u64,
     loc: &'static Location<'static>,
-    flags: u32,
     schedule_latency_ns: Option<u64>,
 ) {
     let Some(slot) = own_slot(hot, shared) else { return };
@@ -144,22 +144,28 @@ pub(crate) fn before_poll(
         p.depth.store(p.depth.load(Relaxed) + 1, Relaxed);
         return;
     }
-    // Poll number `seq / 2` on this thread; every `timed_every`-th (a power of two) is timed.
-    let timed = (seq >> 1) & hot.timed_mask == 0;
-    // The two low bits of the start carry the flags (3 ticks of precision traded for a store).
-    let start =
-        if timed { (now_raw() & !FLAG_MASK) | u64::from(FLAG_TIMED) } else { 0 } | u64::from(flags & FLAG_INSTRUMENTED);
     // Seqlock writer: the even `seq` stored by the previous after_poll must be visible before
     // any field of the new poll.
     fence(Release);
+    // Poll number `seq / 2` on this thread; every `timed_every`-th (a power of two) is timed, and
+    // its exact start is the new anchor.
+    if is_timed(hot, seq) {
+        p.anchor.store(now_raw(), Relaxed);
+        p.anchor_seq.store(seq, Relaxed);
+    }
     p.task.store(task, Relaxed);
     p.loc.store(loc_key(loc), Relaxed);
-    p.start.store(start, Relaxed);
     p.seq.store(seq.wrapping_add(1), Release);
     if let Some(ns) = schedule_latency_ns {
         let i = slot.entry_index(loc);
         slot.record_sched(i, crate::clock::clock().ns_to_ticks(ns));
     }
+}
+
+/// Whether the poll that starts at (even) or runs under (odd) `seq` is timed.
+#[inline(always)]
+fn is_timed(hot: &Hot, seq: u64) -> bool {
+    (seq >> 1) & hot.timed_mask == 0
 }
 
 /// End of a poll.
@@ -177,42 +183,69 @@ pub(crate) fn after_poll(hot: &Hot, shared: &Shared) {
         return;
     }
     p.seq.store(seq.wrapping_add(1), Release);
-    let start = p.start.load(Relaxed);
-    let flags = (start & FLAG_MASK) as u32;
-    let start = start & !FLAG_MASK;
-    if flags & FLAG_TIMED != 0 {
-        timed_end(shared, slot, seq, start, flags);
+    if is_timed(hot, seq) {
+        timed_end(shared, slot, seq);
     } else if p.watched.load(Acquire) == seq {
-        watched_end(shared, slot, seq, flags);
+        watched_end(shared, slot, seq);
+    }
+}
+
+/// A worker thread leaves its park (`on_thread_unpark`): whatever it polls next starts after
+/// now, so now is a lower bound of those polls' starts (the anchor). Idle workers park, so this
+/// makes the start of a stall that follows idle time exact; a busy worker's anchor is the end of
+/// its last timed poll, at most `timed_poll_every` polls back.
+#[inline(always)]
+pub(crate) fn unparked(hot: &Hot, shared: &Shared) {
+    let Some(slot) = own_slot(hot, shared) else { return };
+    let p = &slot.poll.0;
+    // Only between polls: a nested runtime's park inside a poll must not move the anchor past
+    // the running poll's start.
+    let seq = p.seq.load(Relaxed);
+    if seq & 1 == 0 {
+        // Seqlock: a reader that sees these stores and then checks `seq` must see the even `seq`
+        // stored before them, not the odd one of the poll that ended (a compiler barrier on x86).
+        fence(Release);
+        p.anchor.store(now_raw(), Relaxed);
+        p.anchor_seq.store(seq, Relaxed);
     }
 }
 
 /// End of a timed poll: exact duration into the location's histogram (weighted by the
 /// sampling rate), and into the long-poll ring if past the threshold.
 #[inline(never)]
-fn timed_end(shared: &Shared, slot: &Slot, seq: u64, start: u64, flags: u32) {
-    let ticks = now_raw().saturating_sub(start);
+fn timed_end(shared: &Shared, slot: &Slot, seq: u64) {
     let p = &slot.poll.0;
+    let start = p.anchor.load(Relaxed);
+    let end = now_raw();
+    let ticks = end.saturating_sub(start);
+    // The end is a closer anchor for the polls that follow (see `unparked` for the fence).
+    fence(Release);
+    p.anchor.store(end, Relaxed);
+    p.anchor_seq.store(seq.wrapping_add(1), Relaxed);
     let loc = p.loc.load(Relaxed);
     // SAFETY: `loc` was stored from a `&'static Location<'static>` by before_poll.
     let i = slot.entry_index(unsafe { &*(loc as *const Location<'static>) });
     slot.record_poll(i, ticks, u64::from(shared.timed_every));
     if ticks >= shared.threshold_ticks {
-        slot.push_long(seq, start, ticks, p.task.load(Relaxed), loc, flags);
+        slot.push_long(seq, start, ticks, p.task.load(Relaxed), loc, FLAG_TIMED);
     }
 }
 
 /// End of an untimed poll the watchdog marked as possibly long: read the clock and record it
-/// if it did cross the threshold. Its start is the watchdog's estimate, so the duration is known
-/// to within a watchdog period (the end is exact).
+/// if it did cross the threshold. Its start is the watchdog's lower bound, so the duration is
+/// known to within the bound's precision (the end is exact).
 #[cold]
 #[inline(never)]
-fn watched_end(shared: &Shared, slot: &Slot, seq: u64, flags: u32) {
-    let start = slot.poll.0.watched_start.load(Relaxed);
-    let ticks = now_raw().saturating_sub(start);
+fn watched_end(shared: &Shared, slot: &Slot, seq: u64) {
+    let p = &slot.poll.0;
+    let start = p.watched_start.load(Relaxed);
+    let end = now_raw();
+    let ticks = end.saturating_sub(start);
+    fence(Release);
+    p.anchor.store(end, Relaxed);
+    p.anchor_seq.store(seq.wrapping_add(1), Relaxed);
     if ticks >= shared.threshold_ticks {
-        let p = &slot.poll.0;
-        slot.push_long(seq, start, ticks, p.task.load(Relaxed), p.loc.load(Relaxed), flags);
+        slot.push_long(seq, start, ticks, p.task.load(Relaxed), p.loc.load(Relaxed), 0);
     }
 }
 
@@ -252,19 +285,17 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
         builder.track_task_schedule_latency();
         builder.on_before_task_poll(move |meta| {
             let latency = meta.schedule_latency().map(|d| d.as_nanos() as u64);
-            before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), 0, latency)
+            before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), latency)
         });
     } else {
-        builder
-            .on_before_task_poll(move |meta| before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
+        builder.on_before_task_poll(move |meta| before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), None));
     }
     #[cfg(not(feature = "schedule-latency"))]
-    builder.on_before_task_poll(move |meta| before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), 0, None));
+    builder.on_before_task_poll(move |meta| before_poll(&hot, &s, task_id_u64(meta.id()), meta.spawned_at(), None));
     let s = shared.clone();
     builder.on_after_task_poll(move |_meta| after_poll(&hot, &s));
     let s = shared.clone();
+    builder.on_thread_unpark(move || unparked(&hot, &s));
+    let s = shared.clone();
     builder.on_thread_stop(move || thread_stop(&s));
 }
-
-/// Marks the current poll as coming from `instrument` rather than from Tokio's hooks.
-pub(crate) const INSTRUMENTED: u32 = FLAG_INSTRUMENTED;

@@ -78,7 +78,7 @@ impl<F: Future> Future for Instrumented<F> {
         match &this.probe {
             Some(shared) => {
                 let hot = crate::hooks::Hot::of(shared);
-                crate::hooks::before_poll(&hot, shared, 0, this.loc, crate::hooks::INSTRUMENTED, None);
+                crate::hooks::before_poll(&hot, shared, 0, this.loc, None);
                 let out = fut.poll(cx);
                 crate::hooks::after_poll(&hot, shared);
                 out

@@ -362,14 +362,13 @@ impl ProbeBuilder {
         let clk = clock();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let threshold_ticks = clk.ns_to_ticks(c.stall_threshold.as_nanos() as u64).max(1);
-        let scan_period = crate::watchdog::scan_period(&c);
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Relaxed),
             threshold_ticks,
-            // The watchdog's last scan during a poll may come up to one period (plus scheduling
-            // delay) before the poll's end: any untimed poll it sees within two periods of the
-            // threshold gets its end read exactly.
-            maybe_long_ticks: threshold_ticks.saturating_sub(2 * clk.ns_to_ticks(scan_period.as_nanos() as u64)),
+            // The watchdog wakes as a poll it has seen would cross the threshold and marks it
+            // then (`watchdog::Cadence`); marking from half the threshold on leaves room for a
+            // delayed wake-up. A marked poll's end reads the clock: rare, and cheap.
+            maybe_long_ticks: threshold_ticks / 2,
             timed_every: c.timed_poll_every.max(1).next_power_of_two(),
             timed_mask: u64::from(c.timed_poll_every.max(1).next_power_of_two() - 1),
             slots: Slots::new(c.max_threads, c.max_locations, c.event_ring),

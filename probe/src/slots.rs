@@ -15,13 +15,9 @@ use crate::hist::TickHist;
 /// Long polls each slot remembers between two aggregator drains.
 pub(crate) const LONG_RING: usize = 32;
 
-/// Flag in the low bits of `PollState::start`: the poll is an `instrument`ed future, not a task.
-pub(crate) const FLAG_INSTRUMENTED: u32 = 1;
-/// Flag in the low bits of `PollState::start`: the start was read from the raw clock (a timed
-/// poll). An untimed poll stores no start at all; the watchdog bounds it (`watchdog.rs`).
+/// Flag of a long-poll record and a stall start: the start was read from the raw clock (a timed
+/// poll). An untimed poll's start is the watchdog's lower bound (`watchdog.rs`).
 pub(crate) const FLAG_TIMED: u32 = 2;
-/// The bits of `PollState::start` that hold flags.
-pub(crate) const FLAG_MASK: u64 = 3;
 
 /// High bit of an event's task word: the event is a termination (clear: a spawn).
 pub(crate) const EVENT_TERMINATE: u64 = 1 << 63;
@@ -40,8 +36,14 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// The poll in progress on a thread. `seq` is odd while a poll runs (so `seq / 2` counts the
 /// thread's polls); a reader loads `seq`, then the fields, then `seq` again, and trusts the
-/// fields only if both loads match. `start` holds the flags in its two low bits (and the raw
-/// start only for a timed poll).
+/// fields only if both loads match. Whether the poll is timed follows from `seq` (one poll in
+/// `timed_poll_every`, `hooks::before_poll`). `task` is 0 for an `instrument`ed future.
+///
+/// `anchor` is the latest raw-clock reading this thread made before the running poll began: the
+/// poll's exact start if it is timed; otherwise the end of the thread's last timed (or watched)
+/// poll or its last unpark, whichever came later (0: none yet). It is written only between polls or as a
+/// timed poll starts, so a consistent read of an untimed poll's fields gives a lower bound of
+/// its start.
 ///
 /// `watched` and `watched_start` are the one part the watchdog writes: when an untimed poll has
 /// run long enough that it may cross the threshold, the watchdog stores its estimated start and
@@ -50,7 +52,8 @@ impl<T> std::ops::Deref for Padded<T> {
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
     pub(crate) seq: AtomicU64,
-    pub(crate) start: AtomicU64,
+    pub(crate) anchor: AtomicU64,
+    pub(crate) anchor_seq: AtomicU64,
     pub(crate) task: AtomicU64,
     pub(crate) loc: AtomicUsize,
     /// Nesting depth of polls on this thread (an `instrument`ed future inside a task).
@@ -107,6 +110,8 @@ pub(crate) unsafe trait Zeroable {}
 unsafe impl Zeroable for LocEntry {}
 // SAFETY: only atomics.
 unsafe impl Zeroable for Event {}
+// SAFETY: an atomic integer.
+unsafe impl Zeroable for AtomicU32 {}
 
 /// `n` zeroed values, owned. Large tables (64 KiB and up) are mapped straight from the kernel
 /// (`mmap`, anonymous): their pages stay untouched, and so cost no memory, until a thread or
@@ -218,6 +223,11 @@ pub(crate) struct Slot {
     pub(crate) ev_dropped: AtomicU64,
     /// Open-addressed by location address; the last entry is the overflow row.
     pub(crate) locs: Zeroed<LocEntry>,
+    /// Indices (+ 1) of the entries of `locs` taken so far, in the order they were taken, so that
+    /// the aggregator reads those instead of the whole sparse table (`used_entries`). Owner
+    /// slots only: the shared slot is read whole.
+    used: Zeroed<AtomicU32>,
+    used_len: AtomicU32,
     pub(crate) loc_overflow: AtomicU64,
 }
 
@@ -237,6 +247,8 @@ impl Slot {
             ev_tail: Padded::default(),
             ev_dropped: AtomicU64::new(0),
             locs: zeroed_slice(locations + 1),
+            used: zeroed_slice(if shared { 0 } else { locations }),
+            used_len: AtomicU32::new(0),
             loc_overflow: AtomicU64::new(0),
         }
     }
@@ -261,6 +273,7 @@ impl Slot {
             if k == 0 {
                 if !self.shared {
                     self.locs[i].key.store(key, Release);
+                    self.note_used(i);
                     return i;
                 }
                 match self.locs[i].key.compare_exchange(0, key, AcqRel, Acquire) {
@@ -273,6 +286,25 @@ impl Slot {
         }
         self.count_overflow();
         self.overflow_index()
+    }
+
+    /// Appends a newly taken entry to `used` (owner only; once per location per thread).
+    #[cold]
+    fn note_used(&self, i: usize) {
+        let n = self.used_len.load(Relaxed) as usize;
+        if let Some(u) = self.used.get(n) {
+            u.store(i as u32 + 1, Relaxed);
+            self.used_len.store(n as u32 + 1, Release);
+        }
+    }
+
+    /// Indices of the entries of `locs` that may hold counts: the taken ones and the overflow
+    /// row. An entry's key is visible to whoever sees it listed here.
+    pub(crate) fn used_entries(&self) -> impl Iterator<Item = usize> + '_ {
+        let listed = if self.shared { 0 } else { self.used_len.load(Acquire) as usize };
+        let all = if self.shared { self.locs.len() } else { 0 };
+        let used = self.used[..listed.min(self.used.len())].iter().map(|u| u.load(Relaxed) as usize - 1);
+        used.chain(0..all).chain((!self.shared).then_some(self.overflow_index()))
     }
 
     #[cold]
@@ -409,5 +441,35 @@ impl Slots {
             s.pthread.store(0, Relaxed);
             s.tid.store(0, Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn here() -> &'static Location<'static> {
+        Location::caller()
+    }
+
+    #[test]
+    fn used_entries_list_every_taken_entry_and_the_overflow_row() {
+        let slot = Slot::new(64, 16, false);
+        let locs: Vec<&'static Location<'static>> = vec![here(), here(), here(), Location::caller()];
+        let mut taken: Vec<usize> = locs.iter().map(|l| slot.entry_index(l)).collect();
+        // Asking again finds the same entries and lists nothing twice.
+        assert_eq!(locs.iter().map(|l| slot.entry_index(l)).collect::<Vec<_>>(), taken);
+        taken.push(slot.overflow_index());
+        let mut listed: Vec<usize> = slot.used_entries().collect();
+        taken.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, taken);
+        // Every listed entry but the overflow row holds a key.
+        assert!(listed.iter().filter(|&&i| i != slot.overflow_index()).all(|&i| slot.locs[i].key.load(Relaxed) != 0));
+
+        let shared = Slot::new(64, 0, true);
+        shared.entry_index(here());
+        assert_eq!(shared.used_entries().count(), shared.locs.len(), "the shared slot is read whole");
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::aggregator::{Msg, StallStart};
 use crate::clock::{clock, now_raw};
 use crate::probe::Shared;
-use crate::slots::{FLAG_MASK, FLAG_TIMED};
+use crate::slots::FLAG_TIMED;
 
 #[derive(Debug, Default)]
 struct Watch {
@@ -35,40 +35,107 @@ struct Active {
 /// lost sample, a stall start or end as a lost stall record).
 fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
     let is_sample = matches!(msg, Msg::Sample { .. });
-    if tx.try_send(msg).is_err() {
+    let is_nudge = matches!(msg, Msg::Drain);
+    // A drain request that does not fit loses nothing: the aggregator is busy with the queue.
+    if tx.try_send(msg).is_err() && !is_nudge {
         let counter = if is_sample { &shared.samples_lost } else { &shared.stall_msgs_dropped };
         counter.fetch_add(1, Relaxed);
     }
 }
 
-/// Time between two scans: often enough to start sampling within a fraction of the threshold.
-/// It is also the precision of an untimed poll's start, which the scans bound.
-pub(crate) fn scan_period(c: &crate::probe::Config) -> Duration {
-    (c.stall_threshold / 8).min(c.sample_interval).max(Duration::from_micros(250))
+/// When the watchdog scans.
+///
+/// Every wake-up of this thread costs the service: on a machine whose cores the workers keep
+/// busy, it preempts a worker, and a wake-up costs ~20 µs of CPU on the VMs measured
+/// (docs/benchmarks.md, "Watchdog wake-ups"). So the watchdog does not scan on a fixed short
+/// period. It wakes when there is something to do: at the moment a poll it has seen running
+/// would cross the threshold (so a stall's first alert does not wait for a period), every sample
+/// interval while a stall lasts, and otherwise every period below.
+///
+/// The period is what bounds an untimed poll's start when nothing closer does: the start is
+/// bounded below by the previous scan and by the thread's anchor (the end of its last timed poll
+/// or its unpark, `PollState::anchor`), and a poll can be reported up to that bound's distance
+/// longer than it was (never shorter). The anchor is close for a worker that was idle (its
+/// unpark) and for one running short polls (at most `timed_poll_every` polls back), which is
+/// most of the time; then the watchdog scans every half threshold (`idle`). When a scan finds a
+/// poll whose anchor is further back than an eighth of the threshold (a worker running long polls
+/// back to back), it scans every eighth of the threshold (`precise`) for a while (`hold`), which
+/// keeps the bound within an eighth of the threshold, as a fixed scan used to. Do not lengthen
+/// either without measuring that bound (`tests/tests/stalls.rs`, the anchor and long-polls tests).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Cadence {
+    /// Period while every anchor is close (raw ticks).
+    idle: u64,
+    /// Period while some anchor is not.
+    precise: u64,
+    /// How long the precise period lasts after the last far anchor.
+    hold: u64,
+    /// Scan at the precise period until then (raw clock).
+    precise_until: u64,
 }
+
+impl Cadence {
+    pub(crate) fn idle_period(c: &crate::probe::Config) -> Duration {
+        (c.stall_threshold / 2).max(MIN_SLEEP)
+    }
+
+    pub(crate) fn precise_period(c: &crate::probe::Config) -> Duration {
+        (c.stall_threshold / 8).max(MIN_SLEEP)
+    }
+
+    fn new(c: &crate::probe::Config) -> Cadence {
+        let clk = clock();
+        let idle = clk.ns_to_ticks(Cadence::idle_period(c).as_nanos() as u64);
+        Cadence {
+            idle,
+            precise: clk.ns_to_ticks(Cadence::precise_period(c).as_nanos() as u64),
+            hold: 4 * idle,
+            precise_until: 0,
+        }
+    }
+
+    fn period(&self, now: u64) -> u64 {
+        if now < self.precise_until {
+            self.precise
+        } else {
+            self.idle
+        }
+    }
+}
+
+/// Shortest sleep between two scans.
+const MIN_SLEEP: Duration = Duration::from_micros(250);
 
 pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let c = &shared.config;
-    let period = scan_period(c);
     let clk = clock();
     let sample_ticks = clk.ns_to_ticks(c.sample_interval.as_nanos() as u64);
     let request_timeout = clk.ns_to_ticks(50_000_000);
-    let period_ticks = clk.ns_to_ticks(period.as_nanos() as u64);
+    let mut cadence = Cadence::new(c);
+    let min_ticks = clk.ns_to_ticks(MIN_SLEEP.as_nanos() as u64);
     let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let mut addrs = Vec::with_capacity(crate::sampler::unwind::MAX_FRAMES);
     let mut prev_scan = now_raw();
+    // The planned length of the interval that ends with the next scan.
+    let mut planned = cadence.idle;
     while !stop.load(Acquire) {
-        std::thread::sleep(period);
+        std::thread::sleep(Duration::from_nanos(clk.ticks_to_ns(planned)));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
-                collect_samples(&shared, &tx, unwinder, request_timeout);
+                collect_samples(&shared, &tx, unwinder, &mut addrs, request_timeout);
             }
-            prev_scan = scan(&shared, &tx, &mut watches, sample_ticks, period_ticks, prev_scan);
+            let timing = Timing { sample_ticks, planned };
+            let (began, next) = scan(&shared, &tx, &mut watches, timing, &mut cadence, prev_scan);
+            prev_scan = began;
+            planned = next.saturating_sub(began).clamp(min_ticks, cadence.idle);
         }));
         if result.is_err() {
             shared.panics.fetch_add(1, Relaxed);
+            planned = cadence.precise;
         }
     }
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -80,9 +147,9 @@ fn collect_samples(
     shared: &Shared,
     tx: &SyncSender<Msg>,
     unwinder: &mut crate::sampler::unwind::Unwinder,
+    addrs: &mut Vec<u64>,
     request_timeout: u64,
 ) {
-    let mut addrs = Vec::with_capacity(crate::sampler::unwind::MAX_FRAMES);
     let clk = clock();
     let costs = &shared.sampler_costs;
     let expired = crate::sampler::signal::collect(shared.id, now_raw(), request_timeout, |cap| {
@@ -98,7 +165,7 @@ fn collect_samples(
             return;
         }
         let began = now_raw();
-        unwinder.unwind(cap.regs, cap.stack, &mut addrs);
+        unwinder.unwind(cap.regs, cap.stack, addrs);
         costs.unwind_ns.record(clk.ticks_to_ns(now_raw().saturating_sub(began)));
         costs.frames.fetch_add(addrs.len() as u64, Relaxed);
         if addrs.is_empty() {
@@ -110,22 +177,44 @@ fn collect_samples(
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
 
+/// What a scan needs to know about time, in raw clock ticks.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    /// Time between two samples of a stalled thread.
+    sample_ticks: u64,
+    /// The planned length of the interval this scan ends (the previous scan's plan).
+    planned: u64,
+}
+
 /// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
-/// began.
+/// began and when the next one should (see [`Cadence`]).
 fn scan(
     shared: &Shared,
     tx: &SyncSender<Msg>,
     watches: &mut [Watch],
-    sample_ticks: u64,
-    period_ticks: u64,
+    t: Timing,
+    cadence: &mut Cadence,
     prev_scan: u64,
-) -> u64 {
+) -> (u64, u64) {
     let now = now_raw();
+    let mut far_anchor = false;
+    let mut next_wake = u64::MAX;
+    let timed_mask = u64::from(shared.timed_every - 1);
+    let mut drain_asked = false;
     for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
         let generation = slot.generation.load(Acquire);
         if generation != w.generation {
             w.generation = generation;
             w.stack = None;
+        }
+        if generation != 0 {
+            // A quarter-full event ring (a spawn storm): have the aggregator drain it now rather
+            // than at its next periodic drain, by when it could have overflowed.
+            let queued = slot.ev_head.load(Relaxed).wrapping_sub(slot.ev_tail.load(Relaxed));
+            if queued >= (slot.events.len() as u64 / 4).max(1) && !drain_asked {
+                drain_asked = true;
+                send(tx, shared, Msg::Drain);
+            }
         }
         let p = &slot.poll.0;
         let seq = p.seq.load(Acquire);
@@ -142,13 +231,16 @@ fn scan(
             if a.ended && !sample_in_flight(shared, a.tid) {
                 send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq });
                 w.active = None;
+            } else {
+                // Sample it, or look again soon for the end of its last sample.
+                next_wake = next_wake.min(a.last_sample.saturating_add(t.sample_ticks).max(now + 1));
             }
         }
         if seq & 1 == 0 {
             continue;
         }
-        let start_word = p.start.load(Relaxed);
-        let (start, flags) = (start_word & !FLAG_MASK, (start_word & FLAG_MASK) as u32);
+        let anchor = p.anchor.load(Relaxed);
+        let anchor_seq = p.anchor_seq.load(Relaxed);
         let task = p.task.load(Relaxed);
         let loc = p.loc.load(Relaxed);
         let tid = slot.tid.load(Relaxed);
@@ -156,26 +248,41 @@ fn scan(
         if p.seq.load(Relaxed) != seq || tid == 0 {
             continue;
         }
-        let est = match w.first_seen {
+        let timed = (seq >> 1) & timed_mask == 0;
+        let start = match w.first_seen {
             Some((s, est)) if s == seq => est,
             _ => {
-                // First seen now, and not by the previous scan, which read this slot after it
-                // began: the poll started after `prev_scan`. If this thread was delayed, that
-                // bound is older than one period; the later of the two never makes a short poll
-                // look long, and is at most a period early for a regular scan.
-                let est = prev_scan.max(now.saturating_sub(period_ticks));
+                // The poll began after the previous scan, which read this slot and did not see
+                // it, and after the thread's anchor: both are lower bounds.
+                let bound = prev_scan.max(anchor);
+                let est = if timed {
+                    // Read from the clock as the poll began.
+                    anchor
+                } else if anchor != 0 && seq.wrapping_sub(anchor_seq) / 2 == 0 {
+                    // The first poll since the anchor: it began right after it (or after
+                    // `prev_scan`, if work no hook sees ran in between).
+                    bound
+                } else {
+                    far_anchor |= now.saturating_sub(anchor) > cadence.precise;
+                    // If this thread was delayed, `prev_scan` is older than planned and may be
+                    // far before the poll; then the planned interval bounds it instead, which never
+                    // makes a short poll look long and is at most one interval early for a
+                    // regular scan.
+                    bound.max(now.saturating_sub(t.planned))
+                };
                 w.first_seen = Some((seq, est));
                 est
             }
         };
-        let timed = flags & FLAG_TIMED != 0;
-        let start = if timed { start } else { est };
+        let flags = if timed { FLAG_TIMED } else { 0 };
         if !timed && p.watched.load(Relaxed) != seq && now.saturating_sub(start) >= shared.maybe_long_ticks {
             // It may cross the threshold: have its end read the clock (`hooks::after_poll`).
             p.watched_start.store(start, Relaxed);
             p.watched.store(seq, Release);
         }
         if now.saturating_sub(start) < shared.threshold_ticks {
+            // Wake as it would cross the threshold, if that comes before the next scan.
+            next_wake = next_wake.min(start.saturating_add(shared.threshold_ticks));
             continue;
         }
         if w.active.is_none() {
@@ -189,9 +296,11 @@ fn scan(
         let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended) else {
             continue;
         };
-        if now.saturating_sub(a.last_sample) < sample_ticks {
+        if now.saturating_sub(a.last_sample) < t.sample_ticks {
+            next_wake = next_wake.min(a.last_sample.saturating_add(t.sample_ticks));
             continue;
         }
+        next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if let Some(signal) = shared.signal {
             use crate::sampler::signal;
@@ -213,10 +322,14 @@ fn scan(
             a.last_sample = now;
         }
     }
+    if far_anchor {
+        cadence.precise_until = now.saturating_add(cadence.hold);
+    }
+    let next = next_wake.min(now.saturating_add(cadence.period(now)));
     // Stalls in progress, for whoever must not wait on a stalled worker (task dumps).
     let stalled = watches.iter().filter(|w| w.active.as_ref().is_some_and(|a| !a.ended)).count();
     shared.polls_stalled.store(stalled, Release);
-    now
+    (now, next)
 }
 
 fn sample_in_flight(_shared: &Shared, _tid: i32) -> bool {

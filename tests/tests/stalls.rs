@@ -184,3 +184,121 @@ fn busy_time_per_worker_covers_a_stall() {
 fn busy(s: &stallscope_wire::Snapshot) -> Vec<(u32, u64)> {
     s.workers.iter().map(|w| (w.index, w.busy_ns / 1_000_000)).collect()
 }
+
+/// An untimed poll's start is bounded below by the thread's anchor, not only by the watchdog's
+/// previous scan. With a 40 ms threshold the watchdog scans every 10 ms, so the scan bound alone
+/// would report each stall up to 10 ms long. Stalls that follow idle time take their bound from
+/// the worker's unpark; stalls that follow a run of short polls take it from the last timed poll
+/// (at most 16 polls of ~20 µs back). Each is reported within 3 ms of its length as measured
+/// inside the poll (the scan bound alone: up to 20 ms), on both runtime flavours.
+#[test]
+fn untimed_stall_starts_are_bounded_by_the_thread_anchor() {
+    let _s = serial();
+    for flavor in [Flavor::Multi, Flavor::Current] {
+        for busy_before in [false, true] {
+            let (snap, actual) = Service::of(flavor)
+                .probe(|b| b.stall_threshold(Duration::from_millis(40)).sampling(false))
+                .run_with(|_| async move {
+                    let mut actual = Vec::new();
+                    for i in 0..5u64 {
+                        // Idle: every worker parks.
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        let d = tokio::spawn(async move {
+                            if busy_before {
+                                // 150 short polls back to back on this worker: about 3 ms.
+                                for _ in 0..150 {
+                                    let until = Instant::now() + Duration::from_micros(20);
+                                    while Instant::now() < until {
+                                        std::hint::spin_loop();
+                                    }
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                            let began = Instant::now();
+                            std::thread::sleep(Duration::from_millis(60 + 10 * i));
+                            began.elapsed()
+                        })
+                        .await
+                        .unwrap();
+                        actual.push(d.as_nanos() as i64);
+                    }
+                    actual
+                });
+            let mut reported: Vec<i64> = snap.finished_stalls().map(|s| s.duration_ns.unwrap_or(0) as i64).collect();
+            assert_eq!(reported.len(), 5, "{flavor:?}, busy before {busy_before}: {}", describe(&snap));
+            reported.sort_unstable();
+            let mut actual = actual;
+            actual.sort_unstable();
+            for (r, a) in reported.iter().zip(&actual) {
+                let err_ms = (r - a) as f64 / 1e6;
+                assert!(
+                    err_ms.abs() <= 3.0,
+                    "{flavor:?}, busy before {busy_before}: reported {r} ns for a {a} ns stall ({err_ms:+.2} ms)\n{}",
+                    describe(&snap)
+                );
+            }
+        }
+    }
+}
+
+/// When workers run long polls back to back, the anchor (the end of the last timed poll) can be
+/// 15 polls back. The watchdog notices such far anchors and scans every eighth of the threshold
+/// instead of every half, so a stall's start stays bounded within about an eighth of the
+/// threshold: 5 ms here (40 ms threshold). Scanning every half threshold, it would be up to 15.
+#[test]
+fn long_polls_back_to_back_keep_stall_starts_within_an_eighth_of_the_threshold() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _s = serial();
+    for flavor in [Flavor::Multi, Flavor::Current] {
+        let (snap, actual) = Service::of(flavor)
+            .probe(|b| b.stall_threshold(Duration::from_millis(40)).sampling(false))
+            .run_with(|_| async move {
+                let stop = Arc::new(AtomicBool::new(false));
+                // Four tasks polling for 1 ms at a time keep every worker busy with long polls.
+                let grinders: Vec<_> = (0..4)
+                    .map(|_| {
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            while !stop.load(Ordering::Relaxed) {
+                                let until = Instant::now() + Duration::from_millis(1);
+                                while Instant::now() < until {
+                                    std::hint::spin_loop();
+                                }
+                                tokio::task::yield_now().await;
+                            }
+                        })
+                    })
+                    .collect();
+                let mut actual = Vec::new();
+                for i in 0..5u64 {
+                    tokio::time::sleep(Duration::from_millis(60)).await;
+                    let d = tokio::spawn(async move {
+                        let began = Instant::now();
+                        std::thread::sleep(Duration::from_millis(60 + 10 * i));
+                        began.elapsed()
+                    })
+                    .await
+                    .unwrap();
+                    actual.push(d.as_nanos() as i64);
+                }
+                stop.store(true, Ordering::Relaxed);
+                for g in grinders {
+                    g.await.unwrap();
+                }
+                actual
+            });
+        let mut reported: Vec<i64> = snap.finished_stalls().map(|s| s.duration_ns.unwrap_or(0) as i64).collect();
+        assert_eq!(reported.len(), 5, "{flavor:?}: {}", describe(&snap));
+        reported.sort_unstable();
+        let mut actual = actual;
+        actual.sort_unstable();
+        for (r, a) in reported.iter().zip(&actual) {
+            let err_ms = (r - a) as f64 / 1e6;
+            assert!(
+                (-1.0..=6.0).contains(&err_ms),
+                "{flavor:?}: reported {r} ns for a {a} ns stall ({err_ms:+.2} ms)\n{}",
+                describe(&snap)
+            );
+        }
+    }
+}
