@@ -15,11 +15,16 @@ use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, U
 
 use crate::clock::{clock, now_raw, Clock};
 use crate::hist::TickSum;
+use crate::intmap::IntMap;
 use crate::probe::Shared;
-use crate::slots::{EVENT_TERMINATE, FLAG_INSTRUMENTED, FLAG_TIMED, LONG_RING};
+use crate::slots::{EVENT_TERMINATE, FLAG_TIMED, LONG_RING};
 
-/// How often the event and long-poll rings are drained between ticks.
-const DRAIN_EVERY: Duration = Duration::from_millis(10);
+/// How often the event and long-poll rings are drained between ticks. Each wake-up of this
+/// thread preempts a busy worker (docs/benchmarks.md, "Watchdog wake-ups"), so this is not
+/// short: the watchdog asks for a drain as soon as an event ring is a quarter full
+/// (`Msg::Drain`), which is what keeps a spawn storm from overflowing the rings, and a stall's end
+/// triggers its own drain (`Msg::StallEnded`).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// A stall the watchdog saw end but whose exact duration never arrived is closed after this.
 const END_GRACE: Duration = Duration::from_secs(1);
 /// How long `refresh` waits for stalls that have just ended to be closed.
@@ -33,10 +38,19 @@ const RECENT_KEYS: usize = 4096;
 #[derive(Debug)]
 pub(crate) enum Msg {
     StallStarted(StallStart),
-    Sample { slot: usize, seq: u64, addrs: Vec<u64> },
-    StallEnded { slot: usize, seq: u64 },
+    Sample {
+        slot: usize,
+        seq: u64,
+        addrs: Vec<u64>,
+    },
+    StallEnded {
+        slot: usize,
+        seq: u64,
+    },
     Refresh(SyncSender<()>),
     TaskLocations(crate::taskdump::LocationsRequest),
+    /// An event ring is filling up (sent by the watchdog).
+    Drain,
     Stop,
 }
 
@@ -83,18 +97,25 @@ struct LocAgg {
 /// Live-task ages, from the spawn/terminate event rings.
 #[derive(Debug, Default)]
 struct Ages {
-    tasks: HashMap<u64, (usize, u64)>,
-    order: HashMap<usize, VecDeque<(u64, u64)>>,
-    /// Tracked live tasks per location.
-    tracked: HashMap<usize, u64>,
-    orphans: HashMap<u64, u64>,
+    tasks: IntMap<u64, (usize, u64)>,
+    locs: IntMap<usize, LocAges>,
+    orphans: IntMap<u64, u64>,
     untracked: u64,
     passes: u64,
 }
 
+/// One location's tracked live tasks.
+#[derive(Debug, Default)]
+struct LocAges {
+    /// (task, spawn time) in spawn order; entries of tasks that have ended are dropped lazily.
+    order: VecDeque<(u64, u64)>,
+    /// Tracked live tasks.
+    tracked: u64,
+}
+
 impl Ages {
     fn spawn(&mut self, task: u64, loc: usize, at: u64, cap: usize) {
-        if self.orphans.remove(&task).is_some() {
+        if !self.orphans.is_empty() && self.orphans.remove(&task).is_some() {
             return;
         }
         if self.tasks.len() >= cap {
@@ -104,13 +125,14 @@ impl Ages {
         if let Some((old_loc, _)) = self.tasks.insert(task, (loc, at)) {
             self.untrack(old_loc);
         }
-        self.order.entry(loc).or_default().push_back((task, at));
-        *self.tracked.entry(loc).or_insert(0) += 1;
+        let l = self.locs.entry(loc).or_default();
+        l.order.push_back((task, at));
+        l.tracked += 1;
     }
 
     fn untrack(&mut self, loc: usize) {
-        if let Some(n) = self.tracked.get_mut(&loc) {
-            *n = n.saturating_sub(1);
+        if let Some(l) = self.locs.get_mut(&loc) {
+            l.tracked = l.tracked.saturating_sub(1);
         }
     }
 
@@ -126,7 +148,7 @@ impl Ages {
 
     fn end_pass(&mut self) {
         self.passes += 1;
-        if self.passes % 64 == 0 {
+        if self.passes.is_multiple_of(64) {
             let p = self.passes;
             self.orphans.retain(|_, at| p - *at < 256);
             // A spawn storm grows these maps to its peak; give the memory back once it is over,
@@ -134,9 +156,9 @@ impl Ages {
             // mark (docs/benchmarks.md, "Probe costs": flatness over a million tasks).
             shrink_map(&mut self.tasks);
             shrink_map(&mut self.orphans);
-            for q in self.order.values_mut() {
-                if q.capacity() > 4096 && q.capacity() > 4 * q.len() {
-                    q.shrink_to(q.len() * 2);
+            for l in self.locs.values_mut() {
+                if l.order.capacity() > 4096 && l.order.capacity() > 4 * l.order.len() {
+                    l.order.shrink_to(l.order.len() * 2);
                 }
             }
         }
@@ -146,43 +168,39 @@ impl Ages {
     /// tracked count exceeds the exact live count (a terminate event was dropped), the oldest
     /// extra entries are taken as the dead ones.
     fn oldest(&mut self, loc: usize, exact_live: u64) -> Option<u64> {
-        let q = self.order.get_mut(&loc)?;
-        while let Some(&(task, at)) = q.front() {
-            let alive = self.tasks.get(&task).is_some_and(|(_, a)| *a == at);
+        let l = self.locs.get_mut(&loc)?;
+        let tasks = &mut self.tasks;
+        while let Some(&(task, at)) = l.order.front() {
+            let alive = tasks.get(&task).is_some_and(|(_, a)| *a == at);
             if !alive {
-                q.pop_front();
+                l.order.pop_front();
                 continue;
             }
             break;
         }
-        let tracked = self.tracked.get(&loc).copied().unwrap_or(0);
-        let mut extra = tracked.saturating_sub(exact_live);
+        let mut extra = l.tracked.saturating_sub(exact_live);
         while extra > 0 {
-            match q.pop_front() {
+            match l.order.pop_front() {
                 Some((t, at)) => {
-                    if self.tasks.get(&t).is_some_and(|(_, a)| *a == at) {
-                        self.tasks.remove(&t);
+                    if tasks.get(&t).is_some_and(|(_, a)| *a == at) {
+                        tasks.remove(&t);
                         extra -= 1;
-                        if let Some(n) = self.tracked.get_mut(&loc) {
-                            *n = n.saturating_sub(1);
-                        }
+                        l.tracked = l.tracked.saturating_sub(1);
                     }
                 }
                 None => break,
             }
         }
         // Dead entries behind the front are dropped lazily; compact when they dominate.
-        let tracked = self.tracked.get(&loc).copied().unwrap_or(0) as usize;
-        if q.len() > 1024 && q.len() > 4 * tracked {
-            let tasks = &self.tasks;
-            q.retain(|(t, at)| tasks.get(t).is_some_and(|(_, a)| a == at));
+        if l.order.len() > 1024 && l.order.len() as u64 > 4 * l.tracked {
+            l.order.retain(|(t, at)| tasks.get(t).is_some_and(|(_, a)| a == at));
         }
-        q.front().map(|(_, at)| *at)
+        l.order.front().map(|(_, at)| *at)
     }
 }
 
 /// Shrinks a map holding far less than its capacity (keeping room to double).
-fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut IntMap<K, V>) {
     if m.capacity() > 4096 && m.capacity() > 4 * m.len() {
         m.shrink_to(m.len() * 2);
     }
@@ -386,6 +404,7 @@ impl Agg {
                 }
                 let _ = reply.try_send(out);
             }
+            Msg::Drain => self.drain(),
             Msg::Stop => {}
         }
     }
@@ -584,7 +603,7 @@ impl Agg {
                 }
             }
         }
-        stacks.sort_by(|a, b| b.count.cmp(&a.count));
+        stacks.sort_by_key(|s| std::cmp::Reverse(s.count));
         Stall {
             id: rec.id,
             start_unix_ms: self.clock.raw_to_unix_ns(s.start) / 1_000_000,
@@ -592,7 +611,8 @@ impl Agg {
             elapsed_ns: self.clock.ticks_to_ns(elapsed_ticks),
             worker: s.slot as u32,
             tid: s.tid,
-            task: (s.flags & FLAG_INSTRUMENTED == 0 && s.task != 0).then_some(s.task),
+            // An `instrument`ed future has task 0 (Tokio's task ids start at 1).
+            task: (s.task != 0).then_some(s.task),
             spawned_at: self.location_name(s.loc),
             in_block_in_place: in_bip,
             stacks,
@@ -608,13 +628,14 @@ impl Agg {
         self.seq += 1;
 
         // Sum per-thread tables into per-location and per-worker figures.
-        let mut locs: HashMap<usize, LocAgg> = HashMap::new();
+        let mut locs: IntMap<usize, LocAgg> = IntMap::default();
         let mut overflow = LocAgg::default();
         let mut workers = Vec::new();
         for (wi, slot) in shared.slots.slots.iter().chain(std::iter::once(&shared.slots.shared)).enumerate() {
             let mut wsum = TickSum::default();
             let last = slot.locs.len() - 1;
-            for (i, e) in slot.locs.iter().enumerate() {
+            for i in slot.used_entries() {
+                let e = &slot.locs[i];
                 let key = e.key.load(Acquire);
                 if key == 0 && i != last {
                     continue;

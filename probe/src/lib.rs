@@ -67,6 +67,7 @@ mod clock;
 mod hist;
 mod hooks;
 mod instrument;
+mod intmap;
 mod lag;
 mod leak;
 pub mod pool;
