@@ -31,8 +31,13 @@ use stallscope_wire::{Interval, Update};
 use crate::probe::{Probe, Shared};
 use crate::taskdump::Dumper;
 
-/// How often the accept loop and the writers look at the stop flag.
+/// How often the writers look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
+/// Longest wait of the accept loop. It waits in `poll(2)` on the listeners and a wake-up socket
+/// that `Server::drop` writes to, so it answers a connection or a stop at once; this is only the
+/// rate at which it forgets finished clients. It used to sleep 50 ms between non-blocking accepts:
+/// 20 wake-ups a second, each one taking a busy worker's core (docs/benchmarks.md).
+const ACCEPT_WAIT: Duration = Duration::from_secs(1);
 /// A client must finish the handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -90,6 +95,8 @@ impl io::Write for Conn {
 /// The running server; dropping it stops the threads and removes the socket.
 pub(crate) struct Server {
     stop: Arc<AtomicBool>,
+    /// Written to on drop, to wake the accept loop.
+    wake: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
     path: Option<PathBuf>,
 }
@@ -103,6 +110,9 @@ impl std::fmt::Debug for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Release);
+        if let Some(w) = &mut self.wake {
+            let _ = w.write_all(&[1]);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -158,15 +168,20 @@ pub(crate) fn start(probe: &Probe, handle: &tokio::runtime::Handle) -> Option<Se
         Endpoints { unix: path.clone(), tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()) };
     let stop = Arc::new(AtomicBool::new(false));
     let dumper = Arc::new(Dumper::new(probe.shared.clone(), handle.clone(), stop.clone()));
+    // Without the pair (out of descriptors), the loop falls back to waiting `POLL` at a time.
+    let (wake, woken) = match UnixStream::pair() {
+        Ok((w, r)) => (Some(w), Some(r)),
+        Err(_) => (None, None),
+    };
     let thread = {
         let probe = probe.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("stallscope-server".into())
-            .spawn(move || accept_loop(probe, unix, tcp, stop, dumper))
+            .spawn(move || accept_loop(probe, unix, tcp, woken, stop, dumper))
             .ok()
     };
-    Some(Server { stop, thread, path })
+    Some(Server { stop, wake, thread, path })
 }
 
 fn bind_unix(dir: &std::path::Path, name: &str) -> io::Result<(UnixListener, PathBuf)> {
@@ -214,10 +229,29 @@ struct Client {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Waits until a listener has a connection, `woken` has a byte, or `ACCEPT_WAIT` has passed.
+fn wait_for_work(unix: Option<&UnixListener>, tcp: Option<&TcpListener>, woken: Option<&UnixStream>) {
+    use std::os::fd::AsRawFd;
+    let Some(woken) = woken else {
+        std::thread::sleep(POLL);
+        return;
+    };
+    let fds = [unix.map(|l| l.as_raw_fd()), tcp.map(|l| l.as_raw_fd()), Some(woken.as_raw_fd())];
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().flatten().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs for the duration of the call.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ACCEPT_WAIT.as_millis() as i32) };
+    if rc < 0 {
+        // EINTR (a sample signal landed here) or worse: do not spin.
+        std::thread::sleep(POLL);
+    }
+}
+
 fn accept_loop(
     probe: Probe,
     unix: Option<UnixListener>,
     tcp: Option<TcpListener>,
+    woken: Option<UnixStream>,
     stop: Arc<AtomicBool>,
     dumper: Arc<Dumper>,
 ) {
@@ -245,7 +279,10 @@ fn accept_loop(
             c.threads.retain(|t| !t.is_finished());
             !c.threads.is_empty()
         });
-        std::thread::sleep(POLL);
+        if stop.load(Acquire) {
+            break;
+        }
+        wait_for_work(unix.as_ref(), tcp.as_ref(), woken.as_ref());
     }
     for c in &clients {
         c.conn.shutdown();
