@@ -78,7 +78,7 @@ fn bytes_per_second(secs: f64) -> (f64, u64) {
                 i += 1;
                 // 40 spawn sites' worth of short tasks, a stall every second.
                 tokio::spawn(async move { black_box(i) });
-                if i % 500 == 0 {
+                if i.is_multiple_of(500) {
                     tokio::spawn(async { std::thread::sleep(Duration::from_millis(15)) });
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;

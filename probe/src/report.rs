@@ -29,7 +29,7 @@ pub fn render(s: &Snapshot) -> String {
 
     let _ = writeln!(o, "\nstalls: {} in all, {} stalled", s.stall_count, fmt_ns(s.stalled_ns));
     let mut stalls: Vec<_> = s.stalls.iter().collect();
-    stalls.sort_by(|a, b| b.elapsed_ns.cmp(&a.elapsed_ns));
+    stalls.sort_by_key(|s| std::cmp::Reverse(s.elapsed_ns));
     for st in stalls.iter().take(20) {
         let state = if st.duration_ns.is_some() { "" } else { " (still running)" };
         let bip = if st.in_block_in_place { " [in block_in_place]" } else { "" };

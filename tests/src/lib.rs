@@ -234,6 +234,7 @@ impl Client {
     }
 
     /// The next update, counting `Dropped` messages on the way. `Ok(None)` when the probe hangs up.
+    #[allow(clippy::should_implement_trait)] // fallible, so not an `Iterator`
     pub fn next(&mut self) -> Result<Option<stallscope_wire::Update>, stallscope_wire::Error> {
         use stallscope_wire::intern::Received;
         loop {

@@ -334,10 +334,11 @@ pub(crate) fn collect(probe: u64, now: u64, timeout_ticks: u64, mut f: impl FnMu
                     handler_ticks: e.handler_ticks.load(Relaxed),
                 });
             }
-            REQUESTED if now.saturating_sub(e.requested_at.load(Relaxed)) > timeout_ticks => {
-                if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() {
-                    expired += 1;
-                }
+            REQUESTED
+                if now.saturating_sub(e.requested_at.load(Relaxed)) > timeout_ticks
+                    && e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() =>
+            {
+                expired += 1;
             }
             _ => {}
         }

@@ -815,9 +815,11 @@ mod tests {
     #[test]
     fn find_path_and_rebase_follow_labels_into_a_new_tree() {
         let old = fixture();
-        let mut cursor = FlameCursor::default();
-        cursor.zoom = by_path(&old, "main;serve");
-        cursor.selected = by_path(&old, "main;serve;parse");
+        let mut cursor = FlameCursor {
+            zoom: by_path(&old, "main;serve"),
+            selected: by_path(&old, "main;serve;parse"),
+            ..FlameCursor::default()
+        };
         // New data: a frame that sorts first shifts every index.
         let new = FlameTree::from_stalls([&stall(&[("aaa", 5), ("main;serve;parse", 1), ("main;serve;fetch", 1)])]);
         cursor.search = Some("x".into());

@@ -169,7 +169,7 @@ fn render_top_frames(stall: &Stall, theme: Theme, area: Rect, buf: &mut Buffer) 
     block.render(area, buf);
     let total = stall.sample_count().max(1);
     let mut stacks: Vec<_> = stall.stacks.iter().collect();
-    stacks.sort_by(|a, b| b.count.cmp(&a.count));
+    stacks.sort_by_key(|s| std::cmp::Reverse(s.count));
     let w = inner.width as usize;
     let mut lines = Vec::new();
     for st in stacks.iter().take(inner.height as usize) {
