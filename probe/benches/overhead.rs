@@ -4,7 +4,7 @@
 //! cargo bench -p stallscope-probe --bench overhead              # full run (~1.5 min on 2 cores)
 //! cargo bench -p stallscope-probe --bench overhead -- --quick   # CI guard (a few seconds)
 //! STALLSCOPE_BENCH_QUICK=1 cargo bench -p stallscope-probe --bench overhead
-//! cargo bench -p stallscope-probe --bench overhead -- --diag    # full run + breakdown (~2.5 min)
+//! cargo bench -p stallscope-probe --bench overhead -- --diag    # + breakdown, wake-up cost (~3 min)
 //! ```
 //!
 //! Workloads, each on a fresh 2-worker multi-thread runtime per run:
@@ -24,7 +24,9 @@
 //! Also measured: the cost of the poll hooks alone (an `instrument`ed future polled in a tight
 //! loop on one thread, with and without a running probe). With `--diag`, both workloads are run
 //! again with two more setups: empty Tokio hooks (Tokio's own cost of calling hooks) and the
-//! probe installed but not started (its hooks without its threads).
+//! probe installed but not started (its hooks without its threads), and the CPU cost of one
+//! wake-up of a thread that only sleeps is measured. Every run also records what this process's
+//! threads did (CPU, times on CPU, preemptions), printed per setup.
 //!
 //! Quick mode exits with status 1 when the median probe/bare ratio on W1 exceeds
 //! [`QUICK_MAX_W1_RATIO`]. Run without `--bench` (as `cargo test --benches` does), the binary
@@ -458,6 +460,47 @@ fn hook_cost(iters: u64, rounds: usize) -> (Vec<f64>, Vec<f64>) {
     (without, with)
 }
 
+// === what a wake-up costs ===
+
+/// CPU time per wake-up (µs) of a thread that only sleeps `period` in a loop for `secs`, while
+/// `busy` other threads spin: what any periodic probe thread pays before it does any work, and
+/// takes from a worker when the cores are busy. From the thread's own `schedstat` (Linux).
+fn wake_up_cost(period: Duration, busy: usize, secs: f64) -> Option<f64> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..busy)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = black_box(x.wrapping_mul(31).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let sleeper = std::thread::spawn(move || {
+        let run_ns = || -> Option<u64> {
+            let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+            s.split_whitespace().next()?.parse().ok()
+        };
+        let before = run_ns()?;
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed().as_secs_f64() < secs {
+            std::thread::sleep(period);
+            n += 1;
+        }
+        Some((run_ns()? - before) as f64 / 1e3 / n as f64)
+    });
+    let out = sleeper.join().ok().flatten();
+    stop.store(true, Ordering::Relaxed);
+    for s in spinners {
+        let _ = s.join();
+    }
+    out
+}
+
 // === output ===
 
 fn ms(s: f64) -> String {
@@ -536,6 +579,7 @@ fn smoke() {
         run_once(setup, Workload::SpawnStorm { tasks: 100 });
     }
     hook_cost(1_000, 1);
+    wake_up_cost(Duration::from_millis(1), 1, 0.01);
     println!("overhead: smoke run only (pass --bench, as `cargo bench` does, to measure)");
 }
 
@@ -612,6 +656,18 @@ fn main() -> ExitCode {
         thread_rows.push(("W1 breakdown", b1));
     }
     print_threads(&thread_rows);
+    if diag {
+        println!();
+        println!("### what a wake-up costs (a thread sleeping 1.25 ms in a loop for 3 s, CPU per wake-up)");
+        println!();
+        println!("| other threads spinning | CPU per wake-up |");
+        println!("|---|---|");
+        for busy in [0, WORKERS] {
+            let cost = wake_up_cost(Duration::from_micros(1250), busy, 3.0);
+            let cost = cost.map_or("n/a".to_string(), |c| format!("{c:.1} µs"));
+            println!("| {busy} | {cost} |");
+        }
+    }
     let added: Vec<f64> = hook_probe.iter().zip(&hook_bare).map(|(p, b)| p - b).collect();
     let (alo, ahi) = min_max(&added);
     println!();

@@ -410,7 +410,7 @@ impl Agg {
     }
 
     /// Answers `refresh` callers once no stall is caught between its end and its record (the
-    /// watchdog notices ends within a scan period), or at their deadline.
+    /// watchdog notices a stall's end within a sample interval), or at their deadline.
     fn answer_refreshes(&mut self, now: Instant) {
         self.drain();
         let slots = &self.shared.slots.slots;
@@ -536,8 +536,9 @@ impl Agg {
             };
             if rec.unseen_since.is_some() && rec.start.flags & FLAG_TIMED == 0 {
                 // Untimed and never confirmed by the watchdog: its length rests on an estimated
-                // start that may be stale, so it is not reported (a real stall longer than the
-                // threshold plus one scan period is always seen by the watchdog).
+                // start that may be stale, so it is not reported (a real stall is always seen by
+                // the watchdog: any poll longer than its longest interval, threshold / 2, is seen
+                // running, and it wakes again as that poll crosses the threshold).
                 self.recent.push_back((key, rec.id));
                 self.recent_set.insert(key);
                 continue;

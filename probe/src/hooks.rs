@@ -122,8 +122,8 @@ fn loc_key(loc: &'static Location<'static>) -> usize {
 /// Timing: one poll in `timed_poll_every` (per thread, by its poll count) reads the raw clock at
 /// both ends and feeds the histograms. Every other poll reads no clock and stores no start. The
 /// watchdog bounds such a poll's start from below by the latest clock reading this thread made
-/// before it (`PollState::anchor`: its last timed poll's start or its last unpark), by its own
-/// previous scan, and by its scan period (`watchdog.rs`). When such a poll has run long enough
+/// before it (`PollState::anchor`: the end of its last timed poll or its last unpark), by its own
+/// previous scan, and by its scan interval (`watchdog::Cadence`). When such a poll has run long enough
 /// that it may cross the threshold, the watchdog marks it (`PollState::watched`) and its end
 /// reads the raw clock. Reading the TSC costs ~11 ns here, so two reads per poll alone would
 /// exceed the overhead budget (docs/benchmarks.md).
