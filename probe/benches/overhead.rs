@@ -233,6 +233,8 @@ struct Run {
     secs: f64,
     other: Option<f64>,
     threads: Vec<ThreadUse>,
+    /// Spawn/terminate events the probe dropped (full rings), read after the run.
+    events_dropped: Option<u64>,
 }
 
 // === this process's threads ===
@@ -330,9 +332,12 @@ fn run_once(setup: Setup, work: Workload) -> Run {
     let secs = elapsed.as_secs_f64();
     let threads = thread_use(&threads_before, &thread_table());
     let other = other_cores(before, cpu_ticks(), secs);
+    // Untimed: drain what is left and count what the rings could not hold.
+    let events_dropped =
+        guard.as_ref().and(probe.as_ref()).and_then(|p| p.refresh(Duration::from_secs(5))).map(|s| s.drops.task_events);
     drop(guard);
     drop(rt);
-    Run { secs, other, threads }
+    Run { secs, other, threads, events_dropped }
 }
 
 /// Results of one workload: `runs[k][i]` is setup `k`'s run in round `i`.
@@ -548,6 +553,7 @@ fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
 fn print_threads(workloads: &[(&str, &Rounds)]) {
     println!("| workload | setup | threads | CPU, ms per s of run | on CPU, times per s | preempted, times per s |");
     println!("|---|---|---|---|---|---|");
+    let mut dropped = Vec::new();
     for (label, r) in workloads {
         for (k, s) in r.setups.iter().enumerate() {
             let secs: f64 = r.runs[k].iter().map(|x| x.secs).sum();
@@ -567,7 +573,16 @@ fn print_threads(workloads: &[(&str, &Rounds)]) {
                     pre as f64 / secs
                 );
             }
+            let d: Vec<f64> = r.runs[k].iter().filter_map(|x| x.events_dropped).map(|d| d as f64).collect();
+            if !d.is_empty() {
+                let (_, hi) = min_max(&d);
+                dropped.push(format!("{label} {}: median {:.0}, max {hi:.0}", s.name(), median(&d)));
+            }
         }
+    }
+    if !dropped.is_empty() {
+        println!();
+        println!("Task events dropped by the probe per run (full rings): {}.", dropped.join("; "));
     }
 }
 
