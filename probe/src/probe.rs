@@ -783,6 +783,8 @@ impl Drop for ProbeGuard {
             let _ = tx.try_send(Msg::Stop);
         }
         for t in self.threads.drain(..) {
+            // The watchdog parks between scans; wake it rather than wait out its interval.
+            t.thread().unpark();
             let _ = t.join();
         }
         self.shared.running.store(false, Release);

@@ -110,8 +110,12 @@ impl std::fmt::Debug for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop.store(true, Release);
-        if let Some(w) = &mut self.wake {
-            let _ = w.write_all(&[1]);
+        if let Some(w) = &self.wake {
+            use std::os::fd::AsRawFd;
+            // MSG_NOSIGNAL: if the accept thread is gone, its end is closed, and a plain write
+            // would raise SIGPIPE in the host.
+            // SAFETY: sends one byte from a valid buffer on a socket we own.
+            let _ = unsafe { libc::send(w.as_raw_fd(), [1u8].as_ptr().cast(), 1, libc::MSG_NOSIGNAL) };
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -229,6 +233,19 @@ struct Client {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Accepts every pending connection into `out`. Returns whether accepting failed for another
+/// reason than "none left" (then the caller backs off).
+fn accept_all(mut accept: impl FnMut() -> io::Result<(Conn, bool)>, out: &mut Vec<(Conn, bool)>) -> bool {
+    loop {
+        match accept() {
+            Ok(c) => out.push(c),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
 /// Waits until a listener has a connection, `woken` has a byte, or `ACCEPT_WAIT` has passed.
 fn wait_for_work(unix: Option<&UnixListener>, tcp: Option<&TcpListener>, woken: Option<&UnixStream>) {
     use std::os::fd::AsRawFd;
@@ -259,16 +276,20 @@ fn accept_loop(
     let mut clients: Vec<Client> = Vec::new();
     while !stop.load(Acquire) {
         let mut accepted = Vec::new();
+        let mut failing = false;
         if let Some(l) = &unix {
-            while let Ok((s, _)) = l.accept() {
-                accepted.push((Conn::Unix(s), true));
-            }
+            failing |= accept_all(|| l.accept().map(|(s, _)| (Conn::Unix(s), true)), &mut accepted);
         }
         if let Some(l) = &tcp {
-            while let Ok((s, _)) = l.accept() {
-                let _ = s.set_nodelay(true);
-                accepted.push((Conn::Tcp(s), false));
-            }
+            failing |= accept_all(
+                || {
+                    l.accept().map(|(s, _)| {
+                        let _ = s.set_nodelay(true);
+                        (Conn::Tcp(s), false)
+                    })
+                },
+                &mut accepted,
+            );
         }
         for (conn, is_unix) in accepted {
             if let Some(c) = serve(&probe, conn, is_unix, &live, &stop, &dumper) {
@@ -281,6 +302,11 @@ fn accept_loop(
         });
         if stop.load(Acquire) {
             break;
+        }
+        if failing {
+            // Out of descriptors, say: the connection stays queued and `poll` would report it
+            // again at once. Do not spin on it.
+            std::thread::sleep(POLL);
         }
         wait_for_work(unix.as_ref(), tcp.as_ref(), woken.as_ref());
     }

@@ -55,12 +55,14 @@ fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
 /// The period is what bounds an untimed poll's start when nothing closer does: the start is
 /// bounded below by the previous scan and by the thread's anchor (the end of its last timed poll
 /// or its unpark, `PollState::anchor`), and a poll can be reported up to that bound's distance
-/// longer than it was (never shorter). The anchor is close for a worker that was idle (its
-/// unpark) and for one running short polls (at most `timed_poll_every` polls back), which is
-/// most of the time; then the watchdog scans every half threshold (`idle`). When a scan finds a
-/// poll whose anchor is further back than an eighth of the threshold (a worker running long polls
-/// back to back), it scans every eighth of the threshold (`precise`) for a while (`hold`), which
-/// keeps the bound within an eighth of the threshold, as a fixed scan used to. Do not lengthen
+/// longer than it was (shorter only when the watchdog itself was delayed, see `scan`). The
+/// anchor is close for a worker that was idle (its unpark) and for one running short polls (at
+/// most `timed_poll_every` polls back), which is most of the time; then the watchdog scans every
+/// half threshold (`idle`). When a scan finds a poll whose anchor is further back than an eighth
+/// of the threshold (a worker running long polls back to back), it scans every eighth of the
+/// threshold (`precise`) for a while (`hold`), which keeps the bound of the polls that follow
+/// within an eighth of the threshold, as a fixed scan used to; the first such poll after a quiet
+/// spell is bounded by the idle period only. Do not lengthen
 /// either without measuring that bound (`tests/tests/stalls.rs`, the anchor and long-polls tests).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Cadence {
@@ -122,13 +124,19 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
     // The planned length of the interval that ends with the next scan.
     let mut planned = cadence.idle;
     while !stop.load(Acquire) {
-        std::thread::sleep(Duration::from_nanos(clk.ticks_to_ns(planned)));
+        // Parked, not asleep: the guard's drop unparks this thread, so stopping never waits for
+        // an interval (up to threshold / 2). An early wake only makes one interval shorter.
+        std::thread::park_timeout(Duration::from_nanos(clk.ticks_to_ns(planned)));
+        if stop.load(Acquire) {
+            break;
+        }
+        let woke = now_raw();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
                 collect_samples(&shared, &tx, unwinder, &mut addrs, request_timeout);
             }
-            let timing = Timing { sample_ticks, planned };
+            let timing = Timing { sample_ticks, planned, woke };
             let (began, next) = scan(&shared, &tx, &mut watches, timing, &mut cadence, prev_scan);
             prev_scan = began;
             planned = next.saturating_sub(began).clamp(min_ticks, cadence.idle);
@@ -184,6 +192,8 @@ struct Timing {
     sample_ticks: u64,
     /// The planned length of the interval this scan ends (the previous scan's plan).
     planned: u64,
+    /// When this thread woke for this scan (before collecting samples).
+    woke: u64,
 }
 
 /// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
@@ -232,8 +242,10 @@ fn scan(
                 send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq });
                 w.active = None;
             } else {
-                // Sample it, or look again soon for the end of its last sample.
-                next_wake = next_wake.min(a.last_sample.saturating_add(t.sample_ticks).max(now + 1));
+                // Its next sample (taken below if due now), or another look for the end of its
+                // last one. Never "now": a due sample is taken in this scan.
+                let due = a.last_sample.saturating_add(t.sample_ticks);
+                next_wake = next_wake.min(if due > now { due } else { now.saturating_add(t.sample_ticks) });
             }
         }
         if seq & 1 == 0 {
@@ -265,10 +277,12 @@ fn scan(
                 } else {
                     far_anchor |= now.saturating_sub(anchor) > cadence.precise;
                     // If this thread was delayed, `prev_scan` is older than planned and may be
-                    // far before the poll; then the planned interval bounds it instead, which never
-                    // makes a short poll look long and is at most one interval early for a
-                    // regular scan.
-                    bound.max(now.saturating_sub(t.planned))
+                    // far before the poll; then the planned interval before this wake-up bounds
+                    // it instead, which never makes a short poll look long. That bound is not a
+                    // true one: a poll that began while the previous scan was still running (after
+                    // it read this slot) is estimated up to that scan's remaining time late,
+                    // microseconds unless it was unwinding samples.
+                    bound.max(t.woke.saturating_sub(t.planned))
                 };
                 w.first_seen = Some((seq, est));
                 est

@@ -183,3 +183,22 @@ fn instrument_measures_futures_driven_by_a_local_set() {
     });
     expect_stall(&snap).naming("local_set_task_blocks").once().lasting_ms(25, 0.2);
 }
+
+/// Stopping the probe does not wait out the watchdog's interval. With a 20 s threshold the
+/// watchdog sleeps up to 10 s between scans; dropping the guard wakes it.
+#[test]
+fn stopping_the_probe_does_not_wait_for_the_watchdog() {
+    let _s = serial();
+    let probe = Probe::builder().stall_threshold(Duration::from_secs(20)).build().expect("probe");
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    probe.install(&mut b);
+    let rt = b.build().expect("runtime");
+    let guard = probe.start(rt.handle());
+    // Let the watchdog reach its first long sleep.
+    std::thread::sleep(Duration::from_millis(200));
+    let began = std::time::Instant::now();
+    drop(guard);
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(3), "dropping the guard took {took:?}");
+}

@@ -186,8 +186,8 @@ fn busy(s: &stallscope_wire::Snapshot) -> Vec<(u32, u64)> {
 }
 
 /// An untimed poll's start is bounded below by the thread's anchor, not only by the watchdog's
-/// previous scan. With a 40 ms threshold the watchdog scans every 10 ms, so the scan bound alone
-/// would report each stall up to 10 ms long. Stalls that follow idle time take their bound from
+/// previous scan. With a 40 ms threshold the watchdog scans every 20 ms while anchors are close,
+/// so the scan bound alone would report each stall up to 20 ms long. Stalls that follow idle time take their bound from
 /// the worker's unpark; stalls that follow a run of short polls take it from the last timed poll
 /// (at most 16 polls of ~20 µs back). Each is reported within 3 ms of its length as measured
 /// inside the poll (the scan bound alone: up to 20 ms), on both runtime flavours.
