@@ -238,9 +238,8 @@ struct Agg {
     alerts: crate::alerts::Checks,
     /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
     pending: Vec<(SyncSender<()>, Instant)>,
-    /// When the rings were last drained, and when to drain them next (`drain`).
+    /// When the rings were last drained.
     last_drain: Instant,
-    drain_every: Duration,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
@@ -275,7 +274,6 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         alerts: crate::alerts::Checks::default(),
         pending: Vec::new(),
         last_drain: now,
-        drain_every: DRAIN_EVERY,
         shared,
     };
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -287,7 +285,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
     let mut next_tick = now + tick_every;
     loop {
         let now = Instant::now();
-        let next_drain = agg.last_drain + agg.drain_every;
+        let next_drain = agg.last_drain + DRAIN_EVERY;
         let mut wake = next_tick.min(next_drain);
         if !agg.pending.is_empty() {
             wake = wake.min(now + Duration::from_millis(1));
@@ -303,7 +301,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
             if !agg.pending.is_empty() {
                 agg.answer_refreshes(now);
             }
-            if now >= agg.last_drain + agg.drain_every {
+            if now >= agg.last_drain + DRAIN_EVERY {
                 agg.drain();
             }
             if now >= next_tick {
@@ -434,18 +432,17 @@ impl Agg {
 
     /// Drains the event and long-poll rings of every slot.
     ///
-    /// Also plans the next drain from how full the fullest ring was: at most `DRAIN_EVERY` away,
-    /// and sooner in a spawn storm, so that a ring fills to about a quarter between two drains
-    /// (at least 1 ms apart). The watchdog's `Msg::Drain` covers a storm's first moments.
+    /// Drains are `DRAIN_EVERY` apart, plus one whenever the watchdog sees a ring a quarter full
+    /// (`Msg::Drain`). Planning drains from the rings' fill (as often as every 1 ms in a storm)
+    /// was tried: it made the million-task spawn storm 3–5 % slower (two alternating runs, 15 and
+    /// 31 pairs) and dropped about as many events (docs/benchmarks.md, "Watchdog wake-ups").
     fn drain(&mut self) {
         let cap = self.shared.config.max_tracked_tasks;
         let shared = self.shared.clone();
         let now = Instant::now();
-        let mut fill = 0.0f64;
         for slot in shared.slots.slots.iter() {
             let head = slot.ev_head.load(Acquire);
             let tail = slot.ev_tail.load(Relaxed);
-            fill = fill.max(head.wrapping_sub(tail) as f64 / slot.events.len() as f64);
             let mask = slot.events.len() as u64 - 1;
             let mut i = tail;
             while i != head {
@@ -465,15 +462,7 @@ impl Agg {
             self.drain_long(i);
         }
         self.finish_ready();
-        let since = now.saturating_duration_since(self.last_drain);
         self.last_drain = now;
-        self.drain_every = if fill < 1.0 / 64.0 {
-            DRAIN_EVERY
-        } else {
-            // The fill may have come in the last moments of a long idle interval (a storm's start):
-            // estimate its rate over at most the last 10 ms.
-            since.min(Duration::from_millis(10)).mul_f64(0.25 / fill).clamp(Duration::from_millis(1), DRAIN_EVERY)
-        };
     }
 
     fn drain_long(&mut self, i: usize) {
