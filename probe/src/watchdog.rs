@@ -77,11 +77,11 @@ pub(crate) struct Cadence {
 }
 
 impl Cadence {
-    pub(crate) fn idle_period(c: &crate::probe::Config) -> Duration {
+    fn idle_period(c: &crate::probe::Config) -> Duration {
         (c.stall_threshold / 2).max(MIN_SLEEP)
     }
 
-    pub(crate) fn precise_period(c: &crate::probe::Config) -> Duration {
+    fn precise_period(c: &crate::probe::Config) -> Duration {
         (c.stall_threshold / 8).max(MIN_SLEEP)
     }
 

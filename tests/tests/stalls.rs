@@ -3,6 +3,7 @@
 //! runtime flavours. Run in release (`debug = "line-tables-only"` in the workspace profile).
 
 use std::hint::black_box;
+use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -224,19 +225,8 @@ fn untimed_stall_starts_are_bounded_by_the_thread_anchor() {
                     }
                     actual
                 });
-            let mut reported: Vec<i64> = snap.finished_stalls().map(|s| s.duration_ns.unwrap_or(0) as i64).collect();
-            assert_eq!(reported.len(), 5, "{flavor:?}, busy before {busy_before}: {}", describe(&snap));
-            reported.sort_unstable();
-            let mut actual = actual;
-            actual.sort_unstable();
-            for (r, a) in reported.iter().zip(&actual) {
-                let err_ms = (r - a) as f64 / 1e6;
-                assert!(
-                    err_ms.abs() <= 3.0,
-                    "{flavor:?}, busy before {busy_before}: reported {r} ns for a {a} ns stall ({err_ms:+.2} ms)\n{}",
-                    describe(&snap)
-                );
-            }
+            let what = format!("{flavor:?}, busy before {busy_before}");
+            expect_lengths(&what, &snap, actual, -3.0..=3.0);
         }
     }
 }
@@ -288,18 +278,19 @@ fn long_polls_back_to_back_keep_stall_starts_within_an_eighth_of_the_threshold()
                 }
                 actual
             });
-        let mut reported: Vec<i64> = snap.finished_stalls().map(|s| s.duration_ns.unwrap_or(0) as i64).collect();
-        assert_eq!(reported.len(), 5, "{flavor:?}: {}", describe(&snap));
-        reported.sort_unstable();
-        let mut actual = actual;
-        actual.sort_unstable();
-        for (r, a) in reported.iter().zip(&actual) {
-            let err_ms = (r - a) as f64 / 1e6;
-            assert!(
-                (-1.0..=7.5).contains(&err_ms),
-                "{flavor:?}: reported {r} ns for a {a} ns stall ({err_ms:+.2} ms)\n{}",
-                describe(&snap)
-            );
-        }
+        expect_lengths(&format!("{flavor:?}"), &snap, actual, -1.0..=7.5);
+    }
+}
+
+/// The snapshot's finished stalls, one per length in `actual` (ns, as measured inside each poll),
+/// are each reported within `err_ms` of it (matched by order of length).
+fn expect_lengths(what: &str, snap: &stallscope_wire::Snapshot, mut actual: Vec<i64>, err_ms: RangeInclusive<f64>) {
+    let mut reported: Vec<i64> = snap.finished_stalls().map(|s| s.duration_ns.unwrap_or(0) as i64).collect();
+    assert_eq!(reported.len(), actual.len(), "{what}: {}", describe(snap));
+    reported.sort_unstable();
+    actual.sort_unstable();
+    for (r, a) in reported.iter().zip(&actual) {
+        let err = (r - a) as f64 / 1e6;
+        assert!(err_ms.contains(&err), "{what}: reported {r} ns for a {a} ns stall ({err:+.2} ms)\n{}", describe(snap));
     }
 }
