@@ -208,20 +208,15 @@ fn untimed_stall_starts_are_bounded_by_the_thread_anchor() {
                             if busy_before {
                                 // 150 short polls back to back on this worker: about 3 ms.
                                 for _ in 0..150 {
-                                    let until = Instant::now() + Duration::from_micros(20);
-                                    while Instant::now() < until {
-                                        std::hint::spin_loop();
-                                    }
+                                    spin_for(Duration::from_micros(20));
                                     tokio::task::yield_now().await;
                                 }
                             }
-                            let began = Instant::now();
-                            std::thread::sleep(Duration::from_millis(60 + 10 * i));
-                            began.elapsed()
+                            block_measured(60 + 10 * i)
                         })
                         .await
                         .unwrap();
-                        actual.push(d.as_nanos() as i64);
+                        actual.push(d);
                     }
                     actual
                 });
@@ -251,10 +246,7 @@ fn long_polls_back_to_back_keep_stall_starts_within_an_eighth_of_the_threshold()
                         let stop = stop.clone();
                         tokio::spawn(async move {
                             while !stop.load(Ordering::Relaxed) {
-                                let until = Instant::now() + Duration::from_millis(1);
-                                while Instant::now() < until {
-                                    std::hint::spin_loop();
-                                }
+                                spin_for(Duration::from_millis(1));
                                 tokio::task::yield_now().await;
                             }
                         })
@@ -263,14 +255,7 @@ fn long_polls_back_to_back_keep_stall_starts_within_an_eighth_of_the_threshold()
                 let mut actual = Vec::new();
                 for i in 0..5u64 {
                     tokio::time::sleep(Duration::from_millis(60)).await;
-                    let d = tokio::spawn(async move {
-                        let began = Instant::now();
-                        std::thread::sleep(Duration::from_millis(60 + 10 * i));
-                        began.elapsed()
-                    })
-                    .await
-                    .unwrap();
-                    actual.push(d.as_nanos() as i64);
+                    actual.push(tokio::spawn(async move { block_measured(60 + 10 * i) }).await.unwrap());
                 }
                 stop.store(true, Ordering::Relaxed);
                 for g in grinders {
@@ -292,5 +277,20 @@ fn expect_lengths(what: &str, snap: &stallscope_wire::Snapshot, mut actual: Vec<
     for (r, a) in reported.iter().zip(&actual) {
         let err = (r - a) as f64 / 1e6;
         assert!(err_ms.contains(&err), "{what}: reported {r} ns for a {a} ns stall ({err:+.2} ms)\n{}", describe(snap));
+    }
+}
+
+/// Blocks the calling thread for `ms` and returns how long that took as measured inside (ns).
+fn block_measured(ms: u64) -> i64 {
+    let began = Instant::now();
+    std::thread::sleep(Duration::from_millis(ms));
+    began.elapsed().as_nanos() as i64
+}
+
+/// Keeps the calling thread busy for `d`.
+fn spin_for(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }
