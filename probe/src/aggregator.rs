@@ -505,9 +505,8 @@ impl Agg {
                 }
                 Some(rec) => rec.ticks = Some(end.saturating_sub(rec.start.start)),
                 None => {
-                    // A stall that ended between two watchdog scans (exact, but with no
-                    // samples), or one whose watchdog messages are still queued. An untimed
-                    // one is kept only if the watchdog claims it: its estimated start may be early.
+                    // A stall the watchdog did not see past the threshold (no samples), or one
+                    // whose watchdog messages are still queued.
                     let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
                     let rec = StallRec {
                         id: self.next_stall_id,
@@ -543,15 +542,12 @@ impl Agg {
             let Some(mut rec) = self.active.remove(&key) else {
                 continue;
             };
-            if rec.unseen_since.is_some() && rec.start.flags & FLAG_TIMED == 0 {
-                // Untimed and never confirmed by the watchdog: its length rests on an estimated
-                // start that may be stale, so it is not reported (a real stall is always seen by
-                // the watchdog: any poll longer than its longest interval, threshold / 2, is seen
-                // running, and it wakes again as that poll crosses the threshold).
-                self.recent.push_back((key, rec.id));
-                self.recent_set.insert(key);
-                continue;
-            }
+            // A stall read only from the long-poll ring is reported too, timed or not. An untimed
+            // one got there because the watchdog marked it (`PollState::watched`) with its own
+            // estimate of that very poll's start, the one a confirmed stall would carry; what is
+            // missing is the watchdog's confirmation, which a late wake-up at the threshold
+            // crossing can miss (such records used to be discarded: the likely way a 60 ms stall
+            // once vanished from a CI run of `untimed_stall_starts_are_bounded_by_the_thread_anchor`).
             if rec.ticks.is_none() {
                 // The exact duration was overwritten in the ring; fall back to the detection time.
                 rec.ticks = Some(rec.start.detected.saturating_sub(rec.start.start));
