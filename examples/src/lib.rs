@@ -364,6 +364,7 @@ fn kind_name(k: AlertKind) -> &'static str {
         AlertKind::BlockingPoolStarved => "blocking pool starved",
         AlertKind::LoopLag => "loop lag",
         AlertKind::DroppedData => "dropped data",
+        AlertKind::CpuStarvation => "waited for a CPU",
     }
 }
 

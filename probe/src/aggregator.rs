@@ -46,6 +46,8 @@ pub(crate) enum Msg {
     StallEnded {
         slot: usize,
         seq: u64,
+        /// The thread's counters over the stall, for its anatomy.
+        anatomy: Option<Box<crate::anatomy::Raw>>,
     },
     Refresh(SyncSender<()>),
     TaskLocations(crate::taskdump::LocationsRequest),
@@ -80,6 +82,8 @@ struct StallRec {
     end: Option<u64>,
     /// When the watchdog reported the poll's end.
     ended_at: Option<Instant>,
+    /// What the watchdog measured for the anatomy, with its end.
+    anatomy: Option<Box<crate::anatomy::Raw>>,
     /// Set for a stall known only from the long-poll ring so far: the watchdog may still report
     /// it (its start message can trail the ring when the aggregator is busy), so it is closed
     /// only after `UNSEEN_GRACE` unless the watchdog claims it first.
@@ -351,6 +355,7 @@ impl Agg {
                     ticks: None,
                     end: None,
                     ended_at: None,
+                    anatomy: None,
                     unseen_since: None,
                 };
                 self.next_stall_id += 1;
@@ -371,9 +376,10 @@ impl Agg {
                     }
                 }
             }
-            Msg::StallEnded { slot, seq } => {
+            Msg::StallEnded { slot, seq, anatomy } => {
                 if let Some(rec) = self.active.get_mut(&(slot, seq)) {
                     rec.ended_at = Some(Instant::now());
+                    rec.anatomy = anatomy;
                 }
                 self.drain_long(slot);
                 self.finish_ready();
@@ -517,6 +523,7 @@ impl Agg {
                         ticks: Some(ticks),
                         end: Some(end),
                         ended_at: None,
+                        anatomy: None,
                         unseen_since: Some(Instant::now()),
                     };
                     self.next_stall_id += 1;
@@ -610,6 +617,14 @@ impl Agg {
             }
         }
         stacks.sort_by_key(|s| std::cmp::Reverse(s.count));
+        let clock = self.clock;
+        let anatomy = match (&rec.anatomy, ended) {
+            (Some(raw), true) => {
+                let threshold_ns = self.shared.config.stall_threshold.as_nanos() as u64;
+                raw.anatomy(clock.ticks_to_ns(elapsed_ticks), threshold_ns, |t| clock.ticks_to_ns(t))
+            }
+            _ => None,
+        };
         Stall {
             id: rec.id,
             start_unix_ms: self.clock.raw_to_unix_ns(s.start) / 1_000_000,
@@ -623,6 +638,7 @@ impl Agg {
             in_block_in_place: in_bip,
             stacks,
             samples_lost: rec.lost,
+            anatomy,
         }
     }
 

@@ -33,6 +33,7 @@ impl Default for Checks {
             Box::new(BlockingPoolStarved),
             Box::new(LoopLag),
             Box::new(DroppedData),
+            Box::new(CpuStarvation),
         ])
     }
 }
@@ -73,7 +74,7 @@ impl Check for BlockingPoll {
         let recent: Vec<&Stall> = s
             .stalls
             .iter()
-            .filter(|st| !st.in_block_in_place)
+            .filter(|st| !st.in_block_in_place && !st.cpu_starved())
             .filter(|st| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms)
             .collect();
         // One alert per culprit function (not per line: a loop samples several lines of it).
@@ -95,6 +96,9 @@ impl Check for BlockingPoll {
             }
             if let Some(w) = worst {
                 let _ = write!(summary, ", task spawned at {}", short_path(&w.spawned_at));
+                if let Some(a) = &w.anatomy {
+                    let _ = write!(summary, "; {}", a.describe());
+                }
             }
             out.push(Alert {
                 kind: AlertKind::BlockingPoll,
@@ -209,6 +213,41 @@ impl Check for DroppedData {
             subject: "probe".to_string(),
             summary: format!("probe dropped data: {}", parts.join(", ")),
             what_to_do: AlertKind::DroppedData.what_to_do().to_string(),
+        });
+    }
+}
+
+/// Polls that crossed the threshold only because their worker waited for a CPU: one alert for
+/// the host, blaming no code.
+struct CpuStarvation;
+impl Check for CpuStarvation {
+    fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Alert>) {
+        let starved: Vec<&Stall> = s
+            .stalls
+            .iter()
+            .filter(|st| st.cpu_starved())
+            .filter(|st| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms)
+            .collect();
+        let Some(worst) = starved.iter().max_by_key(|st| st.anatomy.as_ref().map_or(0, |a| a.waiting_ns)) else {
+            return;
+        };
+        let Some(a) = &worst.anatomy else { return };
+        let mut summary = format!(
+            "worker waited {} for a CPU (host busy or CPU quota throttled) in a {} poll",
+            fmt_ns(a.waiting_ns),
+            fmt_ns(worst.elapsed_ns)
+        );
+        if starved.len() > 1 {
+            let _ = write!(summary, " ({} polls in the last 10 s)", starved.len());
+        }
+        if let Some(t) = a.throttled_ns.filter(|t| *t > 0) {
+            let _ = write!(summary, "; cgroup throttled {}", fmt_ns(t));
+        }
+        out.push(Alert {
+            kind: AlertKind::CpuStarvation,
+            subject: "host".to_string(),
+            summary,
+            what_to_do: AlertKind::CpuStarvation.what_to_do().to_string(),
         });
     }
 }

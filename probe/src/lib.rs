@@ -63,6 +63,7 @@
 
 mod aggregator;
 mod alerts;
+mod anatomy;
 mod clock;
 mod hist;
 mod hooks;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aggregator::{Msg, StallStart};
+use crate::anatomy::{self, BlockedLog, Cgroup, Counters, Reading};
 use crate::clock::{clock, now_raw};
 use crate::probe::Shared;
 use crate::slots::FLAG_TIMED;
@@ -21,6 +22,21 @@ struct Watch {
     active: Option<Active>,
     /// The running poll this watchdog first saw on the slot, and when (raw clock).
     first_seen: Option<(u64, u64)>,
+    /// The slot's thread's counters (`anatomy`), opened for its current tid.
+    counters: Option<Counters>,
+    /// The thread's counters when this watchdog first saw the poll `first_seen`: the start of
+    /// the window a stall's anatomy is measured over.
+    base: Option<Reading>,
+}
+
+impl Watch {
+    /// The counters of thread `tid`, opened on first use.
+    fn counters(&mut self, tid: i32) -> &Counters {
+        if self.counters.as_ref().is_none_or(|c| c.tid() != tid) {
+            self.counters = Some(Counters::open(tid));
+        }
+        self.counters.get_or_insert_with(|| Counters::open(tid))
+    }
 }
 
 #[derive(Debug)]
@@ -29,6 +45,11 @@ struct Active {
     tid: i32,
     last_sample: u64,
     ended: bool,
+    /// See `Watch::base`.
+    base: Option<Reading>,
+    /// What the thread was seen blocked in, one entry per sample tick that found it in a
+    /// system call.
+    blocked: BlockedLog,
 }
 
 /// Sends to the aggregator without blocking; what a full queue loses is counted (a sample as a
@@ -116,6 +137,25 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
     let mut cadence = Cadence::new(c);
     let min_ticks = clk.ns_to_ticks(MIN_SLEEP.as_nanos() as u64);
     let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
+    let cgroup = Cgroup::open();
+    {
+        // Say what the anatomy cannot measure on this host, once.
+        let mut problems = shared.problems.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: gettid has no preconditions.
+        if Counters::open(unsafe { libc::gettid() }).read(0, &cgroup).is_none() {
+            problems.push(
+                "stall anatomy: the kernel's per-thread accounting (/proc/self/task/TID/schedstat, CONFIG_SCHED_INFO) \
+                 is not readable, so stalls are not split into on CPU, waiting for a CPU and blocked"
+                    .to_string(),
+            );
+        } else if !cgroup.available() {
+            problems.push(
+                "CPU quota throttling: no cgroup cpu.stat with throttling counters (v2 or v1 cpu controller); \
+                 waiting for a CPU is still measured"
+                    .to_string(),
+            );
+        }
+    }
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -136,7 +176,7 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
             if let Some(unwinder) = unwinder.as_mut() {
                 collect_samples(&shared, &tx, unwinder, &mut addrs, request_timeout);
             }
-            let timing = Timing { sample_ticks, planned, woke };
+            let timing = Timing { sample_ticks, planned, woke, cgroup: &cgroup };
             let (began, next) = scan(&shared, &tx, &mut watches, timing, &mut cadence, prev_scan);
             prev_scan = began;
             planned = next.saturating_sub(began).clamp(min_ticks, cadence.idle);
@@ -185,15 +225,16 @@ fn collect_samples(
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
 
-/// What a scan needs to know about time, in raw clock ticks.
+/// What a scan needs to know about time, in raw clock ticks, and where throttling is read.
 #[derive(Clone, Copy, Debug)]
-struct Timing {
+struct Timing<'a> {
     /// Time between two samples of a stalled thread.
     sample_ticks: u64,
     /// The planned length of the interval this scan ends (the previous scan's plan).
     planned: u64,
     /// When this thread woke for this scan (before collecting samples).
     woke: u64,
+    cgroup: &'a Cgroup,
 }
 
 /// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
@@ -202,7 +243,7 @@ fn scan(
     shared: &Shared,
     tx: &SyncSender<Msg>,
     watches: &mut [Watch],
-    t: Timing,
+    t: Timing<'_>,
     cadence: &mut Cadence,
     prev_scan: u64,
 ) -> (u64, u64) {
@@ -239,8 +280,14 @@ fn scan(
             // End a stall only once no sample request for it is in flight, so that every
             // sample reaches the aggregator before the end does.
             if a.ended && !sample_in_flight(shared, a.tid) {
-                send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq });
-                w.active = None;
+                let Some(a) = w.active.take() else { unreachable!() };
+                // The end of the anatomy's window: the thread's counters now, up to a sample
+                // interval after the poll ended (the other polls it ran since then, or its
+                // park, count in the window; `anatomy::Raw::anatomy` scales it to the poll).
+                let end = w.counters(a.tid).read(now, t.cgroup);
+                let raw =
+                    a.base.zip(end).map(|(base, end)| anatomy::Raw { base, end, blocked_in: a.blocked.into_entries() });
+                send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq, anatomy: raw.map(Box::new) });
             } else {
                 // Its next sample (taken below if due now), or another look for the end of its
                 // last one. Never "now": a due sample is taken in this scan.
@@ -285,6 +332,9 @@ fn scan(
                     bound.max(t.woke.saturating_sub(t.planned))
                 };
                 w.first_seen = Some((seq, est));
+                // The start of a possible stall's anatomy window (two system calls, only for a
+                // poll this scan finds running).
+                w.base = w.counters(tid).read(now, t.cgroup);
                 est
             }
         };
@@ -300,7 +350,14 @@ fn scan(
             continue;
         }
         if w.active.is_none() {
-            w.active = Some(Active { seq, tid, last_sample: 0, ended: false });
+            w.active = Some(Active {
+                seq,
+                tid,
+                last_sample: 0,
+                ended: false,
+                base: w.base.take(),
+                blocked: BlockedLog::default(),
+            });
             send(
                 tx,
                 shared,
@@ -315,6 +372,10 @@ fn scan(
             continue;
         }
         next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
+        // What the thread is blocked in, read before the sample's signal interrupts it.
+        if let Some(call) = w.counters.as_ref().filter(|c| c.tid() == tid).and_then(anatomy::observe) {
+            a.blocked.add(call);
+        }
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if let Some(signal) = shared.signal {
             use crate::sampler::signal;

@@ -49,6 +49,7 @@ fn stalls(stalls: usize, stacks: usize, samples: u64) -> Vec<Stall> {
                 })
                 .collect(),
             samples_lost: 0,
+            anatomy: None,
         })
         .collect()
 }

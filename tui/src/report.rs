@@ -86,6 +86,7 @@ fn alert_kind_name(k: AlertKind) -> &'static str {
         AlertKind::BlockingPoolStarved => "blocking_pool_starved",
         AlertKind::LoopLag => "loop_lag",
         AlertKind::DroppedData => "dropped_data",
+        AlertKind::CpuStarvation => "cpu_starvation",
     }
 }
 

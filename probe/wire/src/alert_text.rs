@@ -6,13 +6,14 @@ use crate::AlertKind;
 
 impl AlertKind {
     /// Every kind, in the order help lists them.
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::BlockingPoll,
         AlertKind::LeakSuspect,
         AlertKind::PoolSaturated,
         AlertKind::BlockingPoolStarved,
         AlertKind::LoopLag,
         AlertKind::DroppedData,
+        AlertKind::CpuStarvation,
     ];
 
     /// A short name.
@@ -28,6 +29,7 @@ impl AlertKind {
             AlertKind::BlockingPoolStarved => "blocking pool starved",
             AlertKind::LoopLag => "loop lag",
             AlertKind::DroppedData => "probe dropped data",
+            AlertKind::CpuStarvation => "waited for a CPU",
         }
     }
 
@@ -44,6 +46,10 @@ impl AlertKind {
             AlertKind::BlockingPoolStarved => "spawn_blocking calls are queued and no blocking thread is idle",
             AlertKind::LoopLag => "the probe's heartbeat timer fired late: the workers did not get to it in time",
             AlertKind::DroppedData => "the probe hit one of its bounds and counted what it had to drop",
+            AlertKind::CpuStarvation => {
+                "polls ran past the stall threshold only because their worker was runnable and got no CPU: \
+                 their own CPU and blocked time stayed under the threshold"
+            }
         }
     }
 
@@ -79,6 +85,13 @@ impl AlertKind {
                 "The probe hit one of its bounds and counted what it lost; figures it shows are still exact where \
                  they say so. Raise the matching builder limit (max_threads, max_locations, event_ring, \
                  max_tracked_tasks) if this persists."
+            }
+            AlertKind::CpuStarvation => {
+                "No code is to blame: the worker thread was ready to run and waited for a CPU. The host is busier \
+                 than its cores (other processes, other services' threads, more runtime and blocking threads \
+                 than cores) or the service's cgroup CPU quota throttled it. Give the service more CPU or a \
+                 larger quota, move noisy neighbours away, or run fewer threads than cores allow; the stalls \
+                 view shows how long each poll waited."
             }
         }
     }

@@ -41,6 +41,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(payload_error)
 }
 
+/// Decodes a `T` from the start of `bytes` and returns the bytes after it.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, &[u8])> {
+    postcard::take_from_bytes(bytes).map_err(payload_error)
+}
+
 fn payload_error(e: postcard::Error) -> Error {
     Error::Payload { reason: e.to_string() }
 }

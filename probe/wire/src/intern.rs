@@ -32,7 +32,7 @@
 //! let stall = Stall {
 //!     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1, task: Some(3),
 //!     spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false,
-//!     stacks: vec![StackCount { frames: vec![frame.clone(), frame], count: 4 }], samples_lost: 0,
+//!     stacks: vec![StackCount { frames: vec![frame.clone(), frame], count: 4 }], samples_lost: 0, anatomy: None,
 //! };
 //! let (mut enc, mut dec) = (Encoder::new(), Decoder::new());
 //! let first = enc.encode(&Update::StallEnded(stall.clone())).unwrap();
@@ -50,7 +50,7 @@ use crate::error::{Error, Result, Table};
 use crate::proto::ServerMessage;
 use crate::{
     Alert, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats, PoolStats,
-    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, TaskDump, Update, WorkerStats,
+    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, TaskDump, Update, WorkerStats,
 };
 
 // === Ids and limits ===
@@ -150,6 +150,33 @@ pub struct Interned {
     pub define: Define,
     /// The update itself.
     pub update: WireUpdate,
+    /// What the types gained after protocol 1.1. Not part of the serde encoding of this struct:
+    /// [`ServerMessage::to_payload`] appends it after the message, where a 1.1 peer's decoder
+    /// ignores it (trailing bytes), and [`ServerMessage::from_payload`] reads it back when present
+    /// (a 1.1 probe or recording has none: every field then has its default).
+    #[serde(skip)]
+    pub ext: Extension,
+}
+
+/// The fields added to the update types since protocol 1.1, carried after the message so that
+/// older peers and recordings keep working (see `docs/protocol.md`, "Versioning").
+///
+/// Every list is in encoding order: `stalls` has one entry per [`WireStall`] of the update, in
+/// the order the update holds them (snapshot stalls, then interval stalls).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Extension {
+    /// [`Stall::anatomy`] of each stall (since 1.2).
+    pub stall_anatomy: Vec<Option<StallAnatomy>>,
+    /// Alerts of kinds a 1.1 peer cannot decode ([`AlertKind::known_in`](crate::AlertKind::known_in)),
+    /// with their index in [`Snapshot::alerts`] (since 1.2).
+    pub alerts: Vec<(u32, Alert)>,
+}
+
+impl Extension {
+    /// Whether there is nothing to carry (then nothing is appended).
+    pub fn is_empty(&self) -> bool {
+        self.stall_anatomy.iter().all(Option::is_none) && self.alerts.is_empty()
+    }
 }
 
 /// [`Frame`] with interned strings.
@@ -399,6 +426,8 @@ pub struct Encoder {
     resets: u64,
     /// Definitions collected for the message being encoded.
     define: Define,
+    /// Post-1.1 fields collected for the message being encoded.
+    ext: Extension,
     scratch: Vec<FrameId>,
 }
 
@@ -421,6 +450,7 @@ impl Encoder {
             reset_pending: true,
             resets: 0,
             define: Define::default(),
+            ext: Extension::default(),
             scratch: Vec::new(),
         }
     }
@@ -434,6 +464,7 @@ impl Encoder {
         self.stack_frames = 0;
         self.bounds.clear();
         self.define = Define::default();
+        self.ext = Extension::default();
         self.reset_pending = true;
     }
 
@@ -469,7 +500,11 @@ impl Encoder {
 
     fn finish(&mut self, update: WireUpdate) -> Interned {
         let reset = std::mem::take(&mut self.reset_pending);
-        Interned { reset, define: std::mem::take(&mut self.define), update }
+        let mut ext = std::mem::take(&mut self.ext);
+        if ext.is_empty() {
+            ext = Extension::default();
+        }
+        Interned { reset, define: std::mem::take(&mut self.define), update, ext }
     }
 
     fn over_limit(&self) -> Option<(Table, usize)> {
@@ -567,7 +602,9 @@ impl Encoder {
             in_block_in_place,
             stacks,
             samples_lost,
+            anatomy,
         } = s;
+        self.ext.stall_anatomy.push(anatomy.clone());
         WireStall {
             id: *id,
             start_unix_ms: *start_unix_ms,
@@ -670,7 +707,12 @@ impl Encoder {
                     wait_time: self.histogram(wait_time),
                 })
                 .collect(),
-            alerts: alerts.clone(),
+            alerts: {
+                let (known, newer): (Vec<_>, Vec<_>) =
+                    alerts.iter().cloned().enumerate().partition(|(_, a)| a.kind.known_in(1));
+                self.ext.alerts = newer.into_iter().map(|(i, a)| (i as u32, a)).collect();
+                known.into_iter().map(|(_, a)| a).collect()
+            },
             drops: drops.clone(),
         }
     }
@@ -805,12 +847,12 @@ impl Decoder {
     /// Applies the definitions and rebuilds the update. On error the tables are left as they
     /// were before the message (or empty, if it carried `reset`).
     pub fn decode_interned(&mut self, interned: Interned) -> Result<Update> {
-        let Interned { reset, define, update } = interned;
+        let Interned { reset, define, update, ext } = interned;
         if reset {
             self.clear();
         }
         let mark = self.mark();
-        let result = self.define(define).and_then(|()| Resolver::new(self).update(&update));
+        let result = self.define(define).and_then(|()| Resolver::new(self, ext).update(&update));
         if result.is_err() {
             self.rollback(mark);
         }
@@ -898,11 +940,31 @@ impl Decoder {
 struct Resolver<'a> {
     d: &'a Decoder,
     budget: usize,
+    ext: Extension,
+    /// The next entry of `ext.stall_anatomy`.
+    next_stall: usize,
 }
 
 impl<'a> Resolver<'a> {
-    fn new(d: &'a Decoder) -> Self {
-        Resolver { d, budget: d.limits.expanded_bytes }
+    fn new(d: &'a Decoder, ext: Extension) -> Self {
+        Resolver { d, budget: d.limits.expanded_bytes, ext, next_stall: 0 }
+    }
+
+    /// The anatomy of the next stall, in encoding order. An update with no extension (from a
+    /// 1.1 probe) has none; one whose extension lists fewer stalls than it holds is damaged.
+    fn anatomy(&mut self) -> Result<Option<StallAnatomy>> {
+        let list = &mut self.ext.stall_anatomy;
+        if list.is_empty() {
+            return Ok(None);
+        }
+        let i = self.next_stall;
+        self.next_stall += 1;
+        match list.get_mut(i) {
+            Some(a) => Ok(a.take()),
+            None => Err(Error::Payload {
+                reason: format!("the extension lists {} stall anatomies, the update holds more", list.len()),
+            }),
+        }
     }
 
     fn string(&mut self, id: StrId) -> Result<String> {
@@ -978,6 +1040,7 @@ impl<'a> Resolver<'a> {
             in_block_in_place: s.in_block_in_place,
             stacks: s.stacks.iter().map(|c| self.stack(c)).collect::<Result<_>>()?,
             samples_lost: s.samples_lost,
+            anatomy: self.anatomy()?,
         })
     }
 
@@ -1040,7 +1103,13 @@ impl<'a> Resolver<'a> {
                     })
                 })
                 .collect::<Result<_>>()?,
-            alerts: s.alerts.clone(),
+            alerts: {
+                let mut alerts = s.alerts.clone();
+                for (i, a) in std::mem::take(&mut self.ext.alerts) {
+                    alerts.insert((i as usize).min(alerts.len()), a);
+                }
+                alerts
+            },
             drops: s.drops.clone(),
         })
     }

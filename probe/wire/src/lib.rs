@@ -198,6 +198,148 @@ pub struct Stall {
     pub stacks: Vec<StackCount>,
     /// Samples requested but not captured (buffer busy, thread gone, unwind failed).
     pub samples_lost: u64,
+    /// Where the stall's wall time went: on CPU, waiting for a CPU, blocked (since protocol
+    /// 1.2; `None` in older recordings, while the stall runs, and where the kernel's per-thread
+    /// accounting could not be read).
+    #[serde(default)]
+    pub anatomy: Option<StallAnatomy>,
+}
+
+/// A stall's wall time split three ways, read from the kernel's accounting of the stalled
+/// thread alone (its CPU clock and `/proc/self/task/TID/schedstat`).
+///
+/// The probe reads the thread's counters when its watchdog first sees the poll running and again
+/// when it sees the poll end; the split measured over that window (`measured_ns`) is scaled to
+/// the poll's exact wall time, so `on_cpu_ns + waiting_ns + blocked_ns` equals the stall's
+/// duration. The window can start after the poll did (the watchdog scans, it is not told of
+/// each poll) and ends up to a sample interval after it: see `docs/guide.md`, "Reading a
+/// stall's anatomy".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StallAnatomy {
+    /// Time the thread ran on a CPU, nanoseconds.
+    pub on_cpu_ns: u64,
+    /// Time the thread was runnable but not running: the host's other threads or a CPU quota
+    /// took its CPU, nanoseconds.
+    pub waiting_ns: u64,
+    /// Time the thread was off CPU and not runnable: asleep, waiting for a lock or for I/O,
+    /// nanoseconds.
+    pub blocked_ns: u64,
+    /// Length of the window the counters were read over, nanoseconds.
+    pub measured_ns: u64,
+    /// Time the process's cgroup was throttled by its CPU quota while the stall lasted (from
+    /// the cgroup's `cpu.stat`), nanoseconds; `None` where no `cpu.stat` with throttling
+    /// counters could be read.
+    pub throttled_ns: Option<u64>,
+    /// What the thread was blocked in, as the watchdog saw it at its samples (from
+    /// `/proc/self/task/TID/syscall`), most seen first.
+    pub blocked_in: Vec<BlockedIn>,
+    /// The wall time crossed the threshold only because the worker waited for a CPU: on-CPU plus
+    /// blocked time stayed under the stall threshold. Such a poll blames no code.
+    pub cpu_starved: bool,
+}
+
+/// A system call a stalled thread was seen blocked in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedIn {
+    /// The system call, e.g. `read(2)`, `futex(2)`, `clock_nanosleep(2)`.
+    pub syscall: String,
+    /// What it waits on, when the probe can tell: a file path, a socket with its peer address, a
+    /// pipe; or what a futex usually is.
+    pub target: Option<String>,
+    /// Samples that saw the thread there.
+    pub samples: u64,
+}
+
+impl BlockedIn {
+    /// `read(2) on /var/lib/app/big.csv`, `futex(2) (a lock, a condition variable or a channel)`.
+    pub fn describe(&self) -> String {
+        match &self.target {
+            Some(t) if t.starts_with('(') => format!("{} {t}", self.syscall),
+            Some(t) => format!("{} on {t}", self.syscall),
+            None => self.syscall.clone(),
+        }
+    }
+}
+
+/// The part of a stall's wall time that dominated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StallCause {
+    /// The poll ran code: a CPU loop, parsing, hashing, compression.
+    OnCpu,
+    /// The poll waited in the kernel: a sleep, a lock, blocking I/O.
+    Blocked,
+    /// The worker was ready to run but had no CPU.
+    WaitingForCpu,
+}
+
+impl StallCause {
+    /// `on CPU`, `blocked`, `waiting for a CPU`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StallCause::OnCpu => "on CPU",
+            StallCause::Blocked => "blocked",
+            StallCause::WaitingForCpu => "waiting for a CPU",
+        }
+    }
+}
+
+impl StallAnatomy {
+    /// The largest of the three parts.
+    pub fn dominant(&self) -> StallCause {
+        let parts = [
+            (self.on_cpu_ns, StallCause::OnCpu),
+            (self.blocked_ns, StallCause::Blocked),
+            (self.waiting_ns, StallCause::WaitingForCpu),
+        ];
+        parts.iter().max_by_key(|(ns, _)| *ns).map_or(StallCause::OnCpu, |(_, c)| *c)
+    }
+
+    /// What the thread was blocked in most often, if it was seen blocked in a system call.
+    pub fn main_blocked_in(&self) -> Option<&BlockedIn> {
+        self.blocked_in.iter().max_by_key(|b| b.samples)
+    }
+
+    /// One line for people: `on CPU 48.1 ms · waiting 1.2 ms · blocked 0.4 ms`, with what it was
+    /// blocked in when that dominates.
+    ///
+    /// ```
+    /// use stallscope_wire::{BlockedIn, StallAnatomy};
+    /// let a = StallAnatomy {
+    ///     on_cpu_ns: 200_000, waiting_ns: 0, blocked_ns: 49_800_000, measured_ns: 45_000_000,
+    ///     blocked_in: vec![BlockedIn { syscall: "clock_nanosleep(2)".into(), target: None, samples: 20 }],
+    ///     ..StallAnatomy::default()
+    /// };
+    /// assert_eq!(a.describe(), "blocked 49.8 ms in clock_nanosleep(2) · on CPU 200 µs · waiting 0 ns");
+    /// ```
+    pub fn describe(&self) -> String {
+        let lead = match self.dominant() {
+            StallCause::Blocked => match self.main_blocked_in() {
+                Some(b) => format!("blocked {} in {}", fmt_ns(self.blocked_ns), b.describe()),
+                None => format!("blocked {}", fmt_ns(self.blocked_ns)),
+            },
+            StallCause::OnCpu => format!("on CPU {}", fmt_ns(self.on_cpu_ns)),
+            StallCause::WaitingForCpu => format!("waiting for a CPU {}", fmt_ns(self.waiting_ns)),
+        };
+        let mut rest = Vec::new();
+        if self.dominant() != StallCause::OnCpu {
+            rest.push(format!("on CPU {}", fmt_ns(self.on_cpu_ns)));
+        }
+        if self.dominant() != StallCause::WaitingForCpu {
+            rest.push(format!("waiting {}", fmt_ns(self.waiting_ns)));
+        }
+        if self.dominant() != StallCause::Blocked {
+            match self.main_blocked_in() {
+                Some(b) if self.blocked_ns > 0 => {
+                    rest.push(format!("blocked {} in {}", fmt_ns(self.blocked_ns), b.describe()))
+                }
+                _ => rest.push(format!("blocked {}", fmt_ns(self.blocked_ns))),
+            }
+        }
+        if let Some(t) = self.throttled_ns.filter(|t| *t > 0) {
+            rest.push(format!("cgroup throttled {}", fmt_ns(t)));
+        }
+        format!("{lead} · {}", rest.join(" · "))
+    }
 }
 
 impl Stall {
@@ -209,6 +351,12 @@ impl Stall {
     /// Total samples taken.
     pub fn sample_count(&self) -> u64 {
         self.stacks.iter().map(|s| s.count).sum()
+    }
+
+    /// The poll crossed the threshold only because its worker waited for a CPU (see
+    /// [`StallAnatomy::cpu_starved`]): not a code stall, no code to blame.
+    pub fn cpu_starved(&self) -> bool {
+        self.anatomy.as_ref().is_some_and(|a| a.cpu_starved)
     }
 }
 
@@ -341,6 +489,16 @@ pub enum AlertKind {
     LoopLag,
     /// The probe dropped data.
     DroppedData,
+    /// Polls crossed the threshold only because their worker waited for a CPU (host busy or CPU
+    /// quota throttled); no code is blamed (since protocol 1.2).
+    CpuStarvation,
+}
+
+impl AlertKind {
+    /// Whether a peer of protocol `1.minor` can decode this kind (kinds are added at the end).
+    pub fn known_in(self, minor: u16) -> bool {
+        minor >= 2 || self != AlertKind::CpuStarvation
+    }
 }
 
 /// One active alert.

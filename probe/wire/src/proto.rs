@@ -32,7 +32,10 @@ pub const PROTOCOL_MAJOR: u16 = 1;
 ///
 /// - 1.0: updates, drop notices, errors; `Request::TaskDump` defined but answered with an error.
 /// - 1.1: [`ServerMessage::TaskDump`], the reply to `Request::TaskDump`.
-pub const PROTOCOL_MINOR: u16 = 1;
+/// - 1.2: an [`Extension`](crate::intern::Extension) after an update's message: each stall's
+///   anatomy ([`Stall::anatomy`](crate::Stall::anatomy)) and alerts of the kinds added in 1.2
+///   ([`AlertKind::CpuStarvation`](crate::AlertKind::CpuStarvation)). A 1.1 client ignores it.
+pub const PROTOCOL_MINOR: u16 = 2;
 /// First bytes of every handshake frame.
 pub const MAGIC: [u8; 4] = *b"STSC";
 
@@ -327,14 +330,29 @@ pub enum ServerMessage {
 }
 
 impl ServerMessage {
-    /// Encodes the message as a frame payload.
+    /// Encodes the message as a frame payload. An update's [`Extension`](crate::intern::Extension)
+    /// follows the message, when it carries anything.
     pub fn to_payload(&self) -> Result<Vec<u8>> {
-        codec::encode(self)
+        let mut out = codec::encode(self)?;
+        if let ServerMessage::Update(interned) = self {
+            if !interned.ext.is_empty() {
+                let mut tail = Vec::new();
+                codec::encode_into(&interned.ext, &mut tail)?;
+                out.extend_from_slice(&tail);
+            }
+        }
+        Ok(out)
     }
 
-    /// Decodes a frame payload. Never panics.
+    /// Decodes a frame payload, with an update's extension when one follows it. Never panics.
     pub fn from_payload(bytes: &[u8]) -> Result<ServerMessage> {
-        codec::decode(bytes)
+        let (mut message, rest) = codec::decode_prefix::<ServerMessage>(bytes)?;
+        if let ServerMessage::Update(interned) = &mut message {
+            if !rest.is_empty() {
+                interned.ext = codec::decode(rest)?;
+            }
+        }
+        Ok(message)
     }
 }
 

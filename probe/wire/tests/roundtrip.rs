@@ -180,14 +180,19 @@ fn undefined_ids_are_errors_and_leave_the_tables_intact() {
         assert_eq!(&dec.decode(enc.encode(x).unwrap()).unwrap(), &Received::Update(x.clone()));
     }
     // A reference past the table.
-    let bad =
-        Interned { reset: false, define: Define::default(), update: WireUpdate::StallStarted(stall_ref(1_000_000)) };
+    let bad = Interned {
+        reset: false,
+        define: Define::default(),
+        update: WireUpdate::StallStarted(stall_ref(1_000_000)),
+        ext: Default::default(),
+    };
     let err = dec.decode_interned(bad).unwrap_err();
     assert!(matches!(err, Error::UndefinedId { table: Table::Strings, id: 1_000_000, .. }), "{err:?}");
     // Definitions that refer to undefined ids are refused as a whole...
     let mut define = Define { strings: vec!["new".into()], ..Define::default() };
     define.stacks.push(vec![stallscope_wire::intern::FrameId(999_999)]);
-    let bad = Interned { reset: false, define, update: WireUpdate::StallStarted(stall_ref(0)) };
+    let bad =
+        Interned { reset: false, define, update: WireUpdate::StallStarted(stall_ref(0)), ext: Default::default() };
     assert!(matches!(dec.decode_interned(bad), Err(Error::UndefinedId { table: Table::Frames, .. })));
     // ...and nothing of the failed messages stuck: the encoder's next message still decodes.
     assert_eq!(dec.decode(enc.encode(&u[2]).unwrap()).unwrap(), Received::Update(u[2].clone()));
@@ -215,7 +220,7 @@ fn expansion_bombs_are_refused() {
     let mut stall = stall_ref(0);
     stall.stacks =
         vec![stallscope_wire::intern::WireStackCount { stack: stallscope_wire::intern::StackId(0), count: 1 }; 1_000];
-    let bomb = Interned { reset: true, define, update: WireUpdate::StallEnded(stall) };
+    let bomb = Interned { reset: true, define, update: WireUpdate::StallEnded(stall), ext: Default::default() };
     // The encoded bomb is small...
     assert!(stallscope_wire::codec::encode(&bomb).unwrap().len() < 80_000);
     // ...but would expand to 1000 × 1000 × 128 KiB.
@@ -282,4 +287,52 @@ fn the_largest_task_dump_the_limits_allow_fits_far_below_the_frame_limit() {
     let payload = ServerMessage::TaskDump(dump.clone()).to_payload().unwrap();
     assert!(payload.len() < 3 << 20 && payload.len() * 5 < stallscope_wire::MAX_FRAME_BYTES, "{} bytes", payload.len());
     assert_eq!(Decoder::new().decode_payload(&payload).unwrap(), Received::TaskDump(dump));
+}
+
+/// Protocol 1.2 carries each stall's anatomy and the alerts of kinds added in 1.2 after the
+/// message. A 1.1 client decodes the message and ignores them; a 1.2 client reading a 1.1
+/// probe's (or recording's) message, which has no extension, gets the other fields as they were.
+#[test]
+fn the_1_2_extension_is_invisible_to_1_1_peers_and_optional_for_1_2_ones() {
+    use stallscope_wire::{codec, AlertKind};
+    let tick = fixture::tick(7, 30);
+    let Update::Tick { snapshot, .. } = &tick else { panic!("a tick") };
+    assert!(snapshot.stalls.iter().any(|s| s.anatomy.is_some()), "the fixture has anatomies");
+    assert!(snapshot.alerts.iter().any(|a| a.kind == AlertKind::CpuStarvation));
+    let message = Encoder::new().encode(&tick).unwrap();
+    let payload = message.to_payload().unwrap();
+
+    // A 1.1 client: `codec::decode` of the whole payload, trailing bytes ignored.
+    let old_view: ServerMessage = codec::decode(&payload).unwrap();
+    let ServerMessage::Update(interned) = &old_view else { panic!("an update") };
+    let bare = codec::encode(&old_view).unwrap();
+    assert!(bare.len() < payload.len(), "the extension follows the message");
+    assert!(interned.ext.is_empty(), "a 1.1 decoder does not see the extension");
+    // What such a client gets: every alert it knows, none of the new kind, no anatomies.
+    let Update::Tick { snapshot: old, .. } = Decoder::new().decode_update(old_view).unwrap() else { panic!() };
+    assert!(old.alerts.iter().all(|a| a.kind.known_in(1)));
+    assert_eq!(old.alerts.len(), snapshot.alerts.len() - 1);
+    assert!(old.stalls.iter().all(|s| s.anatomy.is_none()));
+
+    // A 1.1 probe's payload (the message alone) read by this build: no extension, no error.
+    let from_old_probe = Decoder::new().decode_payload(&bare).unwrap();
+    let Received::Update(Update::Tick { snapshot: got, .. }) = from_old_probe else { panic!() };
+    assert_eq!(got.stalls.len(), snapshot.stalls.len());
+    assert!(got.stalls.iter().all(|s| s.anatomy.is_none()));
+
+    // And the whole 1.2 payload comes back exactly, alert order included.
+    assert_eq!(Decoder::new().decode_payload(&payload).unwrap(), Received::Update(tick));
+}
+
+/// An extension that lists fewer stalls than the update holds is damage, reported as such.
+#[test]
+fn a_short_extension_is_refused() {
+    let tick = fixture::tick(7, 30);
+    let ServerMessage::Update(mut interned) = Encoder::new().encode(&tick).unwrap() else { panic!() };
+    assert!(interned.ext.stall_anatomy.len() > 1);
+    interned.ext.stall_anatomy.truncate(1);
+    interned.ext.stall_anatomy[0] = Some(Default::default());
+    let payload = ServerMessage::Update(interned).to_payload().unwrap();
+    let err = Decoder::new().decode_payload(&payload).unwrap_err();
+    assert!(err.to_string().contains("stall anatomies"), "{err}");
 }

@@ -64,6 +64,7 @@ pub fn stalls() -> Vec<Stall> {
         in_block_in_place: false,
         stacks,
         samples_lost: 0,
+        anatomy: None,
     };
     vec![
         mk(
@@ -300,6 +301,7 @@ pub fn large(live: u64, locations: usize, nodes: usize) -> App {
         in_block_in_place: false,
         stacks,
         samples_lost: 0,
+        anatomy: None,
     };
     s.stalls = vec![stall];
     let mut app = App::new(Source::Live { target: "bench".into() });

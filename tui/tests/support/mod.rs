@@ -163,6 +163,7 @@ fn stall(
         in_block_in_place: false,
         stacks: stacks.into_iter().map(|(frames, count)| StackCount { frames, count }).collect(),
         samples_lost: 0,
+        anatomy: None,
     }
 }
 

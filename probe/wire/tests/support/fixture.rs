@@ -6,9 +6,9 @@
 #![allow(dead_code)]
 
 use stallscope_wire::{
-    Alert, AlertKind, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats, PoolStats,
-    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, TaskDump, TaskDumpLimits, TaskGroup, Update, WorkerStats,
-    SCHEMA_VERSION,
+    Alert, AlertKind, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats,
+    PoolStats, ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, TaskDump, TaskDumpLimits,
+    TaskGroup, Update, WorkerStats, SCHEMA_VERSION,
 };
 
 /// Spawn locations in a realistic tick.
@@ -229,6 +229,38 @@ pub fn stall(rng: &mut Rng, pool: &[Frame], id: u64, ended: bool) -> Stall {
         in_block_in_place: rng.chance(5),
         stacks,
         samples_lost: if rng.chance(10) { rng.below(3) } else { 0 },
+        // From the id, not the generator, so that adding it left every other figure as it was.
+        anatomy: (ended && id % 3 != 0).then(|| anatomy(id, elapsed_ns)),
+    }
+}
+
+/// A stall's anatomy (protocol 1.2), varied by `id`.
+fn anatomy(id: u64, wall_ns: u64) -> StallAnatomy {
+    let on_cpu_ns = wall_ns / (1 + id % 4);
+    let waiting_ns = (wall_ns - on_cpu_ns) / (2 + id % 3);
+    let blocked_in = match id % 3 {
+        1 => vec![BlockedIn {
+            syscall: "read(2)".into(),
+            target: Some("/var/lib/shopd/big.csv".into()),
+            samples: 1 + id % 7,
+        }],
+        _ => vec![
+            BlockedIn {
+                syscall: "futex(2)".into(),
+                target: Some("(a lock, a condition variable or a channel)".into()),
+                samples: 9,
+            },
+            BlockedIn { syscall: "recvfrom(2)".into(), target: Some("a socket to 10.0.0.7:5432".into()), samples: 2 },
+        ],
+    };
+    StallAnatomy {
+        on_cpu_ns,
+        waiting_ns,
+        blocked_ns: wall_ns - on_cpu_ns - waiting_ns,
+        measured_ns: wall_ns * 3 / 4,
+        throttled_ns: (id % 5 == 0).then_some(id * 1000),
+        blocked_in,
+        cpu_starved: id % 7 == 0,
     }
 }
 
@@ -338,6 +370,12 @@ pub fn tick(seed: u64, seq: u64) -> Update {
                 kind: AlertKind::BlockingPoll,
                 summary: format!("poll blocked worker 3 for 212 ms in {}", stalls[0].spawned_at),
                 what_to_do: "move the blocking call into tokio::task::spawn_blocking".into(),
+            },
+            Alert {
+                subject: "host".to_string(),
+                kind: AlertKind::CpuStarvation,
+                summary: "worker waited 31.0 ms for a CPU (host busy or CPU quota throttled) in a 33.2 ms poll".into(),
+                what_to_do: AlertKind::CpuStarvation.what_to_do().into(),
             },
             Alert {
                 subject: "fixture".to_string(),

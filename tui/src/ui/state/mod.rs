@@ -847,6 +847,7 @@ mod tests {
             in_block_in_place: false,
             stacks: Vec::new(),
             samples_lost: 0,
+            anatomy: None,
         }
     }
 

@@ -176,6 +176,7 @@ mod tests {
             spawned_at: "src/main.rs:1:1".into(),
             in_block_in_place: false,
             samples_lost: 0,
+            anatomy: None,
             stacks: stacks
                 .iter()
                 .map(|(s, count)| StackCount { frames: s.split(';').rev().map(frame).collect(), count: *count })

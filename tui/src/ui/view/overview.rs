@@ -156,7 +156,7 @@ fn render_alerts(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     for a in &app.alerts {
         let style = match a.alert.kind {
             AlertKind::BlockingPoll | AlertKind::BlockingPoolStarved | AlertKind::PoolSaturated => theme.bad(),
-            AlertKind::LeakSuspect | AlertKind::LoopLag => theme.warn(),
+            AlertKind::LeakSuspect | AlertKind::LoopLag | AlertKind::CpuStarvation => theme.warn(),
             AlertKind::DroppedData => theme.dim(),
         };
         let at = short_utc(a.since_unix_ms);
