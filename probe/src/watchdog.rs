@@ -47,6 +47,8 @@ struct Active {
     ended: bool,
     /// See `Watch::base`.
     base: Option<Reading>,
+    /// The thread's counters at the latest sample tick.
+    last: Option<Reading>,
     /// What the thread was seen blocked in, one entry per sample tick that found it in a
     /// system call.
     blocked: BlockedLog,
@@ -284,7 +286,9 @@ fn scan(
                 // The end of the anatomy's window: the thread's counters now, up to a sample
                 // interval after the poll ended (the other polls it ran since then, or its
                 // park, count in the window; `anatomy::Raw::anatomy` scales it to the poll).
-                let end = w.counters(a.tid).read(now, t.cgroup);
+                // A thread that has exited since (a runtime shutting down) has no counters left:
+                // then the last reading taken during the stall ends the window.
+                let end = w.counters(a.tid).read(now, t.cgroup).or(a.last);
                 let raw =
                     a.base.zip(end).map(|(base, end)| anatomy::Raw { base, end, blocked_in: a.blocked.into_entries() });
                 send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq, anatomy: raw.map(Box::new) });
@@ -356,6 +360,7 @@ fn scan(
                 last_sample: 0,
                 ended: false,
                 base: w.base.take(),
+                last: None,
                 blocked: BlockedLog::default(),
             });
             send(
@@ -372,9 +377,13 @@ fn scan(
             continue;
         }
         next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
-        // What the thread is blocked in, read before the sample's signal interrupts it.
-        if let Some(call) = w.counters.as_ref().filter(|c| c.tid() == tid).and_then(anatomy::observe) {
-            a.blocked.add(call);
+        // What the thread is blocked in, read before the sample's signal interrupts it, and its
+        // counters so far.
+        if let Some(c) = w.counters.as_ref().filter(|c| c.tid() == tid) {
+            if let Some(call) = anatomy::observe(c) {
+                a.blocked.add(call);
+            }
+            a.last = c.read(now, t.cgroup).or(a.last);
         }
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if let Some(signal) = shared.signal {

@@ -284,14 +284,17 @@ impl StallCause {
 }
 
 impl StallAnatomy {
-    /// The largest of the three parts.
+    /// What kind of stall this was: waiting for a CPU when the poll was starved (it blames no
+    /// code), otherwise the larger of on CPU and blocked, the two parts the code itself spent.
+    /// Time waiting for a CPU can exceed both on a busy host without changing what the code did.
     pub fn dominant(&self) -> StallCause {
-        let parts = [
-            (self.on_cpu_ns, StallCause::OnCpu),
-            (self.blocked_ns, StallCause::Blocked),
-            (self.waiting_ns, StallCause::WaitingForCpu),
-        ];
-        parts.iter().max_by_key(|(ns, _)| *ns).map_or(StallCause::OnCpu, |(_, c)| *c)
+        if self.cpu_starved {
+            StallCause::WaitingForCpu
+        } else if self.on_cpu_ns >= self.blocked_ns {
+            StallCause::OnCpu
+        } else {
+            StallCause::Blocked
+        }
     }
 
     /// What the thread was blocked in most often, if it was seen blocked in a system call.
