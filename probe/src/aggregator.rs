@@ -33,6 +33,8 @@ const SETTLE: Duration = Duration::from_millis(500);
 const UNSEEN_GRACE: Duration = Duration::from_millis(100);
 /// Finalized stall keys remembered, to ignore late watchdog messages for them.
 const RECENT_KEYS: usize = 4096;
+/// Anatomies of long polls kept for a long-poll record not drained yet (`Msg::PollAnatomy`).
+const ORPHAN_ANATOMY: usize = 64;
 
 /// What the watchdog and the handles send to the aggregator.
 #[derive(Debug)]
@@ -42,12 +44,21 @@ pub(crate) enum Msg {
         slot: usize,
         seq: u64,
         addrs: Vec<u64>,
+        /// What the thread was blocked in when the sample was requested, if anything.
+        blocked: Option<String>,
     },
     StallEnded {
         slot: usize,
         seq: u64,
         /// The thread's counters over the stall, for its anatomy.
         anatomy: Option<Box<crate::anatomy::Raw>>,
+    },
+    /// What the watchdog measured of a long poll it did not see cross the threshold (it woke
+    /// late): the anatomy of the long-poll record the hook wrote, if it did cross.
+    PollAnatomy {
+        slot: usize,
+        seq: u64,
+        anatomy: Box<crate::anatomy::Raw>,
     },
     Refresh(SyncSender<()>),
     TaskLocations(crate::taskdump::LocationsRequest),
@@ -73,7 +84,9 @@ pub(crate) struct StallStart {
 struct StallRec {
     id: u64,
     start: StallStart,
-    stacks: HashMap<Vec<u64>, u64>,
+    /// Samples by stack and by what the thread was blocked in (then the stack gets an off-CPU
+    /// leaf, `Frame::off_cpu`).
+    stacks: HashMap<(Vec<u64>, Option<String>), u64>,
     samples: u64,
     lost: u64,
     /// Exact duration from the hook, in ticks.
@@ -84,6 +97,8 @@ struct StallRec {
     ended_at: Option<Instant>,
     /// What the watchdog measured for the anatomy, with its end.
     anatomy: Option<Box<crate::anatomy::Raw>>,
+    /// The watchdog saw the poll: it confirmed the stall or measured it (`Msg::PollAnatomy`).
+    observed: bool,
     /// Set for a stall known only from the long-poll ring so far: the watchdog may still report
     /// it (its start message can trail the ring when the aggregator is busy), so it is closed
     /// only after `UNSEEN_GRACE` unless the watchdog claims it first.
@@ -220,6 +235,8 @@ struct Agg {
     active: HashMap<(usize, u64), StallRec>,
     recent: VecDeque<((usize, u64), u64)>,
     recent_set: HashSet<(usize, u64)>,
+    /// See `Msg::PollAnatomy`.
+    orphan_anatomy: VecDeque<((usize, u64), Box<crate::anatomy::Raw>)>,
     done: VecDeque<Stall>,
     interval_stalls: Vec<Stall>,
     next_stall_id: u64,
@@ -257,6 +274,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         active: HashMap::new(),
         recent: VecDeque::new(),
         recent_set: HashSet::new(),
+        orphan_anatomy: VecDeque::new(),
         done: VecDeque::new(),
         interval_stalls: Vec::new(),
         next_stall_id: 1,
@@ -336,6 +354,7 @@ impl Agg {
                 if let Some(rec) = self.active.get_mut(&key) {
                     // Found in the long-poll ring first; now the watchdog owns its end.
                     rec.unseen_since = None;
+                    rec.observed = true;
                     rec.start.tid = s.tid;
                     rec.start.detected = s.detected;
                     if rec.start.flags & FLAG_TIMED == 0 {
@@ -356,6 +375,7 @@ impl Agg {
                     end: None,
                     ended_at: None,
                     anatomy: None,
+                    observed: true,
                     unseen_since: None,
                 };
                 self.next_stall_id += 1;
@@ -363,12 +383,12 @@ impl Agg {
                 self.active.insert(key, rec);
                 self.shared.publish(&Update::StallStarted(stall));
             }
-            Msg::Sample { slot, seq, addrs } => {
+            Msg::Sample { slot, seq, addrs, blocked } => {
                 let cap = self.shared.config.max_samples_per_stall as u64;
                 match self.active.get_mut(&(slot, seq)) {
                     Some(rec) if rec.samples < cap => {
                         rec.samples += 1;
-                        *rec.stacks.entry(addrs).or_insert(0) += 1;
+                        *rec.stacks.entry((addrs, blocked)).or_insert(0) += 1;
                     }
                     Some(rec) => rec.lost += 1,
                     None => {
@@ -384,6 +404,21 @@ impl Agg {
                 self.drain_long(slot);
                 self.finish_ready();
             }
+            Msg::PollAnatomy { slot, seq, anatomy } => match self.active.get_mut(&(slot, seq)) {
+                Some(rec) => {
+                    rec.anatomy.get_or_insert(anatomy);
+                    rec.observed = true;
+                }
+                None if !self.recent_set.contains(&(slot, seq)) => {
+                    // Its long-poll record is still in the ring: keep it for when it is drained
+                    // (most such polls never crossed the threshold and are never asked for).
+                    self.orphan_anatomy.push_back(((slot, seq), anatomy));
+                    while self.orphan_anatomy.len() > ORPHAN_ANATOMY {
+                        self.orphan_anatomy.pop_front();
+                    }
+                }
+                None => {}
+            },
             Msg::Refresh(reply) => {
                 self.drain();
                 self.pending.push((reply, Instant::now() + SETTLE));
@@ -514,7 +549,14 @@ impl Agg {
                     // A stall the watchdog did not see past the threshold (no samples), or one
                     // whose watchdog messages are still queued.
                     let s = StallStart { slot: i, seq, start, task, loc, flags, tid, detected: start };
+                    let anatomy = self
+                        .orphan_anatomy
+                        .iter()
+                        .position(|(k, _)| *k == key)
+                        .and_then(|p| self.orphan_anatomy.remove(p))
+                        .map(|(_, a)| a);
                     let rec = StallRec {
+                        observed: anatomy.is_some(),
                         id: self.next_stall_id,
                         start: s,
                         stacks: HashMap::new(),
@@ -523,7 +565,7 @@ impl Agg {
                         ticks: Some(ticks),
                         end: Some(end),
                         ended_at: None,
-                        anatomy: None,
+                        anatomy,
                         unseen_since: Some(Instant::now()),
                     };
                     self.next_stall_id += 1;
@@ -604,12 +646,15 @@ impl Agg {
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if self.symbolize && !rec.stacks.is_empty() {
             use crate::sampler::symbolize;
-            let all: Vec<u64> = rec.stacks.keys().flatten().copied().collect();
+            let all: Vec<u64> = rec.stacks.keys().flat_map(|(a, _)| a).copied().collect();
             symbolize::prepare(&all);
-            for (addrs, count) in &rec.stacks {
+            for ((addrs, blocked), count) in &rec.stacks {
                 let mut frames = symbolize::frames(addrs);
                 in_bip |= frames.iter().any(|f| f.function.contains("block_in_place"));
                 symbolize::trim(&mut frames);
+                if let Some(b) = blocked {
+                    frames.insert(0, wire::Frame::off_cpu(b));
+                }
                 match stacks.iter_mut().find(|x| x.frames == frames) {
                     Some(x) => x.count += count,
                     None => stacks.push(wire::StackCount { frames, count: *count }),
@@ -639,6 +684,8 @@ impl Agg {
             stacks,
             samples_lost: rec.lost,
             anatomy,
+            // Only a finished stall can tell: a running one may still be confirmed.
+            unobserved: ended && !rec.observed && rec.samples == 0,
         }
     }
 

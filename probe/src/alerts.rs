@@ -74,7 +74,7 @@ impl Check for BlockingPoll {
         let recent: Vec<&Stall> = s
             .stalls
             .iter()
-            .filter(|st| !st.in_block_in_place && !st.cpu_starved())
+            .filter(|st| !st.in_block_in_place && st.blames_code())
             .filter(|st| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms)
             .collect();
         // One alert per culprit function (not per line: a loop samples several lines of it).
@@ -222,26 +222,37 @@ impl Check for DroppedData {
 struct CpuStarvation;
 impl Check for CpuStarvation {
     fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Alert>) {
-        let starved: Vec<&Stall> = s
-            .stalls
-            .iter()
-            .filter(|st| st.cpu_starved())
-            .filter(|st| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms)
-            .collect();
-        let Some(worst) = starved.iter().max_by_key(|st| st.anatomy.as_ref().map_or(0, |a| a.waiting_ns)) else {
-            return;
+        let recent = |st: &&Stall| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms;
+        let starved: Vec<&Stall> = s.stalls.iter().filter(|st| st.cpu_starved()).filter(recent).collect();
+        let unobserved = s.stalls.iter().filter(|st| st.unobserved).filter(recent).count();
+        let worst = starved.iter().max_by_key(|st| st.anatomy.as_ref().map_or(0, |a| a.waiting_ns));
+        let mut summary = match worst.and_then(|w| w.anatomy.as_ref().map(|a| (w, a))) {
+            Some((w, a)) => {
+                let mut o = format!(
+                    "worker waited {} for a CPU (host busy or CPU quota throttled) in a {} poll",
+                    fmt_ns(a.waiting_ns),
+                    fmt_ns(w.elapsed_ns)
+                );
+                if starved.len() > 1 {
+                    let _ = write!(o, " ({} polls in the last 10 s)", starved.len());
+                }
+                if let Some(t) = a.throttled_ns.filter(|t| *t > 0) {
+                    let _ = write!(o, "; cgroup throttled {}", fmt_ns(t));
+                }
+                o
+            }
+            None if unobserved > 0 => {
+                "the probe's own thread waited for a CPU (host busy or CPU quota throttled)".into()
+            }
+            None => return,
         };
-        let Some(a) = &worst.anatomy else { return };
-        let mut summary = format!(
-            "worker waited {} for a CPU (host busy or CPU quota throttled) in a {} poll",
-            fmt_ns(a.waiting_ns),
-            fmt_ns(worst.elapsed_ns)
-        );
-        if starved.len() > 1 {
-            let _ = write!(summary, " ({} polls in the last 10 s)", starved.len());
-        }
-        if let Some(t) = a.throttled_ns.filter(|t| *t > 0) {
-            let _ = write!(summary, "; cgroup throttled {}", fmt_ns(t));
+        if unobserved > 0 {
+            let _ = write!(
+                summary,
+                "; {unobserved} long poll{} not observed: the watchdog got no CPU while {} ran",
+                if unobserved == 1 { "" } else { "s" },
+                if unobserved == 1 { "it" } else { "they" }
+            );
         }
         out.push(Alert {
             kind: AlertKind::CpuStarvation,

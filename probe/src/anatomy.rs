@@ -186,10 +186,11 @@ pub(crate) struct BlockedLog {
 }
 
 impl BlockedLog {
-    pub(crate) fn add(&mut self, s: InSyscall) {
+    /// Counts one sample in `s`; returns what it was blocked in, for the sample's stack.
+    pub(crate) fn add(&mut self, s: InSyscall) -> String {
         if let Some((_, i)) = self.seen.iter().find(|(k, _)| k.nr == s.nr && k.args[0] == s.args[0]) {
             self.entries[*i].samples += 1;
-            return;
+            return self.entries[*i].describe();
         }
         let entry = describe(s);
         let i = match self.entries.iter().position(|e| e.syscall == entry.syscall && e.target == entry.target) {
@@ -204,6 +205,7 @@ impl BlockedLog {
         if self.seen.len() < 4 * MAX_BLOCKED_IN {
             self.seen.push((s, i));
         }
+        self.entries[i].describe()
     }
 
     pub(crate) fn into_entries(mut self) -> Vec<BlockedIn> {
@@ -449,32 +451,101 @@ fn syscall_name(nr: i64) -> Option<&'static str> {
     None
 }
 
+// === one poll's measurements ===
+
+/// What the watchdog measures of one poll that may become a stall (it has run past half the
+/// threshold), from that moment until it sees the poll end.
+#[derive(Debug)]
+pub(crate) struct Track {
+    pub(crate) seq: u64,
+    pub(crate) tid: i32,
+    /// The counters when the watchdog first saw the poll running.
+    base: Option<Reading>,
+    /// The counters at the latest observation, while the poll still ran.
+    last: Option<Reading>,
+    blocked: BlockedLog,
+    observed: u32,
+    in_syscall: u32,
+}
+
+impl Track {
+    pub(crate) fn new(seq: u64, tid: i32, base: Option<Reading>) -> Track {
+        Track { seq, tid, base, last: None, blocked: BlockedLog::default(), observed: 0, in_syscall: 0 }
+    }
+
+    /// One look at the running poll's thread: whether it sleeps in a system call (and in which),
+    /// and its counters. Returns the call it is blocked in and its description, if it is.
+    pub(crate) fn observe(&mut self, counters: &Counters, now: u64, cgroup: &Cgroup) -> Option<(InSyscall, String)> {
+        if counters.tid() != self.tid {
+            return None;
+        }
+        let call = observe(counters);
+        self.observed += 1;
+        let blocked = call.map(|c| {
+            self.in_syscall += 1;
+            (c, self.blocked.add(c))
+        });
+        self.last = counters.read(now, cgroup).or(self.last);
+        blocked
+    }
+
+    /// What was measured, once the poll has ended; `at_end` is a reading taken after the end,
+    /// used only when no observation was made while the poll ran.
+    pub(crate) fn finish(self, at_end: Option<Reading>) -> Option<Raw> {
+        let base = self.base?;
+        // A reading taken while the poll ran ends the window: one taken after it would count
+        // whatever the thread did next (other polls, its park).
+        let end = self.last.filter(|l| l.at > base.at).or(at_end)?;
+        Some(Raw {
+            base,
+            end,
+            blocked_in: self.blocked.into_entries(),
+            observed: self.observed,
+            in_syscall: self.in_syscall,
+        })
+    }
+}
+
 // === from two readings to an anatomy ===
 
-/// What the watchdog measured of one stall, for the aggregator.
+/// What the watchdog measured of one long poll, for the aggregator.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Raw {
     /// When it first saw the poll running.
     pub(crate) base: Reading,
-    /// When it saw the poll end.
+    /// The last reading while the poll ran (or just after it ended).
     pub(crate) end: Reading,
     pub(crate) blocked_in: Vec<BlockedIn>,
+    /// Observations of the thread during the poll, and how many found it in a system call.
+    pub(crate) observed: u32,
+    pub(crate) in_syscall: u32,
 }
 
 impl Raw {
     /// The anatomy of a poll of `wall_ns`, with `ns_of(ticks)` converting raw clock ticks.
     ///
     /// The counters cover the window between the two readings, which starts after the poll did
-    /// (when the watchdog first saw it) and ends after it (when the watchdog saw it end, up to a
-    /// sample interval later). The window's split is scaled to the poll's exact wall time, so
-    /// the three parts add up to it; `measured_ns` says how much of it was measured.
+    /// (when the watchdog first saw it) and ends at the last observation while it ran. The
+    /// window's split is scaled to the poll's exact wall time, so the three parts add up to it;
+    /// `measured_ns` says how much of it was measured.
+    ///
+    /// The CPU clock is exact, but the kernel adds a run-queue wait to schedstat only when the
+    /// thread gets its CPU back: a wait in progress at the window's end is in neither counter.
+    /// So the rest of the window (neither on CPU nor a finished wait) is split between blocked
+    /// and waiting by what the observations saw: the share of them that found the thread asleep
+    /// in a system call is blocked; a thread that was never seen in one was not blocked.
     pub(crate) fn anatomy(&self, wall_ns: u64, threshold_ns: u64, ns_of: impl Fn(u64) -> u64) -> Option<StallAnatomy> {
         let window = ns_of(self.end.at.saturating_sub(self.base.at));
         if window == 0 || wall_ns == 0 {
             return None;
         }
         let cpu = self.end.cpu_ns.saturating_sub(self.base.cpu_ns).min(window);
-        let wait = self.end.wait_ns.saturating_sub(self.base.wait_ns).min(window - cpu);
+        let mut wait = self.end.wait_ns.saturating_sub(self.base.wait_ns).min(window - cpu);
+        let rest = window - cpu - wait;
+        if self.observed > 0 {
+            let blocked = (rest as u128 * u128::from(self.in_syscall) / u128::from(self.observed)) as u64;
+            wait += rest - blocked;
+        }
         let scale = |ns: u64| ((ns as u128 * wall_ns as u128) / window as u128) as u64;
         let on_cpu_ns = scale(cpu).min(wall_ns);
         let waiting_ns = scale(wait).min(wall_ns - on_cpu_ns);
@@ -536,10 +607,12 @@ mod tests {
 
     #[test]
     fn a_window_is_scaled_to_the_wall_time_and_the_parts_add_up() {
-        let raw = Raw {
+        let mut raw = Raw {
             base: Reading { at: 0, cpu_ns: 1_000, wait_ns: 500, throttled_ns: Some(10) },
             end: Reading { at: 40, cpu_ns: 11_000, wait_ns: 20_500, throttled_ns: Some(30) },
             blocked_in: Vec::new(),
+            observed: 4,
+            in_syscall: 4,
         };
         // Window 40 µs (ticks are µs here): 10 µs on CPU, 20 µs waiting, 10 µs blocked; the poll
         // took 80 µs.
@@ -550,6 +623,15 @@ mod tests {
         assert!(a.cpu_starved, "40 µs of CPU and blocked time is under the 50 µs threshold");
         let a = raw.anatomy(80_000, 30_000, |t| t * 1_000).unwrap();
         assert!(!a.cpu_starved);
+        // Never seen in a system call: the 10 µs neither on CPU nor a finished wait was a wait
+        // still in progress, not a block.
+        raw.in_syscall = 0;
+        let a = raw.anatomy(80_000, 50_000, |t| t * 1_000).unwrap();
+        assert_eq!((a.on_cpu_ns, a.waiting_ns, a.blocked_ns), (20_000, 60_000, 0));
+        // Seen in one half the time: half of it.
+        raw.in_syscall = 2;
+        let a = raw.anatomy(80_000, 50_000, |t| t * 1_000).unwrap();
+        assert_eq!((a.on_cpu_ns, a.waiting_ns, a.blocked_ns), (20_000, 50_000, 10_000));
     }
 
     #[test]

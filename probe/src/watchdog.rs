@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aggregator::{Msg, StallStart};
-use crate::anatomy::{self, BlockedLog, Cgroup, Counters, Reading};
+use crate::anatomy::{Cgroup, Counters, InSyscall, Reading, Track};
 use crate::clock::{clock, now_raw};
 use crate::probe::Shared;
 use crate::slots::FLAG_TIMED;
@@ -24,9 +24,21 @@ struct Watch {
     first_seen: Option<(u64, u64)>,
     /// The slot's thread's counters (`anatomy`), opened for its current tid.
     counters: Option<Counters>,
-    /// The thread's counters when this watchdog first saw the poll `first_seen`: the start of
-    /// the window a stall's anatomy is measured over.
-    base: Option<Reading>,
+    /// The thread's counters when this watchdog first saw the poll `first_seen` (its seq): the
+    /// start of the window a stall's anatomy is measured over.
+    base: Option<(u64, Reading)>,
+    /// The running poll's measurements, from when it passed half the threshold (`maybe long`)
+    /// until this watchdog sees it end; a stall's anatomy.
+    track: Option<Track>,
+    /// What the thread was blocked in when its pending sample was requested (`None`: it was not
+    /// in a system call), for that sample's stack.
+    pending_blocked: Option<(InSyscall, String)>,
+    /// The running stall's latest captured stack and the system call it was taken in: while the
+    /// thread sleeps in that same call, its stack cannot have changed, so the next samples reuse
+    /// it instead of signalling the thread. A signal wakes a sleeping thread, which must then
+    /// wait for a CPU to run the handler: on a busy host that turned a sleep into "waiting for a
+    /// CPU" and stretched it.
+    blocked_stack: Option<(u64, InSyscall, Vec<u64>)>,
 }
 
 impl Watch {
@@ -45,13 +57,6 @@ struct Active {
     tid: i32,
     last_sample: u64,
     ended: bool,
-    /// See `Watch::base`.
-    base: Option<Reading>,
-    /// The thread's counters at the latest sample tick.
-    last: Option<Reading>,
-    /// What the thread was seen blocked in, one entry per sample tick that found it in a
-    /// system call.
-    blocked: BlockedLog,
 }
 
 /// Sends to the aggregator without blocking; what a full queue loses is counted (a sample as a
@@ -176,7 +181,7 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
-                collect_samples(&shared, &tx, unwinder, &mut addrs, request_timeout);
+                collect_samples(&shared, &tx, unwinder, &mut addrs, &mut watches, request_timeout);
             }
             let timing = Timing { sample_ticks, planned, woke, cgroup: &cgroup };
             let (began, next) = scan(&shared, &tx, &mut watches, timing, &mut cadence, prev_scan);
@@ -198,6 +203,7 @@ fn collect_samples(
     tx: &SyncSender<Msg>,
     unwinder: &mut crate::sampler::unwind::Unwinder,
     addrs: &mut Vec<u64>,
+    watches: &mut [Watch],
     request_timeout: u64,
 ) {
     let clk = clock();
@@ -208,6 +214,7 @@ fn collect_samples(
         if cap.handler_ticks > 0 {
             costs.handler_ns.record(clk.ticks_to_ns(cap.handler_ticks));
         }
+        let pending = watches.get_mut(cap.slot).and_then(|w| w.pending_blocked.take());
         // A sample whose poll had already ended when the signal landed shows another poll's
         // stack: drop it rather than blame the wrong code.
         if cap.got_seq != cap.want_seq || cap.stack.is_empty() {
@@ -222,7 +229,11 @@ fn collect_samples(
             shared.samples_lost.fetch_add(1, Relaxed);
             return;
         }
-        send(tx, shared, Msg::Sample { slot: cap.slot, seq: cap.want_seq, addrs: addrs.clone() });
+        if let (Some(w), Some((call, _))) = (watches.get_mut(cap.slot), &pending) {
+            w.blocked_stack = Some((cap.want_seq, *call, addrs.clone()));
+        }
+        let blocked = pending.map(|(_, what)| what);
+        send(tx, shared, Msg::Sample { slot: cap.slot, seq: cap.want_seq, addrs: addrs.clone(), blocked });
     });
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
@@ -282,21 +293,25 @@ fn scan(
             // End a stall only once no sample request for it is in flight, so that every
             // sample reaches the aggregator before the end does.
             if a.ended && !sample_in_flight(shared, a.tid) {
-                let Some(a) = w.active.take() else { unreachable!() };
-                // The end of the anatomy's window: the thread's counters now, up to a sample
-                // interval after the poll ended (the other polls it ran since then, or its
-                // park, count in the window; `anatomy::Raw::anatomy` scales it to the poll).
-                // A thread that has exited since (a runtime shutting down) has no counters left:
-                // then the last reading taken during the stall ends the window.
-                let end = w.counters(a.tid).read(now, t.cgroup).or(a.last);
-                let raw =
-                    a.base.zip(end).map(|(base, end)| anatomy::Raw { base, end, blocked_in: a.blocked.into_entries() });
-                send(tx, shared, Msg::StallEnded { slot: i, seq: a.seq, anatomy: raw.map(Box::new) });
+                let (seq, tid) = (a.seq, a.tid);
+                w.active = None;
+                let raw = finish_track(w, seq, tid, now, t.cgroup);
+                send(tx, shared, Msg::StallEnded { slot: i, seq, anatomy: raw });
             } else {
                 // Its next sample (taken below if due now), or another look for the end of its
                 // last one. Never "now": a due sample is taken in this scan.
                 let due = a.last_sample.saturating_add(t.sample_ticks);
                 next_wake = next_wake.min(if due > now { due } else { now.saturating_add(t.sample_ticks) });
+            }
+        }
+        // A long poll that ended without the watchdog seeing it cross the threshold (it woke
+        // late): its anatomy goes to the aggregator, for the long-poll record the hook wrote if
+        // it did cross.
+        if w.active.is_none() && w.track.as_ref().is_some_and(|tr| tr.seq != seq || slot.tid.load(Relaxed) != tr.tid) {
+            if let Some((s, tid)) = w.track.as_ref().map(|tr| (tr.seq, tr.tid)) {
+                if let Some(raw) = finish_track(w, s, tid, now, t.cgroup) {
+                    send(tx, shared, Msg::PollAnatomy { slot: i, seq: s, anatomy: raw });
+                }
             }
         }
         if seq & 1 == 0 {
@@ -338,7 +353,7 @@ fn scan(
                 w.first_seen = Some((seq, est));
                 // The start of a possible stall's anatomy window (two system calls, only for a
                 // poll this scan finds running).
-                w.base = w.counters(tid).read(now, t.cgroup);
+                w.base = w.counters(tid).read(now, t.cgroup).map(|r| (seq, r));
                 est
             }
         };
@@ -348,21 +363,20 @@ fn scan(
             p.watched_start.store(start, Relaxed);
             p.watched.store(seq, Release);
         }
+        if now.saturating_sub(start) >= shared.maybe_long_ticks && w.track.as_ref().is_none_or(|tr| tr.seq != seq) {
+            // It may become a stall: measure it from here on (`anatomy::Track`).
+            let base = w.base.take().filter(|(s, _)| *s == seq).map(|(_, r)| r);
+            let mut track = Track::new(seq, tid, base);
+            track.observe(w.counters(tid), now, t.cgroup);
+            w.track = Some(track);
+        }
         if now.saturating_sub(start) < shared.threshold_ticks {
             // Wake as it would cross the threshold, if that comes before the next scan.
             next_wake = next_wake.min(start.saturating_add(shared.threshold_ticks));
             continue;
         }
         if w.active.is_none() {
-            w.active = Some(Active {
-                seq,
-                tid,
-                last_sample: 0,
-                ended: false,
-                base: w.base.take(),
-                last: None,
-                blocked: BlockedLog::default(),
-            });
+            w.active = Some(Active { seq, tid, last_sample: 0, ended: false });
             send(
                 tx,
                 shared,
@@ -379,11 +393,21 @@ fn scan(
         next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
         // What the thread is blocked in, read before the sample's signal interrupts it, and its
         // counters so far.
-        if let Some(c) = w.counters.as_ref().filter(|c| c.tid() == tid) {
-            if let Some(call) = anatomy::observe(c) {
-                a.blocked.add(call);
+        w.pending_blocked = None;
+        if let (Some(c), Some(track)) = (w.counters.as_ref(), w.track.as_mut().filter(|tr| tr.seq == seq)) {
+            w.pending_blocked = track.observe(c, now, t.cgroup);
+        }
+        match (&w.pending_blocked, &w.blocked_stack) {
+            (Some((call, what)), Some((s, last_call, addrs))) if *s == seq && call == last_call => {
+                // Still asleep in the call its last sample was taken in: the same stack, no signal.
+                let msg = Msg::Sample { slot: i, seq, addrs: addrs.clone(), blocked: Some(what.clone()) };
+                send(tx, shared, msg);
+                w.pending_blocked = None;
+                a.last_sample = now;
+                continue;
             }
-            a.last = c.read(now, t.cgroup).or(a.last);
+            (None, _) => w.blocked_stack = None,
+            _ => {}
         }
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         if let Some(signal) = shared.signal {
@@ -414,6 +438,15 @@ fn scan(
     let stalled = watches.iter().filter(|w| w.active.as_ref().is_some_and(|a| !a.ended)).count();
     shared.polls_stalled.store(stalled, Release);
     (now, next)
+}
+
+/// Ends the measurements of poll `seq` on thread `tid`: what the aggregator needs for its
+/// anatomy. A thread that has exited since (a runtime shutting down) has no counters left; the
+/// last reading taken while the poll ran ends the window then, as it does whenever there is one.
+fn finish_track(w: &mut Watch, seq: u64, tid: i32, now: u64, cgroup: &Cgroup) -> Option<Box<crate::anatomy::Raw>> {
+    let track = w.track.take().filter(|tr| tr.seq == seq && tr.tid == tid)?;
+    let after = w.counters(tid).read(now, cgroup);
+    track.finish(after).map(Box::new)
 }
 
 fn sample_in_flight(_shared: &Shared, _tid: i32) -> bool {

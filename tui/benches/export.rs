@@ -50,6 +50,7 @@ fn stalls(stalls: usize, stacks: usize, samples: u64) -> Vec<Stall> {
                 .collect(),
             samples_lost: 0,
             anatomy: None,
+            unobserved: false,
         })
         .collect()
 }

@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use stallscope::flame::Flame;
-//! use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
+//! use stallscope_wire::{OFF_CPU_PREFIX, Frame, FrameKind, StackCount, Stall};
 //! let f = |name: &str, kind| Frame { function: name.into(), file: None, line: None, inlined: false, kind };
 //! let stall = Stall {
 //!     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
@@ -30,7 +30,7 @@ use std::io::{self, Write};
 
 use inferno::flamegraph::color::{BackgroundColor, Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
-use stallscope_wire::{Frame, FrameKind, Stall};
+use stallscope_wire::{Frame, FrameKind, Stall, OFF_CPU_PREFIX};
 
 use crate::report::short_path;
 
@@ -52,7 +52,7 @@ pub struct FlameOptions {
 
 /// The colour legend used as the default subtitle.
 pub const LEGEND: &str =
-    "width: stack samples taken during stalls · red/orange: your code · purple: Tokio · blue: std · green: other libraries · grey: unknown";
+    "width: stack samples taken during stalls · red/orange: your code · purple: Tokio · blue: std · green: other libraries · grey: unknown · cyan: [off CPU] blocked in a system call";
 
 impl Default for FlameOptions {
     fn default() -> Self {
@@ -132,6 +132,11 @@ pub fn kind_color(kind: FrameKind, label: &str) -> Color {
         FrameKind::Tokio => Color { r: t(160, 40.0, a), g: t(110, 35.0, b), b: t(215, 40.0, a) },
         FrameKind::Std => Color { r: t(90, 50.0, b), g: t(160, 40.0, a), b: t(220, 35.0, b) },
         FrameKind::Library => Color { r: t(120, 50.0, a), g: t(190, 40.0, b), b: t(90, 40.0, a) },
+        FrameKind::Unknown if label.starts_with(OFF_CPU_PREFIX) => {
+            // Cool and bright: time the thread spent off CPU, asleep in the kernel
+            // (`Frame::off_cpu`), against the warm colours of code that ran.
+            Color { r: t(40, 30.0, a), g: t(190, 40.0, b), b: t(215, 30.0, a) }
+        }
         FrameKind::Unknown => {
             let g = t(175, 40.0, a);
             Color { r: g, g, b: g }

@@ -32,7 +32,7 @@
 //! let stall = Stall {
 //!     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1, task: Some(3),
 //!     spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false,
-//!     stacks: vec![StackCount { frames: vec![frame.clone(), frame], count: 4 }], samples_lost: 0, anatomy: None,
+//!     stacks: vec![StackCount { frames: vec![frame.clone(), frame], count: 4 }], samples_lost: 0, anatomy: None, unobserved: false,
 //! };
 //! let (mut enc, mut dec) = (Encoder::new(), Decoder::new());
 //! let first = enc.encode(&Update::StallEnded(stall.clone())).unwrap();
@@ -165,8 +165,8 @@ pub struct Interned {
 /// the order the update holds them (snapshot stalls, then interval stalls).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Extension {
-    /// [`Stall::anatomy`] of each stall (since 1.2).
-    pub stall_anatomy: Vec<Option<StallAnatomy>>,
+    /// [`Stall::anatomy`] and [`Stall::unobserved`] of each stall (since 1.2).
+    pub stalls: Vec<StallExtension>,
     /// Alerts of kinds a 1.1 peer cannot decode ([`AlertKind::known_in`](crate::AlertKind::known_in)),
     /// with their index in [`Snapshot::alerts`] (since 1.2).
     pub alerts: Vec<(u32, Alert)>,
@@ -175,8 +175,17 @@ pub struct Extension {
 impl Extension {
     /// Whether there is nothing to carry (then nothing is appended).
     pub fn is_empty(&self) -> bool {
-        self.stall_anatomy.iter().all(Option::is_none) && self.alerts.is_empty()
+        self.stalls.iter().all(|s| s.anatomy.is_none() && !s.unobserved) && self.alerts.is_empty()
     }
+}
+
+/// The fields [`Stall`] gained in 1.2.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StallExtension {
+    /// [`Stall::anatomy`].
+    pub anatomy: Option<StallAnatomy>,
+    /// [`Stall::unobserved`].
+    pub unobserved: bool,
 }
 
 /// [`Frame`] with interned strings.
@@ -603,8 +612,9 @@ impl Encoder {
             stacks,
             samples_lost,
             anatomy,
+            unobserved,
         } = s;
-        self.ext.stall_anatomy.push(anatomy.clone());
+        self.ext.stalls.push(StallExtension { anatomy: anatomy.clone(), unobserved: *unobserved });
         WireStall {
             id: *id,
             start_unix_ms: *start_unix_ms,
@@ -941,7 +951,7 @@ struct Resolver<'a> {
     d: &'a Decoder,
     budget: usize,
     ext: Extension,
-    /// The next entry of `ext.stall_anatomy`.
+    /// The next entry of `ext.stalls`.
     next_stall: usize,
 }
 
@@ -950,17 +960,17 @@ impl<'a> Resolver<'a> {
         Resolver { d, budget: d.limits.expanded_bytes, ext, next_stall: 0 }
     }
 
-    /// The anatomy of the next stall, in encoding order. An update with no extension (from a
+    /// The 1.2 fields of the next stall, in encoding order. An update with no extension (from a
     /// 1.1 probe) has none; one whose extension lists fewer stalls than it holds is damaged.
-    fn anatomy(&mut self) -> Result<Option<StallAnatomy>> {
-        let list = &mut self.ext.stall_anatomy;
+    fn stall_extension(&mut self) -> Result<StallExtension> {
+        let list = &mut self.ext.stalls;
         if list.is_empty() {
-            return Ok(None);
+            return Ok(StallExtension::default());
         }
         let i = self.next_stall;
         self.next_stall += 1;
         match list.get_mut(i) {
-            Some(a) => Ok(a.take()),
+            Some(a) => Ok(std::mem::take(a)),
             None => Err(Error::Payload {
                 reason: format!("the extension lists {} stall anatomies, the update holds more", list.len()),
             }),
@@ -1028,6 +1038,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn stall(&mut self, s: &WireStall) -> Result<Stall> {
+        let StallExtension { anatomy, unobserved } = self.stall_extension()?;
         Ok(Stall {
             id: s.id,
             start_unix_ms: s.start_unix_ms,
@@ -1040,7 +1051,8 @@ impl<'a> Resolver<'a> {
             in_block_in_place: s.in_block_in_place,
             stacks: s.stacks.iter().map(|c| self.stack(c)).collect::<Result<_>>()?,
             samples_lost: s.samples_lost,
-            anatomy: self.anatomy()?,
+            anatomy,
+            unobserved,
         })
     }
 

@@ -162,6 +162,29 @@ pub struct Frame {
     pub kind: FrameKind,
 }
 
+impl Frame {
+    /// The leaf the probe adds to a sample taken while its thread was blocked in a system call,
+    /// so that flame graphs tell off-CPU time from CPU time: `[off CPU] read(2) on /data/x.csv`.
+    /// Its kind is [`FrameKind::Unknown`], with no file.
+    pub fn off_cpu(what: &str) -> Frame {
+        Frame {
+            function: format!("{OFF_CPU_PREFIX}{what}"),
+            file: None,
+            line: None,
+            inlined: false,
+            kind: FrameKind::Unknown,
+        }
+    }
+
+    /// Whether this is an [`off_cpu`](Self::off_cpu) leaf.
+    pub fn is_off_cpu(&self) -> bool {
+        self.kind == FrameKind::Unknown && self.file.is_none() && self.function.starts_with(OFF_CPU_PREFIX)
+    }
+}
+
+/// How an [`Frame::off_cpu`] leaf's text begins.
+pub const OFF_CPU_PREFIX: &str = "[off CPU] ";
+
 /// A distinct stack and how many samples landed on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackCount {
@@ -203,6 +226,12 @@ pub struct Stall {
     /// accounting could not be read).
     #[serde(default)]
     pub anatomy: Option<StallAnatomy>,
+    /// The probe's watchdog never saw this poll running past half the threshold, so it has no
+    /// sample and no anatomy: only its length, from the poll hook. The watchdog scans at least
+    /// every half threshold, so it misses a poll only when its own thread got no CPU for that
+    /// long: such a poll blames no code (since protocol 1.2; false in older recordings).
+    #[serde(default)]
+    pub unobserved: bool,
 }
 
 /// A stall's wall time split three ways, read from the kernel's accounting of the stalled
@@ -360,6 +389,12 @@ impl Stall {
     /// [`StallAnatomy::cpu_starved`]): not a code stall, no code to blame.
     pub fn cpu_starved(&self) -> bool {
         self.anatomy.as_ref().is_some_and(|a| a.cpu_starved)
+    }
+
+    /// Whether the stall names code: not starved of CPU and observed (see
+    /// [`unobserved`](Self::unobserved)).
+    pub fn blames_code(&self) -> bool {
+        !self.cpu_starved() && !self.unobserved
     }
 }
 

@@ -329,9 +329,9 @@ fn the_1_2_extension_is_invisible_to_1_1_peers_and_optional_for_1_2_ones() {
 fn a_short_extension_is_refused() {
     let tick = fixture::tick(7, 30);
     let ServerMessage::Update(mut interned) = Encoder::new().encode(&tick).unwrap() else { panic!() };
-    assert!(interned.ext.stall_anatomy.len() > 1);
-    interned.ext.stall_anatomy.truncate(1);
-    interned.ext.stall_anatomy[0] = Some(Default::default());
+    assert!(interned.ext.stalls.len() > 1);
+    interned.ext.stalls.truncate(1);
+    interned.ext.stalls[0].anatomy = Some(Default::default());
     let payload = ServerMessage::Update(interned).to_payload().unwrap();
     let err = Decoder::new().decode_payload(&payload).unwrap_err();
     assert!(err.to_string().contains("stall anatomies"), "{err}");

@@ -65,6 +65,7 @@ pub fn stalls() -> Vec<Stall> {
         stacks,
         samples_lost: 0,
         anatomy: None,
+        unobserved: false,
     };
     vec![
         mk(
@@ -302,6 +303,7 @@ pub fn large(live: u64, locations: usize, nodes: usize) -> App {
         stacks,
         samples_lost: 0,
         anatomy: None,
+        unobserved: false,
     };
     s.stalls = vec![stall];
     let mut app = App::new(Source::Live { target: "bench".into() });

@@ -164,6 +164,7 @@ fn stall(
         stacks: stacks.into_iter().map(|(frames, count)| StackCount { frames, count }).collect(),
         samples_lost: 0,
         anatomy: None,
+        unobserved: false,
     }
 }
 

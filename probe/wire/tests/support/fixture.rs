@@ -231,6 +231,7 @@ pub fn stall(rng: &mut Rng, pool: &[Frame], id: u64, ended: bool) -> Stall {
         samples_lost: if rng.chance(10) { rng.below(3) } else { 0 },
         // From the id, not the generator, so that adding it left every other figure as it was.
         anatomy: (ended && id % 3 != 0).then(|| anatomy(id, elapsed_ns)),
+        unobserved: ended && id % 11 == 0,
     }
 }
 

@@ -673,6 +673,7 @@ mod tests {
             in_block_in_place: false,
             samples_lost: 0,
             anatomy: None,
+            unobserved: false,
             stacks: stacks
                 .iter()
                 .map(|(s, count)| StackCount { frames: s.split(';').rev().map(frame).collect(), count: *count })

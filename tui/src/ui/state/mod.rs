@@ -848,6 +848,7 @@ mod tests {
             stacks: Vec::new(),
             samples_lost: 0,
             anatomy: None,
+            unobserved: false,
         }
     }
 

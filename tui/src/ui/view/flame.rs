@@ -75,9 +75,9 @@ impl FlameWidget<'_> {
             (false, Some(true)) => Style::new().add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
             (false, _) => Style::new(),
             (true, Some(true)) => Style::new().fg(Color::Black).bg(MATCH_BG).add_modifier(Modifier::BOLD),
-            (true, Some(false)) => Style::new().fg(node_colors(i, node.kind).0).add_modifier(Modifier::DIM),
+            (true, Some(false)) => Style::new().fg(node_colors(i, node).0).add_modifier(Modifier::DIM),
             (true, None) => {
-                let (bg, fg) = node_colors(i, node.kind);
+                let (bg, fg) = node_colors(i, node);
                 let style = Style::new().fg(fg).bg(bg);
                 if i != 0 && node.kind == FrameKind::User {
                     style.add_modifier(Modifier::BOLD)
@@ -97,11 +97,13 @@ impl FlameWidget<'_> {
 }
 
 /// Background and text colour of node `i` (the root, 0, is grey whatever its kind).
-fn node_colors(i: usize, kind: FrameKind) -> (Color, Color) {
+fn node_colors(i: usize, node: &FlameNode) -> (Color, Color) {
     if i == 0 {
         return (Color::Gray, Color::Black);
     }
-    match kind {
+    match node.kind {
+        // Off CPU (`Frame::off_cpu`): the thread was asleep in the kernel there.
+        FrameKind::Unknown if node.label.starts_with(stallscope_wire::OFF_CPU_PREFIX) => (Color::Cyan, Color::Black),
         FrameKind::User => (Color::LightRed, Color::Black),
         FrameKind::Tokio => (Color::Magenta, Color::White),
         FrameKind::Std => (Color::Blue, Color::White),
@@ -177,6 +179,7 @@ mod tests {
             in_block_in_place: false,
             samples_lost: 0,
             anatomy: None,
+            unobserved: false,
             stacks: stacks
                 .iter()
                 .map(|(s, count)| StackCount { frames: s.split(';').rev().map(frame).collect(), count: *count })
