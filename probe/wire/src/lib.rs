@@ -28,6 +28,7 @@ pub mod discovery;
 mod error;
 pub mod frame;
 pub mod intern;
+pub mod names;
 pub mod proto;
 pub mod recording;
 
@@ -160,6 +161,21 @@ pub struct Frame {
     pub inlined: bool,
     /// What kind of code this is.
     pub kind: FrameKind,
+}
+
+impl Frame {
+    /// The name people read in alerts and tables: `handle_login (async fn)`,
+    /// `serve::{async block}`, `<Flusher as Drop>::drop`, `load (tail call)`. Stacks, folded
+    /// output and flame graphs keep the full [`function`](Self::function). See [`names`].
+    pub fn short_name(&self) -> String {
+        names::short_name(&self.function)
+    }
+
+    /// Whether this frame was recovered from a tail call (its function jumped to the next inner
+    /// frame's, so it had no frame of its own on the stack).
+    pub fn is_tail_call(&self) -> bool {
+        self.function.ends_with(names::TAIL_CALL_SUFFIX)
+    }
 }
 
 /// A distinct stack and how many samples landed on it.
