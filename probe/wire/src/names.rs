@@ -93,7 +93,7 @@ fn normalise(seg: &str) -> String {
 }
 
 /// Splits a path at the `::` that are not inside `<..>`, `(..)` or `[..]`.
-pub(crate) fn split_path(s: &str) -> Vec<&str> {
+pub fn split_path(s: &str) -> Vec<&str> {
     let mut out = Vec::new();
     let (mut depth, mut start) = (0i32, 0usize);
     let b = s.as_bytes();
