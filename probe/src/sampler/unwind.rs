@@ -312,6 +312,7 @@ fn decode_call(ret: u64, bytes: &[u8; CALL_LEN]) -> Option<u64> {
     aarch64_direct_call(ret, bytes)
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 /// x86_64: `call rel32` (`E8 xx xx xx xx`) ending at `ret` calls `ret + rel32`.
 pub(crate) fn x86_64_direct_call(ret: u64, before: &[u8; 5]) -> Option<u64> {
     if before[0] != 0xE8 {
@@ -321,6 +322,7 @@ pub(crate) fn x86_64_direct_call(ret: u64, before: &[u8; 5]) -> Option<u64> {
     Some(ret.wrapping_add_signed(i64::from(rel)))
 }
 
+#[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
 /// aarch64: `bl imm26` (top six bits `100101`) at `ret - 4` calls `ret - 4 + imm26 * 4`.
 pub(crate) fn aarch64_direct_call(ret: u64, before: &[u8; 4]) -> Option<u64> {
     let insn = u32::from_le_bytes(*before);

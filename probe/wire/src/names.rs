@@ -140,7 +140,8 @@ fn short_generics(seg: &str) -> String {
         }
     }
     flush(&mut word, &mut out);
-    out
+    // DWARF spells out the default allocator (`Vec<u8, alloc::alloc::Global>`).
+    out.replace(", Global>", ">")
 }
 
 #[cfg(test)]
@@ -156,6 +157,7 @@ mod tests {
             ("<svc::flush::Flusher as core::ops::drop::Drop>::drop", "<Flusher as Drop>::drop"),
             ("svc::load (tail call)", "load (tail call)"),
             ("svc::process<alloc::vec::Vec<u8>>", "process<Vec<u8>>"),
+            ("svc::process<alloc::vec::Vec<u8, alloc::alloc::Global>>", "process<Vec<u8>>"),
             ("svc::Server::handle", "Server::handle"),
             ("svc::Server::handle::{async fn body}", "Server::handle (async fn)"),
             ("svc::handler::{{closure}}", "handler::{closure}"),
