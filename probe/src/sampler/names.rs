@@ -129,7 +129,7 @@ fn outer(dwarf: &str, elf: Option<&str>) -> String {
         }
         return format!("{}::{}", segs.join("::"), kind.segment());
     }
-    if dwarf.contains("::") {
+    if split_path(dwarf).len() > 1 {
         return dwarf.to_string();
     }
     // `process<u32>` + `svc::process` -> `svc::process<u32>`; `drop` +
@@ -214,6 +214,10 @@ mod tests {
     fn a_generic_function_keeps_its_arguments_and_gains_its_path() {
         assert_eq!(resolve(&["process<u32>"], Some("svc::process")), ["svc::process<u32>"]);
         assert_eq!(resolve(&["other"], Some("svc::process")), ["other"]);
+        assert_eq!(
+            resolve(&["process<alloc::vec::Vec<u8>>"], Some("svc::process")),
+            ["svc::process<alloc::vec::Vec<u8>>"]
+        );
     }
 
     #[test]
