@@ -15,6 +15,9 @@ const STALL: Duration = Duration::from_millis(60);
 mod handlers {
     use super::*;
 
+    /// The line of the sleep in `handle_login`.
+    pub(crate) const SLEEP_LINE: u32 = line!() + 4;
+
     /// A blocking call written straight into an async fn body.
     pub(crate) async fn handle_login(ms: u64) -> u64 {
         std::thread::sleep(Duration::from_millis(black_box(ms)));
@@ -86,6 +89,7 @@ fn an_async_fn_body_is_named_by_its_function() {
     });
     assert_eq!(f.short_name(), "handle_login (async fn)", "{}", describe(&snap));
     assert_eq!(f.function, "names::handlers::handle_login::{async fn body}");
+    assert_eq!(f.line, Some(handlers::SLEEP_LINE));
 }
 
 #[test]
@@ -147,4 +151,22 @@ fn a_closure_is_named_through_the_function_that_defines_it() {
         .unwrap();
     });
     assert_eq!(f.short_name(), "run_closure::{closure}", "{}", describe(&snap));
+}
+
+/// Awaits `handle_login`; the optimizer may inline its body here.
+async fn login_flow(ms: u64) -> u64 {
+    let v = handlers::handle_login(ms).await;
+    black_box(v)
+}
+
+#[test]
+fn an_awaited_async_fn_is_never_named_after_its_awaiter() {
+    let (f, snap) = culprit_of(|| async {
+        tokio::spawn(login_flow(MS)).await.unwrap();
+    });
+    // Inlined into `login_flow`, `handle_login`'s name is nowhere in a line-tables-only binary
+    // (`{async fn}` at its file and line); out of line, its symbol names it.
+    let short = f.short_name();
+    assert!(short == "{async fn}" || short == "handle_login (async fn)", "{short}\n{}", describe(&snap));
+    assert_eq!(f.line, Some(handlers::SLEEP_LINE), "the sleep in handle_login\n{}", describe(&snap));
 }

@@ -25,22 +25,23 @@ pub(crate) fn resolve(raw: &[&str], elf: Option<&str>) -> Vec<String> {
         let resolved = if i == 0 {
             outer(name, elf)
         } else if let Some((kind, n)) = anonymous(name) {
-            // The nearest frame around it whose generic arguments carry its type.
-            raw[..i]
+            // The nearest frame around it whose generic arguments carry its type, up to the
+            // first anonymous body around it (beyond that, the types are that body's futures
+            // and closures: an async fn awaited by another and inlined into it matches its
+            // awaiter's `{async_fn_env#0}` there, which would misname it).
+            let around = &raw[..i];
+            let stop = around.iter().rposition(|f| anonymous(f).is_some()).unwrap_or(0);
+            around[stop..]
                 .iter()
                 .rev()
                 .find_map(|outer| env_path(outer, kind, n))
                 .map(|path| format!("{path}::{}", kind.segment()))
                 .unwrap_or_else(|| match out.last() {
-                    // A closure or async block run straight from a named function is that
-                    // function's own (one passed in from elsewhere would make it generic over
-                    // the closure's or future's type).
-                    Some(p)
-                        if kind != Kind::AsyncFn
-                            && anonymous(raw[i - 1]).is_none()
-                            && !raw[i - 1].contains("_env#")
-                            && !p.is_empty() =>
-                    {
+                    // A closure or async block run straight from a function or body is that
+                    // one's own, or captured from its function (one passed in from elsewhere
+                    // would make the runner generic over the closure's or future's type). An
+                    // awaited async fn is not: it is defined elsewhere.
+                    Some(p) if kind != Kind::AsyncFn && !raw[i - 1].contains("_env#") && !p.starts_with('{') => {
                         format!("{}::{}", p, kind.segment())
                     }
                     _ => kind.segment().to_string(),
@@ -205,6 +206,10 @@ mod tests {
         assert_eq!(out[2], "svc::main::{closure}");
         let out = resolve(&["svc::main", "run_closure", "{closure#0}"], None);
         assert_eq!(out[2], "run_closure::{closure}");
+        let out = resolve(&["{async_block#0}", "{closure#0}"], Some("svc::serve::{{closure}}"));
+        assert_eq!(out[1], "svc::serve::{async block}::{closure}");
+        let out = resolve(&["svc::main", "{async_fn#0}", "{closure#0}"], None);
+        assert_eq!(out[2], "{closure}");
         // A closure with another number in the arguments is not this one.
         let out = resolve(&["x", "call<svc::main::{closure_env#1}>", "{closure#0}"], None);
         assert_eq!(out[2], "{closure}");
@@ -224,5 +229,17 @@ mod tests {
     fn an_async_fn_awaited_inline_has_no_name_in_the_binary() {
         let out = resolve(&["{async_block#0}", "{async_fn#0}"], Some("svc::serve::{{closure}}"));
         assert_eq!(out, ["svc::serve::{async block}", "{async fn body}"]);
+        // The awaiter's type in the task's poll is not the awaited fn's.
+        let chain = ["poll<svc::outer::{async_fn_env#0}>", "{async_fn#0}", "{async_fn#0}"];
+        assert_eq!(
+            resolve(&chain, None),
+            ["poll<svc::outer::{async_fn_env#0}>", "svc::outer::{async fn body}", "{async fn body}"]
+        );
+    }
+
+    #[test]
+    fn a_closure_of_the_runtime_carries_the_task_type_in_its_arguments() {
+        let chain = ["poll<T>", "{closure#0}<svc::h::login::{async_fn_env#0}, S>", "{async_fn#0}"];
+        assert_eq!(resolve(&chain, None)[2], "svc::h::login::{async fn body}");
     }
 }
