@@ -59,6 +59,12 @@ pub(crate) fn resolve(raw: &[&str], elf: Option<&str>) -> Vec<String> {
     out
 }
 
+/// Whether DWARF's name for an outer function needs the symbol table's path: a bare name
+/// (`process<u32>`, `drop`) or an anonymous body (`{async_block#0}`).
+pub(crate) fn incomplete(dwarf: &str) -> bool {
+    split_path(dwarf).len() < 2
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     AsyncFn,

@@ -116,12 +116,28 @@ fn symbolize(blaze: &Blaze, elf: &Blaze, addrs: &[u64]) -> Vec<Entry> {
     let plain: Vec<u64> = addrs.iter().map(|a| a & !TAIL_CALL_TAG).collect();
     // On failure every address stays unknown (shown as hex) rather than failing the stall.
     let results = blaze.symbolize(&Source::Process(process), Input::AbsAddr(&plain)).unwrap_or_default();
-    let elf_results = elf.symbolize(&Source::Process(symtab), Input::AbsAddr(&plain)).unwrap_or_default();
+    // The symbol table only where DWARF's name of the outer function is incomplete (a bare or
+    // anonymous name) or where a call target must be a function's entry.
+    let wants_elf: Vec<usize> = (0..addrs.len())
+        .filter(|&i| {
+            addrs[i] & TAIL_CALL_TAG != 0
+                || match results.get(i) {
+                    Some(Symbolized::Sym(sym)) => names::incomplete(&sym.name),
+                    _ => true,
+                }
+        })
+        .collect();
+    let elf_addrs: Vec<u64> = wants_elf.iter().map(|&i| plain[i]).collect();
+    let elf_results = if elf_addrs.is_empty() {
+        Vec::new()
+    } else {
+        elf.symbolize(&Source::Process(symtab), Input::AbsAddr(&elf_addrs)).unwrap_or_default()
+    };
     addrs
         .iter()
         .enumerate()
         .map(|(i, addr)| {
-            let elf_sym = match elf_results.get(i) {
+            let elf_sym = match wants_elf.binary_search(&i).ok().and_then(|k| elf_results.get(k)) {
                 Some(Symbolized::Sym(e)) => Some(e),
                 _ => None,
             };
@@ -152,9 +168,23 @@ fn symbolize(blaze: &Blaze, elf: &Blaze, addrs: &[u64]) -> Vec<Entry> {
         .collect()
 }
 
-/// Symbolizes every address not yet in the cache, in one batch.
+/// Symbolizes every address not yet in the cache: the stacks' own addresses in one batch, then
+/// the call targets (tagged addresses) that may be tail calls, those whose inner frame (the address
+/// before them) is in another function.
 pub(crate) fn prepare(addrs: &[u64]) {
-    prepare_batch(addrs, false)
+    let own: Vec<u64> = addrs.iter().copied().filter(|a| a & TAIL_CALL_TAG == 0).collect();
+    prepare_batch(&own, false);
+    let Some(svc) = service() else { return };
+    let targets: Vec<u64> = {
+        let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
+        addrs
+            .windows(2)
+            .filter(|w| w[0] & TAIL_CALL_TAG == 0 && w[1] & TAIL_CALL_TAG != 0)
+            .filter(|w| cache.get(&w[0]).is_some_and(|e| e.start != 0 && e.start != w[1] & !TAIL_CALL_TAG))
+            .map(|w| w[1])
+            .collect()
+    };
+    prepare_batch(&targets, false);
 }
 
 fn prepare_batch(addrs: &[u64], warm_up: bool) {
