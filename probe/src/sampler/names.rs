@@ -112,7 +112,7 @@ fn env_path<'a>(frame: &'a str, kind: Kind, n: &str) -> Option<&'a str> {
     let needle = format!("::{}{n}}}", kind.env());
     let at = frame.find(&needle)?;
     let before = &frame[..at];
-    let start = before.rfind(|c: char| matches!(c, '<' | ',' | ' ' | '(' | '&' | '*' | '[')).map_or(0, |i| i + 1);
+    let start = before.rfind(['<', ',', ' ', '(', '&', '*', '[']).map_or(0, |i| i + 1);
     let path = &before[start..];
     (!path.is_empty()).then_some(path)
 }

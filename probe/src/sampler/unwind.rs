@@ -275,17 +275,18 @@ impl Unwinder {
         #[cfg(target_arch = "aarch64")]
         let uregs = framehop::aarch64::UnwindRegsAarch64::new(regs.lr, regs.sp, regs.fp);
         let mut returns: Vec<(usize, u64)> = Vec::new();
-        let mut iter = self.inner.iter_frames(regs.ip, uregs, &mut self.cache, &mut read);
-        while let Ok(Some(frame)) = iter.next() {
-            if let framehop::FrameAddress::ReturnAddress(r) = frame {
-                returns.push((out.len(), r.get()));
-            }
-            out.push(frame.address_for_lookup());
-            if out.len() >= MAX_FRAMES {
-                break;
+        {
+            let mut iter = self.inner.iter_frames(regs.ip, uregs, &mut self.cache, &mut read);
+            while let Ok(Some(frame)) = iter.next() {
+                if let framehop::FrameAddress::ReturnAddress(r) = frame {
+                    returns.push((out.len(), r.get()));
+                }
+                out.push(frame.address_for_lookup());
+                if out.len() >= MAX_FRAMES {
+                    break;
+                }
             }
         }
-        drop(iter);
         // Insert the direct-call targets, last first so that the indices stay valid.
         for (at, ret) in returns.into_iter().rev() {
             if let Some(target) = self.call_target(ret) {
