@@ -68,7 +68,9 @@ fn run_closure(ms: u64) -> u64 {
 }
 
 /// Runs `body` on a real multi-thread runtime with the probe; returns the culprit frame (the top
-/// user frame) of its one stall.
+/// user frame) of its one stall. No frame of any sampled stack other than the culprit may be a
+/// recovered tail call (libc, std and Tokio frames included): a spurious one would be a wrong
+/// frame in every flame graph.
 fn culprit_of<F, Fut>(body: F) -> (Frame, Snapshot)
 where
     F: FnOnce() -> Fut,
@@ -78,6 +80,9 @@ where
     let snap = Service::multi().run(|_| body());
     let stall = expect_stall(&snap).once().stalls()[0];
     let frame = stall.top_user_frame().cloned().unwrap_or_else(|| panic!("no user frame\n{}", describe(&snap)));
+    let tails: Vec<&str> =
+        stall.stacks.iter().flat_map(|s| &s.frames).filter(|f| f.is_tail_call()).map(|f| f.function.as_str()).collect();
+    assert!(tails.iter().all(|t| *t == frame.function), "unexpected tail-call frames {tails:?}\n{}", describe(&snap));
     (frame, snap)
 }
 
