@@ -46,10 +46,13 @@ pub(crate) fn resolve(raw: &[&str], elf: Option<&str>) -> Vec<String> {
                     }
                     _ => kind.segment().to_string(),
                 })
-        } else if !name.contains("::") && out.last().is_some_and(|p| p.starts_with("drop_in_place<")) {
+        } else if let Some(ty) = out
+            .last()
+            .filter(|_| !name.contains("::"))
+            .and_then(|p| p.strip_prefix("drop_in_place<"))
+            .and_then(|p| p.strip_suffix('>'))
+        {
             // `drop` inlined straight into `drop_in_place<T>` is `T`'s `Drop` impl.
-            let p = out.last().map(String::as_str).unwrap_or_default();
-            let ty = &p["drop_in_place<".len()..p.len() - 1];
             format!("<{ty} as core::ops::drop::Drop>::{name}")
         } else {
             name.to_string()
@@ -241,6 +244,17 @@ mod tests {
             resolve(&chain, None),
             ["poll<svc::outer::{async_fn_env#0}>", "svc::outer::{async fn body}", "{async fn body}"]
         );
+    }
+
+    #[test]
+    fn odd_names_do_not_panic() {
+        let odd = ["", "::", "<", ">>", "drop_in_place<", "{async_fn#", "{closure#0", "{", "}", "a::{b", "<a as"];
+        for a in odd {
+            for b in odd {
+                let _ = resolve(&[a, b, "drop", "{closure#0}"], Some(b));
+                let _ = resolve(&[a], None);
+            }
+        }
     }
 
     #[test]

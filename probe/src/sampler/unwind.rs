@@ -332,7 +332,7 @@ pub(crate) fn aarch64_direct_call(ret: u64, before: &[u8; 4]) -> Option<u64> {
     }
     // Sign-extend the 26-bit word offset.
     let imm = ((insn << 6) as i32) >> 6;
-    Some((ret - 4).wrapping_add_signed(i64::from(imm) * 4))
+    Some(ret.wrapping_sub(4).wrapping_add_signed(i64::from(imm) * 4))
 }
 
 /// Reads our own memory without trusting that it is still mapped: `process_vm_readv` on our

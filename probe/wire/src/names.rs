@@ -177,6 +177,13 @@ mod tests {
     }
 
     #[test]
+    fn odd_names_do_not_panic() {
+        for s in ["", "::", "<", ">>", "{", "}", "a::", "::b", "<a as", " (tail call)", "é::ü<ß>", "->"] {
+            let _ = short_name(s);
+        }
+    }
+
+    #[test]
     fn paths_split_outside_brackets() {
         assert_eq!(split_path("a::b<c::d>::e"), ["a", "b<c::d>", "e"]);
         assert_eq!(split_path("<a::B as c::D>::f"), ["<a::B as c::D>", "f"]);
