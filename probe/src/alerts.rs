@@ -54,11 +54,11 @@ pub(crate) use stallscope_wire::fmt_ns;
 pub(crate) fn culprit(s: &Stall) -> String {
     match s.top_user_frame() {
         Some(f) => match (&f.file, f.line) {
-            (Some(file), Some(line)) => format!("{} ({}:{})", f.function, short_path(file), line),
-            _ => f.function.clone(),
+            (Some(file), Some(line)) => format!("{} ({}:{})", f.short_name(), short_path(file), line),
+            _ => f.short_name(),
         },
         None if s.stacks.is_empty() => "no stack sample".to_string(),
-        None => s.stacks[0].frames.first().map(|f| f.function.clone()).unwrap_or_default(),
+        None => s.stacks[0].frames.first().map(|f| f.short_name()).unwrap_or_default(),
     }
 }
 

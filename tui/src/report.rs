@@ -36,9 +36,9 @@ pub fn short_path(p: &str) -> String {
 /// `function (src/main.rs:42)`.
 pub fn frame_text(f: &Frame) -> String {
     match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{} ({}:{})", f.function, short_path(file), line),
-        (Some(file), None) => format!("{} ({})", f.function, short_path(file)),
-        _ => f.function.clone(),
+        (Some(file), Some(line)) => format!("{} ({}:{})", f.short_name(), short_path(file), line),
+        (Some(file), None) => format!("{} ({})", f.short_name(), short_path(file)),
+        _ => f.short_name(),
     }
 }
 
@@ -204,7 +204,7 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             f.stalls,
             if f.stalls == 1 { " " } else { "s" },
             fmt_ns(f.longest_ns),
-            f.function,
+            stallscope_wire::names::short_name(&f.function),
             loc
         );
     }

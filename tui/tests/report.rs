@@ -55,8 +55,8 @@ fn text_report_golden() {
     for needle in [
         "stallscope report: shopd (pid 4242), 2.10 s from 2025-11-21T04:40:00.000Z (11 updates, 3 ticks)",
         "212.0 ms  at 2025-11-21T04:40:00.300Z (+0.300 s)  worker 1  task 17  spawned at src/checkout.rs:20:5",
-        "in shopd::checkout::load_cart (src/checkout.rs:41)   [200 samples]",
-        "called from shopd::checkout::handle_order::{{closure}} (src/checkout.rs:88)",
+        "in load_cart (src/checkout.rs:41)   [200 samples]",
+        "called from handle_order::{closure} (src/checkout.rs:88)",
         "95.0 ms  at 2025-11-21T04:40:01.000Z (+1.000 s)  worker 2  instrumented future",
         "60.0 ms [in block_in_place]",
         "15.0 ms (still running)",

@@ -5,6 +5,7 @@
 //! Supported on Linux x86_64 and aarch64. Elsewhere the probe still detects stalls and measures
 //! them, and says that it cannot sample stacks.
 
+pub(crate) mod names;
 #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
 pub(crate) mod signal;
 pub(crate) mod stats;

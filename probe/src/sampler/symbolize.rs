@@ -11,13 +11,15 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::Pid;
 use stallscope_wire::{Frame, FrameKind};
 
+use super::names;
+
 /// Cache entries kept before the cache is cleared.
 const CACHE_LIMIT: usize = 200_000;
 /// How long a caller waits for the symbolizer thread.
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Addresses to symbolize, where to reply, and whether this is the warm-up.
-type Request = (Vec<u64>, mpsc::SyncSender<Vec<Vec<Frame>>>, bool);
+type Request = (Vec<u64>, mpsc::SyncSender<Vec<Entry>>, bool);
 
 /// What the symbolizer thread has cost (process-wide, like the thread): every address it is
 /// sent is missing from the cache, so this is the cost per new address.
@@ -52,7 +54,22 @@ pub(crate) fn costs() -> Costs {
 /// it lives on its own thread, and its DWARF parsing and the address cache serve every probe.
 struct Service {
     tx: Mutex<mpsc::Sender<Request>>,
-    cache: Mutex<HashMap<u64, Arc<[Frame]>>>,
+    cache: Mutex<HashMap<u64, Entry>>,
+}
+
+/// What one lookup address resolves to: its frames (outermost function last) and the start
+/// address of that function (0 when unknown), which decides whether a recovered tail call is
+/// real (see [`frames`]).
+#[derive(Clone)]
+struct Entry {
+    start: u64,
+    frames: Arc<[Frame]>,
+}
+
+impl Entry {
+    fn unknown(addr: u64) -> Entry {
+        Entry { start: 0, frames: vec![unknown(addr)].into() }
+    }
 }
 
 static SERVICE: OnceLock<Option<Service>> = OnceLock::new();
@@ -64,10 +81,16 @@ fn service() -> Option<&'static Service> {
             let spawned = std::thread::Builder::new().name("stallscope-symbolizer".into()).spawn(move || {
                 let blaze =
                     Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
+                // The ELF symbol table alone: under `line-tables-only` DWARF names a function
+                // `{async_block#0}` or `drop`, while its symbol says `svc::serve::{{closure}}` or
+                // `<svc::Flusher as core::ops::drop::Drop>::drop`.
+                let elf =
+                    Blaze::builder().enable_code_info(false).enable_inlined_fns(false).enable_demangling(true).build();
                 while let Ok((addrs, reply, warm_up)) = rx.recv() {
                     let began = Instant::now();
-                    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| symbolize(&blaze, &addrs)))
-                        .unwrap_or_else(|_| addrs.iter().map(|a| vec![unknown(*a)]).collect());
+                    let out =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| symbolize(&blaze, &elf, &addrs)))
+                            .unwrap_or_else(|_| addrs.iter().map(|a| Entry::unknown(*a)).collect());
                     let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     if warm_up {
                         WARM_UP_NS.fetch_add(ns, Relaxed);
@@ -84,26 +107,84 @@ fn service() -> Option<&'static Service> {
         .as_ref()
 }
 
-fn symbolize(blaze: &Blaze, addrs: &[u64]) -> Vec<Vec<Frame>> {
+fn symbolize(blaze: &Blaze, elf: &Blaze, addrs: &[u64]) -> Vec<Entry> {
     let mut process = Process::new(Pid::Slf);
     process.perf_map = false;
     process.map_files = false;
-    let src = Source::Process(process);
+    let mut symtab = process.clone();
+    symtab.debug_syms = false;
+    let plain: Vec<u64> = addrs.iter().map(|a| a & !TAIL_CALL_TAG).collect();
     // On failure every address stays unknown (shown as hex) rather than failing the stall.
-    let results = blaze.symbolize(&src, Input::AbsAddr(addrs)).unwrap_or_default();
+    let results = blaze.symbolize(&Source::Process(process), Input::AbsAddr(&plain)).unwrap_or_default();
+    // The symbol table only where DWARF's name of the outer function is incomplete (a bare or
+    // anonymous name) or where a call target must be a function's entry.
+    let wants_elf: Vec<usize> = (0..addrs.len())
+        .filter(|&i| {
+            addrs[i] & TAIL_CALL_TAG != 0
+                || match results.get(i) {
+                    Some(Symbolized::Sym(sym)) => names::incomplete(&sym.name),
+                    _ => true,
+                }
+        })
+        .collect();
+    let elf_addrs: Vec<u64> = wants_elf.iter().map(|&i| plain[i]).collect();
+    let elf_results = if elf_addrs.is_empty() {
+        Vec::new()
+    } else {
+        elf.symbolize(&Source::Process(symtab), Input::AbsAddr(&elf_addrs)).unwrap_or_default()
+    };
     addrs
         .iter()
         .enumerate()
-        .map(|(i, addr)| match results.get(i) {
-            Some(Symbolized::Sym(sym)) => frames_of(sym),
-            _ => vec![unknown(*addr)],
+        .map(|(i, addr)| {
+            let elf_sym = match wants_elf.binary_search(&i).ok().and_then(|k| elf_results.get(k)) {
+                Some(Symbolized::Sym(e)) => Some(e),
+                _ => None,
+            };
+            let elf_name = elf_sym.map(|e| e.name.as_ref());
+            match results.get(i) {
+                Some(Symbolized::Sym(sym)) if addr & TAIL_CALL_TAG != 0 => {
+                    // A function the caller jumped to: only its entry counts, named by the
+                    // symbol table (a mid-function target is no function we can name).
+                    let at_entry = sym.offset == 0 || elf_sym.is_some_and(|e| e.offset == 0);
+                    if !at_entry {
+                        return Entry { start: 0, frames: Vec::new().into() };
+                    }
+                    let mut outer = frames_of(sym, elf_name);
+                    let Some(mut f) = outer.pop() else {
+                        return Entry { start: 0, frames: Vec::new().into() };
+                    };
+                    f.function.push_str(stallscope_wire::names::TAIL_CALL_SUFFIX);
+                    f.inlined = false;
+                    Entry { start: addr & !TAIL_CALL_TAG, frames: vec![f].into() }
+                }
+                Some(Symbolized::Sym(sym)) => {
+                    Entry { start: plain[i].wrapping_sub(sym.offset as u64), frames: frames_of(sym, elf_name).into() }
+                }
+                _ if addr & TAIL_CALL_TAG != 0 => Entry { start: 0, frames: Vec::new().into() },
+                _ => Entry::unknown(*addr),
+            }
         })
         .collect()
 }
 
-/// Symbolizes every address not yet in the cache, in one batch.
+/// Symbolizes every address not yet in the cache: the stacks' own addresses in one batch, then
+/// the call targets (tagged addresses) that may be tail calls, those whose inner frame (the address
+/// before them) is in another function.
 pub(crate) fn prepare(addrs: &[u64]) {
-    prepare_batch(addrs, false)
+    let own: Vec<u64> = addrs.iter().copied().filter(|a| a & TAIL_CALL_TAG == 0).collect();
+    prepare_batch(&own, false);
+    let Some(svc) = service() else { return };
+    let targets: Vec<u64> = {
+        let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
+        addrs
+            .windows(2)
+            .filter(|w| w[0] & TAIL_CALL_TAG == 0 && w[1] & TAIL_CALL_TAG != 0)
+            .filter(|w| cache.get(&w[0]).is_some_and(|e| e.start != 0 && e.start != w[1] & !TAIL_CALL_TAG))
+            .map(|w| w[1])
+            .collect()
+    };
+    prepare_batch(&targets, false);
 }
 
 fn prepare_batch(addrs: &[u64], warm_up: bool) {
@@ -130,18 +211,43 @@ fn prepare_batch(addrs: &[u64], warm_up: bool) {
         cache.clear();
     }
     for (a, f) in missing.into_iter().zip(frames) {
-        cache.insert(a, f.into());
+        cache.insert(a, f);
     }
 }
 
+/// Marks a lookup address as the target of a direct call whose callee may have been left by a
+/// tail call (see `unwind::call_target`): user-space addresses never have this bit set.
+pub(crate) const TAIL_CALL_TAG: u64 = 1 << 63;
+
 /// Frames for a stack of lookup addresses (innermost first). Call `prepare` first.
+///
+/// A tagged address (a function `F` its caller called directly) becomes the frame
+/// `F (tail call)` only when the next inner frame is not in `F`: then `F` jumped to it and left
+/// no frame of its own. When the inner frame is in `F`, `F`'s own frame is already there.
 pub(crate) fn frames(addrs: &[u64]) -> Vec<Frame> {
     let mut out = Vec::with_capacity(addrs.len());
     let cache = service().map(|s| s.cache.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut inner_start: Option<u64> = None;
     for a in addrs {
-        match cache.as_ref().and_then(|c| c.get(a)) {
-            Some(f) => out.extend(f.iter().cloned()),
-            None => out.push(unknown(*a)),
+        let entry = cache.as_ref().and_then(|c| c.get(a));
+        if a & TAIL_CALL_TAG != 0 {
+            if let Some(e) = entry {
+                let target = a & !TAIL_CALL_TAG;
+                if e.start == target && inner_start.is_some_and(|s| s != 0 && s != target) {
+                    out.extend(e.frames.iter().cloned());
+                }
+            }
+            continue;
+        }
+        match entry {
+            Some(e) => {
+                out.extend(e.frames.iter().cloned());
+                inner_start = Some(e.start);
+            }
+            None => {
+                out.push(unknown(*a));
+                inner_start = None;
+            }
         }
     }
     out
@@ -163,29 +269,31 @@ fn path_of(ci: &blazesym::symbolize::CodeInfo<'_>) -> String {
     }
 }
 
-fn frames_of(sym: &blazesym::symbolize::Sym<'_>) -> Vec<Frame> {
+fn frames_of(sym: &blazesym::symbolize::Sym<'_>, elf_name: Option<&str>) -> Vec<Frame> {
     let module = sym.module.as_ref().map(|m| m.to_string_lossy().into_owned());
     // blazesym reports the outer function `f` with inlined calls `g`, `h` (outermost first).
     // `sym.code_info` is the line inside `f` (where `g` was inlined), and each inlined
     // function's `code_info` is the line inside that function (checked against std's
     // `thread::sleep` chain: functions.rs -> sys/thread/unix.rs -> nanosleep).
-    let mut names: Vec<(&str, bool)> = vec![(&sym.name, false)];
-    names.extend(sym.inlined.iter().map(|i| (i.name.as_ref(), true)));
+    let mut raw: Vec<&str> = vec![&sym.name];
+    raw.extend(sym.inlined.iter().map(|i| i.name.as_ref()));
+    let names = names::resolve(&raw, elf_name);
     let mut locs: Vec<Option<(String, Option<u32>)>> = Vec::with_capacity(names.len());
     for i in 0..names.len() {
         let ci = if i == 0 { sym.code_info.as_deref() } else { sym.inlined[i - 1].code_info.as_ref() };
         locs.push(ci.map(|c| (path_of(c), c.line)));
     }
     let mut out: Vec<Frame> = names
-        .iter()
+        .into_iter()
+        .enumerate()
         .zip(locs)
-        .map(|((name, inlined), loc)| {
+        .map(|((i, name), loc)| {
             let (file, line) = match loc {
                 Some((f, l)) => (Some(f), l),
                 None => (None, None),
             };
-            let kind = classify(name, file.as_deref(), module.as_deref());
-            Frame { function: name.to_string(), file, line, inlined: *inlined, kind }
+            let kind = classify(&name, file.as_deref(), module.as_deref());
+            Frame { function: name, file, line, inlined: i > 0, kind }
         })
         .collect();
     out.reverse();

@@ -28,6 +28,7 @@ pub mod discovery;
 mod error;
 pub mod frame;
 pub mod intern;
+pub mod names;
 pub mod proto;
 pub mod recording;
 
@@ -179,6 +180,19 @@ impl Frame {
     /// Whether this is an [`off_cpu`](Self::off_cpu) leaf.
     pub fn is_off_cpu(&self) -> bool {
         self.kind == FrameKind::Unknown && self.file.is_none() && self.function.starts_with(OFF_CPU_PREFIX)
+    }
+
+    /// The name people read in alerts and tables: `handle_login (async fn)`,
+    /// `serve::{async block}`, `<Flusher as Drop>::drop`, `load (tail call)`. Stacks, folded
+    /// output and flame graphs keep the full [`function`](Self::function). See [`names`].
+    pub fn short_name(&self) -> String {
+        names::short_name(&self.function)
+    }
+
+    /// Whether this frame was recovered from a tail call (its function jumped to the next inner
+    /// frame's, so it had no frame of its own on the stack).
+    pub fn is_tail_call(&self) -> bool {
+        self.function.ends_with(names::TAIL_CALL_SUFFIX)
     }
 }
 

@@ -814,7 +814,7 @@ pub fn live_tasks(s: &Snapshot) -> u64 {
 
 /// The name a stall is blamed on, for tables and sorting.
 pub fn frame_name(s: &Stall) -> String {
-    culprit(s).map_or_else(String::new, |f| f.function.clone())
+    culprit(s).map_or_else(String::new, |f| f.short_name())
 }
 
 fn stall_matches(s: &Stall, needle: &str) -> bool {

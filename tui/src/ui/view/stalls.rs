@@ -181,7 +181,7 @@ fn render_top_frames(stall: &Stall, theme: Theme, area: Rect, buf: &mut Buffer) 
                     (Some(file), Some(line)) => format!(" ({}:{line})", file.rsplit('/').next().unwrap_or(file)),
                     _ => String::new(),
                 };
-                format!("{}{loc}", f.function)
+                format!("{}{loc}", f.short_name())
             },
         );
         let pct = st.count as f64 * 100.0 / total as f64;
