@@ -14,11 +14,11 @@
 //!
 //! ```
 //! use stallscope::flame::Flame;
-//! use stallscope_wire::{OFF_CPU_PREFIX, Frame, FrameKind, StackCount, Stall};
+//! use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
 //! let f = |name: &str, kind| Frame { function: name.into(), file: None, line: None, inlined: false, kind };
 //! let stall = Stall {
 //!     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
-//!     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None,
+//!     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None, unobserved: false,
 //!     stacks: vec![StackCount { frames: vec![f("std::thread::sleep", FrameKind::Std), f("app::work", FrameKind::User)], count: 4 }],
 //! };
 //! let flame = Flame::from_stalls([&stall]);
@@ -196,7 +196,7 @@ impl Flame {
     /// let stack = |frames: [&str; 2], count| StackCount { frames: frames.iter().rev().map(|&n| f(n)).collect(), count };
     /// let stall = Stall {
     ///     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
-    ///     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None,
+    ///     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None, unobserved: false,
     ///     stacks: vec![stack(["main", "read"], 3), stack(["main", "read_all"], 1), stack(["other", "read"], 2)],
     /// };
     /// let flame = Flame::from_stalls([&stall]);

@@ -21,7 +21,7 @@
 //! let stack = |frames: &[&str], count| StackCount { frames: frames.iter().rev().map(|&n| f(n)).collect(), count };
 //! let stall = Stall {
 //!     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
-//!     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None,
+//!     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None, unobserved: false,
 //!     stacks: vec![stack(&["main", "read"], 3), stack(&["main", "sleep"], 1)],
 //! };
 //! let tree = FlameTree::from_stalls([&stall]);
