@@ -410,6 +410,32 @@ impl Stall {
     pub fn blames_code(&self) -> bool {
         !self.cpu_starved() && !self.unobserved
     }
+
+    /// What kind of stall, in a word or two for tables: `on CPU`, `blocked`, `no CPU` (it
+    /// waited for a CPU and blames no code), `unseen` (see [`unobserved`](Self::unobserved)), or
+    /// `—` when its anatomy was not measured.
+    pub fn kind_label(&self) -> &'static str {
+        match (&self.anatomy, self.unobserved) {
+            (_, true) => "unseen",
+            (None, false) => "—",
+            (Some(a), false) => match a.dominant() {
+                StallCause::OnCpu => "on CPU",
+                StallCause::Blocked => "blocked",
+                StallCause::WaitingForCpu => "no CPU",
+            },
+        }
+    }
+
+    /// Why a stall that blames no code blames none, for the place its culprit would be.
+    pub fn no_blame_reason(&self) -> Option<&'static str> {
+        if self.cpu_starved() {
+            Some("waited for a CPU: no code blamed")
+        } else if self.unobserved {
+            Some("not observed: the probe's watchdog got no CPU while it ran")
+        } else {
+            None
+        }
+    }
 }
 
 // === Tasks ===

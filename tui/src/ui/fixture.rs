@@ -4,8 +4,8 @@
 #![doc(hidden)]
 
 use stallscope_wire::{
-    Alert, AlertKind, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationStats, PoolStats, ProcessInfo,
-    Received, RuntimeStats, Snapshot, StackCount, Stall, Update, WorkerStats,
+    Alert, AlertKind, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationStats, PoolStats,
+    ProcessInfo, Received, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, Update, WorkerStats,
 };
 
 use super::state::{App, Source};
@@ -67,7 +67,20 @@ pub fn stalls() -> Vec<Stall> {
         anatomy: None,
         unobserved: false,
     };
-    vec![
+    let ms = 1_000_000;
+    let anatomy = |on_cpu: u64, waiting: u64, blocked: u64, blocked_in: Option<(&str, &str)>| StallAnatomy {
+        on_cpu_ns: on_cpu * ms / 10,
+        waiting_ns: waiting * ms / 10,
+        blocked_ns: blocked * ms / 10,
+        measured_ns: (on_cpu + waiting + blocked) * ms / 10 * 3 / 4,
+        throttled_ns: Some(0),
+        blocked_in: blocked_in
+            .map(|(call, target)| BlockedIn { syscall: call.into(), target: Some(target.into()), samples: 20 })
+            .into_iter()
+            .collect(),
+        cpu_starved: false,
+    };
+    let mut out = vec![
         mk(
             1,
             T0 + 12_250,
@@ -88,7 +101,11 @@ pub fn stalls() -> Vec<Stall> {
             "src/server.rs:61:13",
         ),
         mk(3, T0 + 27_930, 31, 0, vec![stack(&[tokio, handler, cache, lock, futex], 14)], "src/cache.rs:20:5"),
-    ]
+    ];
+    out[0].anatomy = Some(anatomy(3, 1, 516, Some(("clock_nanosleep(2)", "(a sleep)"))));
+    out[1].anatomy = Some(anatomy(452, 28, 0, None));
+    out[2].anatomy = Some(anatomy(2, 0, 308, Some(("futex(2)", "(a lock, a condition variable or a channel)"))));
+    out
 }
 
 /// The snapshot after `k` seconds.

@@ -39,6 +39,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let headers: Vec<Cell<'_>> = [
         (StallColumn::Time, "time (UTC)"),
         (StallColumn::Duration, "duration"),
+        (StallColumn::Duration, "kind"),
         (StallColumn::Worker, "worker"),
         (StallColumn::Time, "task"),
         (StallColumn::Location, "spawned at"),
@@ -47,14 +48,16 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     .iter()
     .enumerate()
     .map(|(i, (c, name))| {
-        let marked = *c == sort.column && i != 3;
+        // The kind and task columns do not sort.
+        let marked = *c == sort.column && i != 2 && i != 4;
         header_cell(name, marked, sort, theme)
     })
     .collect();
-    let loc_w: u16 = if wide { 44 } else { 20 };
+    let loc_w: u16 = if wide { 44 } else { 14 };
     let widths = [
         Constraint::Length(12),
         Constraint::Length(9),
+        Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Length(if wide { 8 } else { 5 }),
         Constraint::Length(loc_w),
@@ -62,7 +65,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     ];
     let body_h = table.height.saturating_sub(1) as usize;
     let first = scroll_for(app.stalls_view.selected, body_h);
-    let frame_w = table.width.saturating_sub(12 + 9 + 6 + if wide { 8 } else { 5 } + loc_w + 5) as usize;
+    let frame_w = table.width.saturating_sub(12 + 9 + 7 + 6 + if wide { 8 } else { 5 } + loc_w + 6) as usize;
     let table_rows: Vec<Row<'_>> = rows
         .iter()
         .enumerate()
@@ -72,7 +75,11 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             let running = s.duration_ns.is_none();
             let dur = if running { format!("{}…", fmt_ns(s.elapsed_ns)) } else { fmt_ns(stall_ns(s)) };
             let frame = frame_name(s);
-            let frame = if frame.is_empty() { "(no user frame sampled)".to_string() } else { frame };
+            let frame = match s.no_blame_reason() {
+                Some(why) => format!("({why})"),
+                None if frame.is_empty() => "(no user frame sampled)".to_string(),
+                None => frame,
+            };
             let mut style = if running { theme.bad() } else { Default::default() };
             if i == app.stalls_view.selected {
                 style = style.patch(theme.selected());
@@ -80,6 +87,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             Row::new(vec![
                 Cell::from(time_of_day(s.start_unix_ms)),
                 Cell::from(dur),
+                Cell::from(s.kind_label()),
                 Cell::from(format!("w{}", s.worker)),
                 Cell::from(s.task.map_or_else(|| "—".to_string(), |t| t.to_string())),
                 Cell::from(clip_left(&s.spawned_at, loc_w as usize)),
@@ -112,7 +120,7 @@ pub(crate) fn time_of_day(unix_ms: u64) -> String {
 }
 
 fn render_detail(app: &App, stall: &Stall, theme: Theme, area: Rect, buf: &mut Buffer) {
-    let [head, body] = Layout::vertical([Constraint::Length(3), Constraint::Min(1)]).areas(area);
+    let [head, body] = Layout::vertical([Constraint::Length(4), Constraint::Min(1)]).areas(area);
     let dur = match stall.duration_ns {
         Some(d) => fmt_ns(d),
         None => format!("{} so far", fmt_ns(stall.elapsed_ns)),
@@ -130,6 +138,20 @@ fn render_detail(app: &App, stall: &Stall, theme: Theme, area: Rect, buf: &mut B
             )),
         ]),
         Line::from(vec![Span::styled("spawned at ", theme.dim()), Span::raw(stall.spawned_at.clone())]),
+        Line::from(match (&stall.anatomy, stall.no_blame_reason()) {
+            (Some(a), why) => {
+                let mut spans = vec![Span::styled("anatomy ", theme.dim()), Span::raw(a.describe())];
+                if let Some(why) = why {
+                    spans.push(Span::styled(format!(" ({why})"), theme.warn()));
+                }
+                spans
+            }
+            (None, Some(why)) => vec![Span::styled(why.to_string(), theme.warn())],
+            (None, None) if stall.duration_ns.is_none() => {
+                vec![Span::styled("anatomy when it ends (on CPU, waiting for a CPU, blocked)", theme.dim())]
+            }
+            (None, None) => vec![Span::styled("anatomy not measured", theme.dim())],
+        }),
         Line::from(Span::styled(
             format!(
                 "{} samples{} · arrows move, Enter zooms, Esc goes back",
