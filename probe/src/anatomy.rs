@@ -547,9 +547,13 @@ impl Raw {
             wait += rest - blocked;
         }
         let scale = |ns: u64| ((ns as u128 * wall_ns as u128) / window as u128) as u64;
-        let on_cpu_ns = scale(cpu).min(wall_ns);
-        let waiting_ns = scale(wait).min(wall_ns - on_cpu_ns);
-        let blocked_ns = wall_ns - on_cpu_ns - waiting_ns;
+        let mut parts = [scale(cpu), scale(wait), scale(window - cpu - wait)];
+        // Rounding leaves a few nanoseconds over or under the wall time: give them to the
+        // largest part, so that the parts add up and no part reads "1 ns".
+        let sum: u64 = parts.iter().sum();
+        let largest = (0..3).max_by_key(|&i| parts[i]).unwrap_or(0);
+        parts[largest] = (parts[largest] + wall_ns).saturating_sub(sum);
+        let [on_cpu_ns, waiting_ns, blocked_ns] = parts;
         let throttled_ns = match (self.base.throttled_ns, self.end.throttled_ns) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
             _ => None,

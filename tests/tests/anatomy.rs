@@ -20,6 +20,8 @@ fn the_stall<'a>(snap: &'a Snapshot, function: &str) -> &'a Stall {
     let e = expect_stall(snap).naming(function).once();
     let s = e.stalls()[0];
     assert!(s.anatomy.is_some(), "no anatomy for the stall in {function}\n{}", describe(snap));
+    // What a person reads (`--nocapture` shows it; docs/guide.md quotes these lines).
+    println!("{function}: {} · {}", s.kind_label(), s.anatomy.as_ref().unwrap().describe());
     s
 }
 
@@ -252,5 +254,9 @@ fn a_worker_sharing_its_cpu_with_hogs_waited_for_a_cpu_and_no_code_is_blamed() {
     }
     assert!(!snap.alerts.iter().any(|a| a.kind == AlertKind::BlockingPoll), "code was blamed: {:?}", snap.alerts);
     let starved = snap.alerts.iter().find(|a| a.kind == AlertKind::CpuStarvation).expect("a CPU starvation alert");
+    println!("{}", starved.summary);
+    if let Some(s) = stalls.first() {
+        println!("short_cpu_work: {} · {}", s.kind_label(), s.anatomy.as_ref().unwrap().describe());
+    }
     assert!(starved.summary.starts_with("worker waited"), "{}", starved.summary);
 }
