@@ -353,7 +353,9 @@ fn scan(
                 w.first_seen = Some((seq, est));
                 // The start of a possible stall's anatomy window (two system calls, only for a
                 // poll this scan finds running).
+                let began = now_raw();
                 w.base = w.counters(tid).read(now, t.cgroup).map(|r| (seq, r));
+                anatomy_cost(shared, began);
                 est
             }
         };
@@ -367,7 +369,9 @@ fn scan(
             // It may become a stall: measure it from here on (`anatomy::Track`).
             let base = w.base.take().filter(|(s, _)| *s == seq).map(|(_, r)| r);
             let mut track = Track::new(seq, tid, base);
+            let began = now_raw();
             track.observe(w.counters(tid), now, t.cgroup);
+            anatomy_cost(shared, began);
             w.track = Some(track);
         }
         if now.saturating_sub(start) < shared.threshold_ticks {
@@ -395,7 +399,9 @@ fn scan(
         // counters so far.
         w.pending_blocked = None;
         if let (Some(c), Some(track)) = (w.counters.as_ref(), w.track.as_mut().filter(|tr| tr.seq == seq)) {
+            let began = now_raw();
             w.pending_blocked = track.observe(c, now, t.cgroup);
+            anatomy_cost(shared, began);
         }
         match (&w.pending_blocked, &w.blocked_stack) {
             (Some((call, what)), Some((s, last_call, addrs))) if *s == seq && call == last_call => {
@@ -438,6 +444,13 @@ fn scan(
     let stalled = watches.iter().filter(|w| w.active.as_ref().is_some_and(|a| !a.ended)).count();
     shared.polls_stalled.store(stalled, Release);
     (now, next)
+}
+
+/// Counts one anatomy read that began at `began` (raw clock), for `Probe::sampler_stats`.
+fn anatomy_cost(shared: &Shared, began: u64) {
+    let ns = clock().ticks_to_ns(now_raw().saturating_sub(began));
+    shared.sampler_costs.anatomy_ns.record(ns);
+    shared.sampler_costs.anatomy_total_ns.fetch_add(ns, Relaxed);
 }
 
 /// Ends the measurements of poll `seq` on thread `tid`: what the aggregator needs for its

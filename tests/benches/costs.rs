@@ -283,6 +283,14 @@ fn print_sampler(plan: &Plan, r: &SamplerRun) {
         us(s.symbolize_warm_up)
     );
     println!(
+        "| stall anatomy reads (watchdog) | p50 {} · p99 {} per read · {} per stall | {} reads: a poll first seen \
+         running, then each observation past half the threshold (CPU clock, schedstat, syscall) |",
+        us(s.anatomy_read_p50),
+        us(s.anatomy_read_p99),
+        us(Duration::from_nanos((s.anatomy_time.as_nanos() / u128::from(r.stalls.max(1))) as u64)),
+        s.anatomy_reads
+    );
+    println!(
         "| stalls named | {}/{} | most sampled stack names `sleep_for` / `spin_for`; {} samples lost |",
         r.named, r.stalls, r.samples_lost
     );

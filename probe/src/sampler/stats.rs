@@ -68,6 +68,16 @@ pub struct SamplerStats {
     /// Time of the symbolizer's warm-up: the first lookup, which parses the executable's debug
     /// information before the first stall (process-wide).
     pub symbolize_warm_up: Duration,
+    /// Reads of a thread's kernel accounting for stall anatomies (`/proc/self/task/TID/...` and
+    /// its CPU clock) by the watchdog: when it first sees a poll running, and at each
+    /// observation of a poll past half the threshold.
+    pub anatomy_reads: u64,
+    /// Time of one such read, median.
+    pub anatomy_read_p50: Duration,
+    /// Time of one such read, 99th percentile.
+    pub anatomy_read_p99: Duration,
+    /// Time of all of them.
+    pub anatomy_time: Duration,
 }
 
 impl SamplerStats {
@@ -94,6 +104,10 @@ pub(crate) struct SamplerCosts {
     pub(crate) frames: AtomicU64,
     /// Stack bytes the handler copied, in all.
     pub(crate) stack_bytes: AtomicU64,
+    /// Time of each anatomy read, ns.
+    pub(crate) anatomy_ns: FineHist,
+    /// Time of all anatomy reads, ns.
+    pub(crate) anatomy_total_ns: AtomicU64,
 }
 
 impl SamplerCosts {
@@ -115,6 +129,10 @@ impl SamplerCosts {
             symbolize_batches: sym.batches,
             symbolize_time: ns(sym.time_ns),
             symbolize_warm_up: ns(sym.warm_up_ns),
+            anatomy_reads: self.anatomy_ns.count(),
+            anatomy_read_p50: ns(self.anatomy_ns.quantile(0.5)),
+            anatomy_read_p99: ns(self.anatomy_ns.quantile(0.99)),
+            anatomy_time: ns(self.anatomy_total_ns.load(Relaxed)),
         }
     }
 }
