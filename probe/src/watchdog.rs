@@ -149,7 +149,7 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
         // Say what the anatomy cannot measure on this host, once.
         let mut problems = shared.problems.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: gettid has no preconditions.
-        if Counters::open(unsafe { libc::gettid() }).read(0, &cgroup).is_none() {
+        if Counters::open(unsafe { libc::gettid() }).read(0).is_none() {
             problems.push(
                 "stall anatomy: the kernel's per-thread accounting (/proc/self/task/TID/schedstat, CONFIG_SCHED_INFO) \
                  is not readable, so stalls are not split into on CPU, waiting for a CPU and blocked"
@@ -295,7 +295,7 @@ fn scan(
             if a.ended && !sample_in_flight(shared, a.tid) {
                 let (seq, tid) = (a.seq, a.tid);
                 w.active = None;
-                let raw = finish_track(w, seq, tid, now, t.cgroup);
+                let raw = finish_track(w, seq, tid, now);
                 send(tx, shared, Msg::StallEnded { slot: i, seq, anatomy: raw });
             } else {
                 // Its next sample (taken below if due now), or another look for the end of its
@@ -309,7 +309,7 @@ fn scan(
         // it did cross.
         if w.active.is_none() && w.track.as_ref().is_some_and(|tr| tr.seq != seq || slot.tid.load(Relaxed) != tr.tid) {
             if let Some((s, tid)) = w.track.as_ref().map(|tr| (tr.seq, tr.tid)) {
-                if let Some(raw) = finish_track(w, s, tid, now, t.cgroup) {
+                if let Some(raw) = finish_track(w, s, tid, now) {
                     send(tx, shared, Msg::PollAnatomy { slot: i, seq: s, anatomy: raw });
                 }
             }
@@ -354,7 +354,7 @@ fn scan(
                 // The start of a possible stall's anatomy window (two system calls, only for a
                 // poll this scan finds running).
                 let began = now_raw();
-                w.base = w.counters(tid).read(now, t.cgroup).map(|r| (seq, r));
+                w.base = w.counters(tid).read(now).map(|r| (seq, r));
                 anatomy_cost(shared, began);
                 est
             }
@@ -368,7 +368,7 @@ fn scan(
         if now.saturating_sub(start) >= shared.maybe_long_ticks && w.track.as_ref().is_none_or(|tr| tr.seq != seq) {
             // It may become a stall: measure it from here on (`anatomy::Track`).
             let base = w.base.take().filter(|(s, _)| *s == seq).map(|(_, r)| r);
-            let mut track = Track::new(seq, tid, base);
+            let mut track = Track::new(seq, tid, base, t.cgroup);
             let began = now_raw();
             track.observe(w.counters(tid), now, t.cgroup);
             anatomy_cost(shared, began);
@@ -456,9 +456,9 @@ fn anatomy_cost(shared: &Shared, began: u64) {
 /// Ends the measurements of poll `seq` on thread `tid`: what the aggregator needs for its
 /// anatomy. A thread that has exited since (a runtime shutting down) has no counters left; the
 /// last reading taken while the poll ran ends the window then, as it does whenever there is one.
-fn finish_track(w: &mut Watch, seq: u64, tid: i32, now: u64, cgroup: &Cgroup) -> Option<Box<crate::anatomy::Raw>> {
+fn finish_track(w: &mut Watch, seq: u64, tid: i32, now: u64) -> Option<Box<crate::anatomy::Raw>> {
     let track = w.track.take().filter(|tr| tr.seq == seq && tr.tid == tid)?;
-    let after = w.counters(tid).read(now, cgroup);
+    let after = w.counters(tid).read(now);
     track.finish(after).map(Box::new)
 }
 
