@@ -209,7 +209,7 @@ impl BlockedLog {
     }
 
     pub(crate) fn into_entries(mut self) -> Vec<BlockedIn> {
-        self.entries.sort_by(|a, b| b.samples.cmp(&a.samples));
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.samples));
         self.entries
     }
 }

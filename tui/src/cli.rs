@@ -348,7 +348,10 @@ fn cmd_export(
     if from > to {
         bail!("--since ({}) is after --until ({})", timefmt::rfc3339_ms(from), timefmt::rfc3339_ms(to));
     }
-    let stalls: Vec<_> = summary.stalls.iter().filter(|s| stall_end_ms(s) >= from && s.start_unix_ms <= to).collect();
+    // Stalls that blame code: a poll that only waited for a CPU shows whatever code was
+    // preempted, which is not to blame (the UI's Flame view folds the same set).
+    let stalls: Vec<_> =
+        summary.stalls.iter().filter(|s| s.blames_code() && stall_end_ms(s) >= from && s.start_unix_ms <= to).collect();
     let flame = Flame::from_stalls(stalls.iter().copied());
     if flame.is_empty() {
         bail!(

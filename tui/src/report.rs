@@ -165,6 +165,9 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
         );
         let samples = s.sample_count();
         match (culprit(s), main_stack(s)) {
+            _ if s.no_blame_reason().is_some() => {
+                let _ = writeln!(o, "      ({})", s.no_blame_reason().unwrap_or_default());
+            }
             (Some(c), Some(stack)) => {
                 let _ = writeln!(o, "      in {}   [{} samples]", frame_text(c), samples);
                 let callers = stack.iter().skip_while(|f| !std::ptr::eq(*f, c)).skip(1);
@@ -176,6 +179,9 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
                 let why = if s.duration_ns.is_none() { "still running when recorded" } else { "no stack sample" };
                 let _ = writeln!(o, "      ({why})");
             }
+        }
+        if let Some(a) = &s.anatomy {
+            let _ = writeln!(o, "      anatomy: {}", a.describe());
         }
     }
     if sum.stalls.len() > options.top {
@@ -207,6 +213,28 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             stallscope_wire::names::short_name(&f.function),
             loc
         );
+    }
+    // Long polls that name no function, and why.
+    for (what, pick) in [
+        (
+            "waited for a CPU (host busy or CPU quota throttled): no code blamed",
+            Stall::cpu_starved as fn(&Stall) -> bool,
+        ),
+        ("not observed (the probe's watchdog got no CPU while they ran): no code blamed", |s: &Stall| s.unobserved),
+    ] {
+        let picked: Vec<&Stall> = sum.stalls.iter().filter(|s| pick(s)).collect();
+        if let Some(longest) = picked.iter().map(|s| stall_ns(s)).max() {
+            let total: u64 = picked.iter().map(|s| stall_ns(s)).sum();
+            let n = picked.len();
+            let _ = writeln!(
+                o,
+                "  {:>9}  {:>4} poll{}  longest {:>9}  {what}",
+                fmt_ns(total),
+                n,
+                if n == 1 { " " } else { "s" },
+                fmt_ns(longest)
+            );
+        }
     }
 
     let Some(last) = &sum.last else {
@@ -416,6 +444,50 @@ struct JsonStall {
     samples_lost: u64,
     top_user_frame: Option<JsonFrame>,
     frames: Vec<JsonFrame>,
+    /// `on CPU`, `blocked`, `no CPU`, `unseen` or `—` ([`Stall::kind_label`]).
+    kind: &'static str,
+    /// Whether the stall names code ([`Stall::blames_code`]).
+    blames_code: bool,
+    unobserved: bool,
+    anatomy: Option<JsonAnatomy>,
+}
+
+#[derive(Serialize)]
+struct JsonAnatomy {
+    on_cpu_ms: f64,
+    waiting_ms: f64,
+    blocked_ms: f64,
+    measured_ms: f64,
+    throttled_ms: Option<f64>,
+    cpu_starved: bool,
+    blocked_in: Vec<JsonBlockedIn>,
+    summary: String,
+}
+
+#[derive(Serialize)]
+struct JsonBlockedIn {
+    syscall: String,
+    target: Option<String>,
+    samples: u64,
+}
+
+impl From<&stallscope_wire::StallAnatomy> for JsonAnatomy {
+    fn from(a: &stallscope_wire::StallAnatomy) -> Self {
+        JsonAnatomy {
+            on_cpu_ms: ns_to_ms(a.on_cpu_ns),
+            waiting_ms: ns_to_ms(a.waiting_ns),
+            blocked_ms: ns_to_ms(a.blocked_ns),
+            measured_ms: ns_to_ms(a.measured_ns),
+            throttled_ms: a.throttled_ns.map(ns_to_ms),
+            cpu_starved: a.cpu_starved,
+            blocked_in: a
+                .blocked_in
+                .iter()
+                .map(|b| JsonBlockedIn { syscall: b.syscall.clone(), target: b.target.clone(), samples: b.samples })
+                .collect(),
+            summary: a.describe(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -582,6 +654,10 @@ fn json_stall(s: &Stall, start_ms: u64) -> JsonStall {
         samples_lost: s.samples_lost,
         top_user_frame: s.top_user_frame().map(JsonFrame::from),
         frames: main_stack(s).unwrap_or_default().iter().map(JsonFrame::from).collect(),
+        kind: s.kind_label(),
+        blames_code: s.blames_code(),
+        unobserved: s.unobserved,
+        anatomy: s.anatomy.as_ref().map(JsonAnatomy::from),
     }
 }
 

@@ -330,8 +330,9 @@ impl Summary {
     pub fn functions(&self) -> Vec<FunctionStalls> {
         let mut by: Vec<(FunctionStalls, u64)> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
-        // `self.stalls` is longest first, so the first stall of each group is its longest.
-        for s in &self.stalls {
+        // `self.stalls` is longest first, so the first stall of each group is its longest. A stall
+        // that blames no code (it waited for a CPU, or was never observed) names no function.
+        for s in self.stalls.iter().filter(|s| s.blames_code()) {
             let frame = culprit(s);
             let function = frame.map(|f| f.function.clone()).unwrap_or_else(|| "(no stack sample)".to_string());
             let ns = stall_ns(s);

@@ -398,15 +398,42 @@ pub const TASK_DUMP_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=10_000;
 /// can tell the answer to its request from other errors (the protocol has no request ids).
 pub const TASK_DUMP_ERROR_PREFIX: &str = "task dump";
 
+/// A message of this protocol, encoded to and decoded from one frame's payload. Go through it
+/// rather than the codec: a [`ServerMessage`] carries an update's extension after its body.
+pub trait Message: Sized {
+    /// Encodes the message as a frame payload.
+    fn to_frame_payload(&self) -> Result<Vec<u8>>;
+    /// Decodes a frame payload. Never panics.
+    fn from_frame_payload(bytes: &[u8]) -> Result<Self>;
+}
+
+impl Message for ServerMessage {
+    fn to_frame_payload(&self) -> Result<Vec<u8>> {
+        self.to_payload()
+    }
+    fn from_frame_payload(bytes: &[u8]) -> Result<Self> {
+        ServerMessage::from_payload(bytes)
+    }
+}
+
+impl Message for ClientMessage {
+    fn to_frame_payload(&self) -> Result<Vec<u8>> {
+        self.to_payload()
+    }
+    fn from_frame_payload(bytes: &[u8]) -> Result<Self> {
+        ClientMessage::from_payload(bytes)
+    }
+}
+
 /// Encodes `message` and writes it as one frame.
-pub fn send<W: Write + ?Sized, M: Serialize>(w: &mut W, message: &M) -> Result<()> {
-    write_frame(w, &codec::encode(message)?)
+pub fn send<W: Write + ?Sized, M: Message>(w: &mut W, message: &M) -> Result<()> {
+    write_frame(w, &message.to_frame_payload()?)
 }
 
 /// Reads one frame and decodes it as `M`; `Ok(None)` at a clean end of stream.
-pub fn recv<R: Read + ?Sized, M: serde::de::DeserializeOwned>(r: &mut R) -> Result<Option<M>> {
+pub fn recv<R: Read + ?Sized, M: Message>(r: &mut R) -> Result<Option<M>> {
     match read_frame(r)? {
-        Some(payload) => Ok(Some(codec::decode(&payload)?)),
+        Some(payload) => Ok(Some(M::from_frame_payload(&payload)?)),
         None => Ok(None),
     }
 }

@@ -55,8 +55,8 @@ pub enum Event {
     Key(KeyEvent),
     /// The terminal changed size.
     Resize,
-    /// From the live connection.
-    Feed(Feed),
+    /// From the live connection (boxed: a feed carries whole updates, a key a few bytes).
+    Feed(Box<Feed>),
 }
 
 /// The data side of the UI: a live probe, a recording, or nothing (tests).
@@ -161,6 +161,7 @@ fn handle(
             }
         }
         Event::Feed(feed) => {
+            let feed = *feed;
             match &feed {
                 Feed::Connected(process) => {
                     if let (Some(path), None) = (&options.record, &recorder) {
@@ -328,7 +329,7 @@ pub fn attach(target: Option<Target>, dir: PathBuf, options: RunOptions) -> anyh
     let mut app = App::new(Source::Live { target: shown });
     app.no_color = no_color();
     let (tx, rx) = std::sync::mpsc::channel();
-    let live = Live::start(target, dir, ConnectOptions::default(), tx.clone(), Event::Feed);
+    let live = Live::start(target, dir, ConnectOptions::default(), tx.clone(), |f| Event::Feed(Box::new(f)));
     in_terminal(&mut app, Driver::Live(live), &options, tx, &rx)
 }
 

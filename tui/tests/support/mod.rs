@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use stallscope_wire::recording::{RecordingHeader, RecordingOptions, RecordingReader, RecordingWriter};
 use stallscope_wire::{
-    Alert, AlertKind, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats, PoolStats,
-    ProcessInfo, Received, RuntimeStats, Snapshot, StackCount, Stall, Update, WorkerStats, SCHEMA_VERSION,
+    Alert, AlertKind, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats,
+    PoolStats, ProcessInfo, Received, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, Update, WorkerStats,
+    SCHEMA_VERSION,
 };
 
 /// When the fixture recording starts (2025-11-21T04:40:00Z).
@@ -182,22 +183,49 @@ pub fn stalls() -> Vec<Stall> {
     running.duration_ns = None;
     let mut s3 = stall(3, 1000, 95, 2, None, "src/sessions.rs:12:5", vec![(mutex_stack(), 88)]);
     s3.samples_lost = 2;
-    vec![
-        stall(
-            1,
-            300,
-            212,
-            1,
-            Some(17),
-            "src/checkout.rs:20:5",
-            vec![(sleep_stack("__GI___clock_nanosleep"), 180), (sleep_stack("__nanosleep"), 20)],
-        ),
-        stall(2, 800, 48, 0, Some(93), "src/search.rs:33:13", vec![(cpu_stack(true), 30), (cpu_stack(false), 15)]),
-        s3,
-        stall(4, 1500, 30, 1, Some(18), "src/checkout.rs:20:5", vec![(sleep_stack("__GI___clock_nanosleep"), 25)]),
-        running,
-        bip,
-    ]
+    s3.anatomy = Some(anatomy(95, 0.2, 0.3, Some(("futex(2)", "(a lock, a condition variable or a channel)")), false));
+    let mut s1 = stall(
+        1,
+        300,
+        212,
+        1,
+        Some(17),
+        "src/checkout.rs:20:5",
+        vec![(sleep_stack("__GI___clock_nanosleep"), 180), (sleep_stack("__nanosleep"), 20)],
+    );
+    s1.anatomy = Some(anatomy(212, 0.1, 0.4, Some(("read(2)", "/var/lib/shopd/carts.db")), false));
+    let mut s2 =
+        stall(2, 800, 48, 0, Some(93), "src/search.rs:33:13", vec![(cpu_stack(true), 30), (cpu_stack(false), 15)]);
+    s2.anatomy = Some(anatomy(48, 44.5, 3.1, None, false));
+    // A poll that only waited for a CPU: it blames no code.
+    let mut s4 = stall(4, 1500, 30, 1, Some(18), "src/checkout.rs:20:5", vec![(cpu_stack(false), 3)]);
+    s4.anatomy = Some(anatomy(30, 1.5, 28.0, None, true));
+    vec![s1, s2, s3, s4, running, bip]
+}
+
+/// An anatomy of a `wall_ms` stall with `on_cpu_ms` on CPU and `waiting_ms` waiting (the rest
+/// blocked, in `blocked_in` if given).
+fn anatomy(
+    wall_ms: u64,
+    on_cpu_ms: f64,
+    waiting_ms: f64,
+    blocked_in: Option<(&str, &str)>,
+    starved: bool,
+) -> StallAnatomy {
+    let on_cpu_ns = (on_cpu_ms * MS as f64) as u64;
+    let waiting_ns = (waiting_ms * MS as f64) as u64;
+    StallAnatomy {
+        on_cpu_ns,
+        waiting_ns,
+        blocked_ns: wall_ms * MS - on_cpu_ns - waiting_ns,
+        measured_ns: wall_ms * MS * 4 / 5,
+        throttled_ns: Some(0),
+        blocked_in: blocked_in
+            .map(|(call, target)| BlockedIn { syscall: call.into(), target: Some(target.into()), samples: 40 })
+            .into_iter()
+            .collect(),
+        cpu_starved: starved,
+    }
 }
 
 // === Ticks ===

@@ -230,8 +230,8 @@ pub fn stall(rng: &mut Rng, pool: &[Frame], id: u64, ended: bool) -> Stall {
         stacks,
         samples_lost: if rng.chance(10) { rng.below(3) } else { 0 },
         // From the id, not the generator, so that adding it left every other figure as it was.
-        anatomy: (ended && id % 3 != 0).then(|| anatomy(id, elapsed_ns)),
-        unobserved: ended && id % 11 == 0,
+        anatomy: (ended && !id.is_multiple_of(3)).then(|| anatomy(id, elapsed_ns)),
+        unobserved: ended && id.is_multiple_of(11),
     }
 }
 
@@ -259,9 +259,9 @@ fn anatomy(id: u64, wall_ns: u64) -> StallAnatomy {
         waiting_ns,
         blocked_ns: wall_ns - on_cpu_ns - waiting_ns,
         measured_ns: wall_ns * 3 / 4,
-        throttled_ns: (id % 5 == 0).then_some(id * 1000),
+        throttled_ns: id.is_multiple_of(5).then_some(id * 1000),
         blocked_in,
-        cpu_starved: id % 7 == 0,
+        cpu_starved: id.is_multiple_of(7),
     }
 }
 

@@ -688,10 +688,11 @@ impl App {
         self.stalls_view.detail.and_then(|id| self.stalls.get(&id))
     }
 
-    /// Stalls the Flame view folds for its window.
+    /// Stalls the Flame view folds for its window: those that blame code (a poll that only
+    /// waited for a CPU shows whatever code was preempted, which is not to blame).
     pub fn flame_stalls(&self) -> Vec<&Stall> {
         let from = self.flame.window.millis().map(|w| self.now_unix_ms.saturating_sub(w));
-        self.stalls.values().filter(|s| from.is_none_or(|f| stall_end_ms(s) >= f)).collect()
+        self.stalls.values().filter(|s| s.blames_code() && from.is_none_or(|f| stall_end_ms(s) >= f)).collect()
     }
 
     /// Rebuilds the flame tree if stalls or the window changed, keeping zoom and selection on the
