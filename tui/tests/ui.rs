@@ -264,12 +264,13 @@ fn live_connection_reports_loss_and_reconnects() {
         dir.path().to_path_buf(),
         stallscope::conn::ConnectOptions::default(),
         tx,
-        Event::Feed,
+        |f| Event::Feed(Box::new(f)),
     );
     let mut app = App::new(stallscope::ui::state::Source::Live { target: "fake".into() });
     let mut seen = Vec::new();
     while seen.iter().filter(|s: &&String| s.as_str() == "connected").count() < 2 {
         let Ok(Event::Feed(f)) = rx.recv_timeout(Duration::from_secs(10)) else { panic!("no feed; saw {seen:?}") };
+        let f = *f;
         match &f {
             Feed::Connected(p) => {
                 assert_eq!(p.pid, 4242);
