@@ -632,6 +632,8 @@ impl Encoder {
             pools,
             alerts,
             drops,
+            alert_history: _,
+            alert_history_evicted: _,
         } = s;
         WireSnapshot {
             schema: *schema,
@@ -1042,6 +1044,8 @@ impl<'a> Resolver<'a> {
                 .collect::<Result<_>>()?,
             alerts: s.alerts.clone(),
             drops: s.drops.clone(),
+            alert_history: Vec::new(),
+            alert_history_evicted: 0,
         })
     }
 
