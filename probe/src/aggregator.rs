@@ -236,6 +236,7 @@ struct Agg {
     symbolize: bool,
     runtime: crate::runtime_metrics::Monitor,
     alerts: crate::alerts::Checks,
+    alert_history: crate::alerts::History,
     /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
     pending: Vec<(SyncSender<()>, Instant)>,
     /// When the rings were last drained.
@@ -272,6 +273,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         symbolize: shared.signal.is_some(),
         runtime: crate::runtime_metrics::Monitor::new(&handle),
         alerts: crate::alerts::Checks::default(),
+        alert_history: crate::alerts::History::default(),
         pending: Vec::new(),
         last_drain: now,
         shared,
@@ -783,9 +785,14 @@ impl Agg {
             pools: crate::pool::collect(),
             alerts: Vec::new(),
             drops,
+            alert_history: Vec::new(),
+            alert_history_evicted: 0,
         };
         let interval = self.interval(&snapshot, now);
-        snapshot.alerts = self.alerts.evaluate(&snapshot, &interval, &shared.config);
+        let raised = self.alerts.evaluate(&snapshot, &interval, &shared.config);
+        self.alert_history.update(snapshot.at_unix_ms, &raised);
+        (snapshot.alert_history, snapshot.alert_history_evicted) = self.alert_history.records();
+        snapshot.alerts = raised.into_iter().map(|r| r.alert).collect();
         let snapshot = Arc::new(snapshot);
         *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
         shared.publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
@@ -821,8 +828,12 @@ impl Agg {
             subscriber_updates: d.subscriber_updates.saturating_sub(p.subscriber_updates),
         };
         self.prev_drops = s.drops.clone();
-        let lag = s.lag.lag.delta(&self.prev_lag);
+        let mut lag = s.lag.lag.delta(&self.prev_lag);
         self.prev_lag = s.lag.lag.clone();
+        // The interval's own maximum (a delta keeps the cumulative one), so that a late beat
+        // raises the lag alert whether or not it was the last beat.
+        let interval_max = self.shared.lag_interval_max_ns.swap(0, Relaxed);
+        lag.max_ns = if lag.count > 0 { interval_max } else { 0 };
         let interval = Interval {
             seq: s.seq,
             duration_ns: now.duration_since(self.last_tick).as_nanos() as u64,

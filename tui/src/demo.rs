@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use stallscope_wire::{FrameKind, Received, Stall, Update};
+use stallscope_wire::{Received, Stall, Update};
 
 use crate::conn::Connection;
 use crate::timefmt::fmt_ns;
@@ -108,10 +108,7 @@ pub fn run_service(limit: Duration) -> Result<()> {
 }
 
 fn top_user_frame(s: &Stall) -> String {
-    s.stacks
-        .iter()
-        .max_by_key(|st| st.count)
-        .and_then(|st| st.frames.iter().find(|f| f.kind == FrameKind::User))
+    s.top_user_frame()
         .map(|f| match (&f.file, f.line) {
             (Some(file), Some(line)) => {
                 let short: Vec<&str> = file.rsplit('/').take(2).collect();
@@ -119,7 +116,7 @@ fn top_user_frame(s: &Stall) -> String {
             }
             _ => f.function.clone(),
         })
-        .unwrap_or_else(|| "no stack sample".to_string())
+        .unwrap_or_else(|| crate::summary::NO_STACK.to_string())
 }
 
 /// Prints stalls and alerts as they arrive, until `duration` or `stop`.

@@ -330,6 +330,7 @@ pub fn tick(seed: u64, seq: u64) -> Update {
             blocking_threads: 12,
             idle_blocking_threads: rng.below(12),
             blocking_queue_depth: rng.below(3),
+            ..RuntimeStats::default()
         }),
         pools,
         alerts: vec![
@@ -354,6 +355,9 @@ pub fn tick(seed: u64, seq: u64) -> Update {
         ],
         stalls,
         drops: Drops { samples: rng.below(3), subscriber_updates: seq / 50, ..Drops::default() },
+        // Carried by `intern` once it transports the history (the integrator's change).
+        alert_history: Vec::new(),
+        alert_history_evicted: 0,
     };
     let interval = Interval {
         seq,

@@ -1,0 +1,170 @@
+//! The end-of-run report is true to the run: incidents that passed stay in it (the alert
+//! history), with when they happened, their peak and how long they lasted; figures that are
+//! estimates say so.
+
+use std::time::{Duration, Instant};
+
+use stallscope_probe::wire::{AlertKind, PeakUnit, Snapshot};
+use stallscope_tests::{describe, serial, Flavor, Service};
+
+fn record(snap: &Snapshot, kind: AlertKind) -> &stallscope_probe::wire::AlertRecord {
+    snap.alert_history
+        .iter()
+        .find(|r| r.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind:?} in the alert history: {:#?}", snap.alert_history))
+}
+
+/// 24 jobs of 80 ms queue behind 2 blocking threads: the pool is starved for about 0.9 s, then
+/// drains. A second later the starvation has passed, and the report still shows it: when, its
+/// peak queue and how long it lasted.
+#[test]
+#[cfg(tokio_unstable)]
+fn a_starved_blocking_pool_that_drained_is_still_in_the_report() {
+    let _s = serial();
+    let (snap, (report, took)) = Service::multi().max_blocking_threads(2).run_with(|probe| async move {
+        let began = Instant::now();
+        let jobs: Vec<_> =
+            (0..24).map(|_| tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(80)))).collect();
+        for j in jobs {
+            j.await.unwrap();
+        }
+        let took = began.elapsed();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let report = tokio::task::spawn_blocking(move || probe.report()).await.unwrap();
+        (report, took)
+    });
+    let r = record(&snap, AlertKind::BlockingPoolStarved);
+    assert!(!r.active, "{r:?}");
+    assert_eq!(r.peak.unit, PeakUnit::Queued);
+    // 22 queued at first; the first tick after the spawns sees at least most of them.
+    assert!((12..=22).contains(&r.peak.value), "peak {r:?}");
+    let lasted = Duration::from_nanos(r.active_ns);
+    // The queue was non-empty for `took` minus the last two jobs' 80 ms, seen by 100 ms ticks.
+    let expected = took.saturating_sub(Duration::from_millis(80));
+    assert!(
+        lasted + Duration::from_millis(250) >= expected && lasted <= took + Duration::from_millis(250),
+        "active {lasted:?}, starved for about {expected:?}: {r:?}"
+    );
+    assert!(r.last_unix_ms >= r.first_unix_ms && r.peak_unix_ms >= r.first_unix_ms, "{r:?}");
+    assert!(r.peak_summary.contains("queued"), "{r:?}");
+    // The report as the service's owner reads it.
+    assert!(report.contains("incidents that passed: 1") || report.contains("incidents that passed:"), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("blocking pool starved (blocking pool): peak"))
+        .unwrap_or_else(|| panic!("no starvation line:\n{report}"));
+    assert!(line.contains(&format!("peak {} queued", r.peak.value)), "{line}");
+    assert!(line.contains("active "), "{line}");
+    assert!(report.contains("blocking pool: 2 threads"), "{report}");
+    assert!(!snap.alerts.iter().any(|a| a.kind == AlertKind::BlockingPoolStarved), "{:?}", snap.alerts);
+}
+
+/// A 60 ms blocking poll on a current-thread runtime makes the heartbeat fire about 60 ms late;
+/// once it has passed, the loop-lag incident is in the history with that peak.
+#[test]
+fn loop_lag_over_the_threshold_that_passed_is_in_the_report() {
+    let _s = serial();
+    let (snap, report) = Service::current().run_with(|probe| async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let report = std::thread::spawn(move || probe.report()).join().unwrap();
+        report
+    });
+    let r = record(&snap, AlertKind::LoopLag);
+    assert!(!r.active, "{r:?}");
+    assert_eq!(r.peak.unit, PeakUnit::Nanos);
+    // The heartbeat (every 25 ms) was due somewhere in the 60 ms: late by 35..60 ms, plus
+    // scheduling noise on a busy host.
+    assert!((30_000_000..=200_000_000).contains(&r.peak.value), "{r:?}");
+    assert_eq!(r.count, 1, "{r:?}");
+    assert!(report.contains("loop lag (heartbeat): peak"), "{report}");
+    assert!(!snap.alerts.iter().any(|a| a.kind == AlertKind::LoopLag), "{:?}", snap.alerts);
+}
+
+/// Half of one worker's time in polls (1 ms of CPU, 1 ms asleep) is a quarter of two workers:
+/// the busy share the report prints says so.
+#[test]
+fn the_reported_busy_share_matches_the_load() {
+    let _s = serial();
+    let snap = Service::multi().run(|_| async {
+        tokio::spawn(async {
+            let until = Instant::now() + Duration::from_millis(1500);
+            while Instant::now() < until {
+                let t = Instant::now() + Duration::from_millis(1);
+                while Instant::now() < t {
+                    std::hint::spin_loop();
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+    });
+    let busy = snap.busy_ratio().expect("busy");
+    // 1 ms in 2 ms (plus timer granularity: the sleep often takes longer) over 2 workers, over a
+    // run of about 1.5 s plus set-up. (The watchdog's scan estimate read about 0.05 here.)
+    assert!((0.10..=0.35).contains(&busy), "busy {busy}");
+    let report = stallscope_probe::render_report(&snap);
+    let pct = format!("busy {:.0}%", busy * 100.0);
+    assert!(report.contains(&pct), "{pct} not in\n{report}");
+}
+
+/// Every stall of a measured `std::thread::sleep` is reported at least as long as it was
+/// measured inside the poll, beside CPU load on the other worker.
+#[test]
+fn reported_stall_lengths_are_never_shorter_than_the_poll() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _s = serial();
+    for flavor in [Flavor::Multi, Flavor::Current] {
+        let (snap, actual) = Service::of(flavor)
+            .probe(|b| b.stall_threshold(Duration::from_millis(10)).sampling(false))
+            .run_with(|_| async move {
+                let stop = Arc::new(AtomicBool::new(false));
+                let grinder = {
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        while !stop.load(Ordering::Relaxed) {
+                            let t = Instant::now() + Duration::from_micros(300);
+                            while Instant::now() < t {
+                                std::hint::spin_loop();
+                            }
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                };
+                let mut actual = Vec::new();
+                for i in 0..60u64 {
+                    if i % 3 == 0 {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    let d = tokio::spawn(async {
+                        let began = Instant::now();
+                        std::thread::sleep(Duration::from_millis(30));
+                        began.elapsed().as_nanos() as u64
+                    })
+                    .await
+                    .unwrap();
+                    actual.push(d);
+                }
+                stop.store(true, Ordering::Relaxed);
+                grinder.await.unwrap();
+                actual
+            });
+        let mut reported: Vec<u64> = snap
+            .finished_stalls()
+            .filter(|s| s.duration_ns.unwrap_or(0) >= 20_000_000)
+            .map(|s| s.duration_ns.unwrap_or(0))
+            .collect();
+        let mut actual = actual;
+        reported.sort_unstable();
+        actual.sort_unstable();
+        assert_eq!(reported.len(), actual.len(), "{flavor:?}: {}", describe(&snap));
+        for (r, a) in reported.iter().zip(&actual) {
+            assert!(r >= a, "{flavor:?}: reported {r} ns for a poll measured at {a} ns\n{}", describe(&snap));
+        }
+    }
+}
