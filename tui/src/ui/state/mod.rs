@@ -380,6 +380,8 @@ pub struct App {
     pub stalls_evicted: u64,
     /// Active alerts, newest first.
     pub alerts: Vec<ActiveAlert>,
+    /// Incidents of the probe's alert history that have passed, most recent first.
+    pub passed_alerts: Vec<stallscope_wire::AlertRecord>,
     /// Busy ratio of each worker over the last interval (index = worker index).
     pub worker_busy: Vec<(u32, f64)>,
     prev_workers: HashMap<u32, u64>,
@@ -441,6 +443,7 @@ impl App {
             stalls: BTreeMap::new(),
             stalls_evicted: 0,
             alerts: Vec::new(),
+            passed_alerts: Vec::new(),
             worker_busy: Vec::new(),
             prev_workers: HashMap::new(),
             prev_at_ms: None,
@@ -555,6 +558,9 @@ impl App {
                     self.keep_stall(s);
                 }
                 self.update_alerts(&snapshot.alerts, snapshot.at_unix_ms);
+                let mut passed: Vec<_> = snapshot.alert_history.iter().filter(|r| !r.active).cloned().collect();
+                passed.sort_by(|a, b| b.last_unix_ms.cmp(&a.last_unix_ms));
+                self.passed_alerts = passed;
                 self.snapshot = Some(snapshot);
                 if self.flame.window != FlameWindow::All {
                     // The window slides even when no stall comes.
