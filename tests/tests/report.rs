@@ -181,3 +181,35 @@ fn reported_stall_lengths_are_never_shorter_than_the_poll() {
         }
     }
 }
+
+#[inline(never)]
+fn one_long_poll() {
+    std::thread::sleep(Duration::from_millis(15));
+}
+
+/// A location whose tasks each run one long poll: its poll-time percentiles are there and count
+/// each long poll once (P5 defect 9: the Tasks view showed `—` for the demo's CPU culprit, whose
+/// polls the hooks time one in 16, so it could go untimed; timed ones counted 16 times).
+#[test]
+fn a_location_whose_polls_are_all_long_has_exact_poll_times() {
+    let _s = serial();
+    let snap = Service::current().run(|_| async {
+        for _ in 0..5 {
+            tokio::spawn(async { one_long_poll() }).await.unwrap();
+            // Short polls in between, so that the long ones fall on varied poll numbers.
+            for _ in 0..3 {
+                tokio::spawn(async {}).await.unwrap();
+            }
+        }
+    });
+    let loc = snap
+        .locations
+        .iter()
+        .find(|l| l.location.contains("tests/report.rs") && l.spawned == 5)
+        .unwrap_or_else(|| panic!("no location with 5 tasks: {:#?}", snap.locations));
+    let h = &loc.poll_time;
+    let long: u64 = h.counts.iter().zip(&h.upper_ns).filter(|(_, up)| **up >= 10_000_000).map(|(c, _)| *c).sum();
+    assert_eq!(long, 5, "{h:?}\n{}", describe(&snap));
+    let p50 = h.quantile_ns(0.5).expect("a p50");
+    assert!(p50 >= 10_000_000, "p50 {p50}: {h:?}");
+}
