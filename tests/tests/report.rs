@@ -71,8 +71,7 @@ fn loop_lag_over_the_threshold_that_passed_is_in_the_report() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let report = std::thread::spawn(move || probe.report()).join().unwrap();
-        report
+        std::thread::spawn(move || probe.report()).join().unwrap()
     });
     let r = record(&snap, AlertKind::LoopLag);
     assert!(!r.active, "{r:?}");

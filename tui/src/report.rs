@@ -420,10 +420,10 @@ struct JsonReport {
     lag: Option<JsonLag>,
     polls: Option<JsonPolls>,
     alerts: Vec<JsonAlert>,
+    dropped: JsonDropped,
     earlier_incidents: Vec<JsonIncident>,
     stalls_before_recording: usize,
     busy_ratio: Option<f64>,
-    dropped: JsonDropped,
 }
 
 #[derive(Serialize)]
@@ -575,6 +575,7 @@ struct JsonAlert {
     peak: Option<JsonFigure>,
     peak_at: Option<String>,
     peak_summary: String,
+    recording_summary: String,
     active_at_end: bool,
 }
 
@@ -781,27 +782,11 @@ fn build(sum: &Summary) -> JsonReport {
                 count: a.count,
                 peak: a.peak.map(JsonFigure::from),
                 peak_at: a.peak.map(|_| rfc3339_ms(a.peak_unix_ms)),
-                peak_summary: alert_line(sum, a),
+                peak_summary: a.peak_summary.clone(),
+                recording_summary: alert_line(sum, a),
                 active_at_end: a.active_at_end,
             })
             .collect(),
-        earlier_incidents: sum
-            .earlier_incidents()
-            .into_iter()
-            .map(|r| JsonIncident {
-                kind: alert_kind_name(r.kind),
-                subject: r.subject.clone(),
-                first_seen: rfc3339_ms(r.first_unix_ms),
-                last_seen: rfc3339_ms(r.last_unix_ms),
-                count: r.count,
-                active_ms: ns_to_ms(r.active_ns),
-                peak: r.peak.into(),
-                peak_at: rfc3339_ms(r.peak_unix_ms),
-                peak_summary: r.peak_summary.clone(),
-            })
-            .collect(),
-        stalls_before_recording: sum.earlier_stalls.len(),
-        busy_ratio: sum.busy_ratio(),
         dropped: JsonDropped {
             intervals: sum.dropped_intervals,
             notices: sum.dropped_notices,
@@ -827,5 +812,22 @@ fn build(sum: &Summary) -> JsonReport {
             },
             errors: sum.errors.clone(),
         },
+        earlier_incidents: sum
+            .earlier_incidents()
+            .into_iter()
+            .map(|r| JsonIncident {
+                kind: alert_kind_name(r.kind),
+                subject: r.subject.clone(),
+                first_seen: rfc3339_ms(r.first_unix_ms),
+                last_seen: rfc3339_ms(r.last_unix_ms),
+                count: r.count,
+                active_ms: ns_to_ms(r.active_ns),
+                peak: r.peak.into(),
+                peak_at: rfc3339_ms(r.peak_unix_ms),
+                peak_summary: r.peak_summary.clone(),
+            })
+            .collect(),
+        stalls_before_recording: sum.earlier_stalls.len(),
+        busy_ratio: sum.busy_ratio(),
     }
 }

@@ -90,10 +90,10 @@ fn json_report_golden_and_stable_keys() {
         "lag",
         "polls",
         "alerts",
+        "dropped",
         "earlier_incidents",
         "stalls_before_recording",
         "busy_ratio",
-        "dropped",
     ];
     expected.sort();
     assert_eq!(keys, expected);

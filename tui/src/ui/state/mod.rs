@@ -559,7 +559,7 @@ impl App {
                 }
                 self.update_alerts(&snapshot.alerts, snapshot.at_unix_ms);
                 let mut passed: Vec<_> = snapshot.alert_history.iter().filter(|r| !r.active).cloned().collect();
-                passed.sort_by(|a, b| b.last_unix_ms.cmp(&a.last_unix_ms));
+                passed.sort_by_key(|r| std::cmp::Reverse(r.last_unix_ms));
                 self.passed_alerts = passed;
                 self.snapshot = Some(snapshot);
                 if self.flame.window != FlameWindow::All {
