@@ -200,15 +200,12 @@ impl Check for LoopLag {
         // the last beat.
         let worst = i.lag.max_ns.max(s.lag.last_ns);
         if worst >= threshold {
-            let late: u64 = i.lag.counts.iter().sum::<u64>().max(1);
             let alert = Alert {
                 kind: AlertKind::LoopLag,
                 subject: "heartbeat".to_string(),
                 summary: format!(
-                    "loop lag: a heartbeat fired {} late ({} heartbeat{} in the last interval, threshold {})",
+                    "loop lag: a heartbeat fired {} late (threshold {})",
                     fmt_ns(worst),
-                    late,
-                    if late == 1 { "" } else { "s" },
                     fmt_ns(threshold)
                 ),
                 what_to_do: AlertKind::LoopLag.what_to_do().to_string(),
