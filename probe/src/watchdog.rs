@@ -19,9 +19,8 @@ struct Watch {
     generation: u64,
     stack: Option<(usize, usize)>,
     active: Option<Active>,
-    /// The running poll this watchdog first saw on the slot, its start estimate and a true lower
-    /// bound of its start (raw clock; see `scan`).
-    first_seen: Option<(u64, u64, u64)>,
+    /// The running poll this watchdog first saw on the slot, and when (raw clock).
+    first_seen: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -56,7 +55,7 @@ fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
 /// The period is what bounds an untimed poll's start when nothing closer does: the start is
 /// bounded below by the previous scan and by the thread's anchor (the end of its last timed poll
 /// or its unpark, `PollState::anchor`), and a poll can be reported up to that bound's distance
-/// longer than it was (never shorter: see `scan` for a delayed watchdog). The
+/// longer than it was (shorter only when the watchdog itself was delayed, see `scan`). The
 /// anchor is close for a worker that was idle (its unpark) and for one running short polls (at
 /// most `timed_poll_every` polls back), which is most of the time; then the watchdog scans every
 /// half threshold (`idle`). When a scan finds a poll whose anchor is further back than an eighth
@@ -262,8 +261,8 @@ fn scan(
             continue;
         }
         let timed = (seq >> 1) & timed_mask == 0;
-        let (start, floor) = match w.first_seen {
-            Some((s, est, floor)) if s == seq => (est, floor),
+        let start = match w.first_seen {
+            Some((s, est)) if s == seq => est,
             _ => {
                 // The poll began after the previous scan, which read this slot and did not see
                 // it, and after the thread's anchor: both are lower bounds.
@@ -285,13 +284,8 @@ fn scan(
                     // microseconds unless it was unwinding samples.
                     bound.max(t.woke.saturating_sub(t.planned))
                 };
-                // `est` decides whether the poll is long (a delayed watchdog must not make a
-                // short poll look long); the stall it becomes is reported from `bound`, a true
-                // lower bound of its start, so that its length is never shorter than the poll
-                // (it was: 30 ms sleeps reported as 26.9–29.3 ms beside CPU load, when this
-                // thread overslept). The cost is a longer length by the oversleep, only then.
-                w.first_seen = Some((seq, est, bound.min(est)));
-                (est, bound.min(est))
+                w.first_seen = Some((seq, est));
+                est
             }
         };
         let flags = if timed { FLAG_TIMED } else { 0 };
@@ -310,7 +304,7 @@ fn scan(
             send(
                 tx,
                 shared,
-                Msg::StallStarted(StallStart { slot: i, seq, start: floor, task, loc, flags, tid, detected: now }),
+                Msg::StallStarted(StallStart { slot: i, seq, start, task, loc, flags, tid, detected: now }),
             );
         }
         let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended) else {
