@@ -150,14 +150,17 @@ pub fn render(s: &Snapshot) -> String {
         fmt_ns(all_polls.max_ns)
     );
 
-    let _ = writeln!(o, "\nalerts: {} active", s.alerts.len());
+    let _ = writeln!(o, "\nalerts: {} active (times from the probe's start)", s.alerts.len());
+    let started_ms = s.at_unix_ms.saturating_sub(s.uptime_ns / 1_000_000);
     for a in &s.alerts {
         let _ = writeln!(o, "  ! {}", a.summary);
+        if let Some(r) = s.alert_history.iter().find(|r| r.kind == a.kind && r.subject == a.subject) {
+            let _ = writeln!(o, "    so far: {}", stallscope_wire::history_line(r, started_ms));
+        }
         let _ = writeln!(o, "    what to do: {}", a.what_to_do);
     }
     let passed: Vec<_> = s.alert_history.iter().filter(|r| !r.active).collect();
     let _ = writeln!(o, "\nincidents that passed: {}", passed.len());
-    let started_ms = s.at_unix_ms.saturating_sub(s.uptime_ns / 1_000_000);
     for r in passed {
         let _ = writeln!(o, "  - {}", stallscope_wire::history_line(r, started_ms));
         let _ = writeln!(o, "    at the peak: {}", r.peak_summary);
