@@ -142,8 +142,8 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(
         o,
-        "polls: {} in all, p50 {} p99 {} p99.9 {} max {}",
-        all_polls.count,
+        "polls: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls and every stall)",
+        s.worker_polls(),
         pct(&all_polls, 0.5),
         pct(&all_polls, 0.99),
         pct(&all_polls, 0.999),
