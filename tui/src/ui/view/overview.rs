@@ -182,15 +182,16 @@ fn render_alerts(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
             at.rsplit(' ').next().unwrap_or(&at).to_string()
         };
         lines.push(Line::from(Span::styled(
+            // The subject last: on a narrow screen it is what gets clipped.
             format!(
-                "○ passed {}–{} {} ({}): peak {}, active {}{}",
+                "○ {}–{} passed: {}, peak {}, active {}{} ({})",
                 hms(r.first_unix_ms),
                 hms(r.last_unix_ms),
                 r.kind.title(),
-                r.subject,
                 r.peak,
                 fmt_ns(r.active_ns),
-                if r.count > 1 { format!(", {} times", r.count) } else { String::new() }
+                if r.count > 1 { format!(", {} times", r.count) } else { String::new() },
+                r.subject,
             ),
             theme.dim(),
         )));
