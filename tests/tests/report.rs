@@ -232,3 +232,40 @@ fn a_location_whose_polls_are_all_long_has_exact_poll_times() {
     let p50 = h.quantile_ns(0.5).expect("a p50");
     assert!(p50 >= 10_000_000, "p50 {p50}: {h:?}");
 }
+
+/// A pool saturated for 600 ms (one permit held, three callers waiting), then free: the
+/// saturation is in the history with its peak waiters, and no longer active.
+#[test]
+fn a_pool_saturation_that_passed_is_in_the_history() {
+    use stallscope_probe::pool::Semaphore;
+    let _s = serial();
+    let snap = Service::multi().run(|_| async {
+        let sem = Semaphore::new("report-pool", 1);
+        let held = sem.acquire_owned().await.unwrap();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let sem = sem.clone();
+                tokio::spawn(async move { drop(sem.acquire().await.unwrap()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        drop(held);
+        for w in waiters {
+            w.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Keep the pool registered until the snapshot.
+        std::mem::forget(sem);
+    });
+    let r = snap
+        .alert_history
+        .iter()
+        .find(|r| r.kind == AlertKind::PoolSaturated && r.subject == "report-pool")
+        .unwrap_or_else(|| panic!("{:#?}", snap.alert_history));
+    assert!(!r.active, "{r:?}");
+    assert_eq!((r.peak.value, r.peak.unit), (3, PeakUnit::Waiters), "{r:?}");
+    let lasted = Duration::from_nanos(r.active_ns);
+    assert!(lasted >= Duration::from_millis(300) && lasted <= Duration::from_millis(1000), "{r:?}");
+    let report = stallscope_probe::render_report(&snap);
+    assert!(report.contains("pool saturated (report-pool): peak 3 waiting"), "{report}");
+}
