@@ -93,6 +93,9 @@ struct StallRec {
     ticks: Option<u64>,
     /// Raw end of the poll, from the long-poll ring.
     end: Option<u64>,
+    /// `ticks` came from the long-poll ring (the hook's own end), not from the detection-time
+    /// fallback: only then is the poll added to the poll-time histograms (`LongPolls`).
+    exact: bool,
     /// When the watchdog reported the poll's end.
     ended_at: Option<Instant>,
     /// What the watchdog measured for the anatomy, with its end.
@@ -103,6 +106,54 @@ struct StallRec {
     /// it (its start message can trail the ring when the aggregator is busy), so it is closed
     /// only after `UNSEEN_GRACE` unless the watchdog claims it first.
     unseen_since: Option<Instant>,
+}
+
+/// Corrections to the poll-time histograms from the stalls, which are known exactly: the hooks
+/// time one poll in `timed_every` and count it `timed_every` times, so a location whose polls are
+/// all long (one long poll per task) could go untimed for a long time and show no percentile at
+/// all (P5 defect 9). Every stall whose end the hook read goes in once: an untimed one is added,
+/// a timed one (already counted `timed_every` times) has the extra weight taken back. Polls
+/// under the threshold stay an estimate from the timed ones; long polls are exact.
+#[derive(Debug, Default)]
+struct LongPolls {
+    by_loc: HashMap<usize, Adj>,
+    by_slot: HashMap<usize, Adj>,
+}
+
+/// Signed per-bucket changes to a [`TickSum`].
+#[derive(Debug, Default)]
+struct Adj {
+    buckets: [i64; crate::hist::BUCKETS],
+    count: i64,
+    sum: i64,
+    max: u64,
+}
+
+impl LongPolls {
+    fn add(&mut self, slot: usize, loc: usize, ticks: u64, timed: bool, timed_every: u32) {
+        let delta = if timed { 1 - i64::from(timed_every.max(1)) } else { 1 };
+        if delta == 0 {
+            return;
+        }
+        for adj in [self.by_loc.entry(loc).or_default(), self.by_slot.entry(slot).or_default()] {
+            adj.buckets[crate::hist::bucket_of(ticks)] += delta;
+            adj.count += delta;
+            adj.sum = adj.sum.saturating_add(delta.saturating_mul(ticks.min(i64::MAX as u64) as i64));
+            adj.max = adj.max.max(ticks);
+        }
+    }
+}
+
+impl Adj {
+    fn apply(&self, t: &mut TickSum) {
+        let add = |v: u64, d: i64| if d >= 0 { v.saturating_add(d as u64) } else { v.saturating_sub(d.unsigned_abs()) };
+        for (b, d) in t.buckets.iter_mut().zip(self.buckets.iter()) {
+            *b = add(*b, *d);
+        }
+        t.count = add(t.count, self.count);
+        t.sum = add(t.sum, self.sum);
+        t.max = t.max.max(self.max);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +308,8 @@ struct Agg {
     symbolize: bool,
     runtime: crate::runtime_metrics::Monitor,
     alerts: crate::alerts::Checks,
+    alert_history: crate::alerts::History,
+    long_polls: LongPolls,
     /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
     pending: Vec<(SyncSender<()>, Instant)>,
     /// When the rings were last drained.
@@ -294,6 +347,8 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         symbolize: shared.signal.is_some(),
         runtime: crate::runtime_metrics::Monitor::new(&handle),
         alerts: crate::alerts::Checks::default(),
+        alert_history: crate::alerts::History::default(),
+        long_polls: LongPolls::default(),
         pending: Vec::new(),
         last_drain: now,
         shared,
@@ -373,6 +428,7 @@ impl Agg {
                     lost: 0,
                     ticks: None,
                     end: None,
+                    exact: false,
                     ended_at: None,
                     anatomy: None,
                     observed: true,
@@ -543,8 +599,12 @@ impl Agg {
                 Some(rec) if timed => {
                     rec.start.start = start;
                     rec.ticks = Some(ticks);
+                    rec.exact = true;
                 }
-                Some(rec) => rec.ticks = Some(end.saturating_sub(rec.start.start)),
+                Some(rec) => {
+                    rec.ticks = Some(end.saturating_sub(rec.start.start));
+                    rec.exact = true;
+                }
                 None => {
                     // A stall the watchdog did not see past the threshold (no samples), or one
                     // whose watchdog messages are still queued.
@@ -564,6 +624,7 @@ impl Agg {
                         lost: 0,
                         ticks: Some(ticks),
                         end: Some(end),
+                        exact: true,
                         ended_at: None,
                         anatomy,
                         unseen_since: Some(Instant::now()),
@@ -604,6 +665,10 @@ impl Agg {
             }
             let stall = self.wire_stall(&rec, true);
             let ticks = rec.ticks.unwrap_or(0);
+            if rec.exact {
+                let timed = rec.start.flags & FLAG_TIMED != 0;
+                self.long_polls.add(rec.start.slot, rec.start.loc, ticks, timed, self.shared.timed_every);
+            }
             self.stall_count += 1;
             self.stalled_ticks += ticks;
             self.interval_stalled_ticks += ticks;
@@ -718,6 +783,9 @@ impl Agg {
                 agg.poll.merge(&p);
                 agg.sched.add(&e.sched);
             }
+            if let Some(adj) = self.long_polls.by_slot.get(&wi) {
+                adj.apply(&mut wsum);
+            }
             let tid = slot.tid.load(Relaxed);
             // `seq` advances by two per poll.
             let polls = slot.poll.seq.load(Relaxed) / 2;
@@ -742,6 +810,9 @@ impl Agg {
         let mut keys: Vec<usize> = locs.keys().copied().collect();
         keys.sort_unstable();
         for key in keys {
+            if let (Some(adj), Some(a)) = (self.long_polls.by_loc.get(&key), locs.get_mut(&key)) {
+                adj.apply(&mut a.poll);
+            }
             let a = &locs[&key];
             // Tokio calls the terminate hook for spawn_blocking tasks but not the spawn hook: a
             // location with completions and no spawns is a blocking-task site. Its tasks are
@@ -846,9 +917,14 @@ impl Agg {
             pools: crate::pool::collect(),
             alerts: Vec::new(),
             drops,
+            alert_history: Vec::new(),
+            alert_history_evicted: 0,
         };
         let interval = self.interval(&snapshot, now);
-        snapshot.alerts = self.alerts.evaluate(&snapshot, &interval, &shared.config);
+        let raised = self.alerts.evaluate(&snapshot, &interval, &shared.config);
+        self.alert_history.update(snapshot.at_unix_ms, &raised);
+        (snapshot.alert_history, snapshot.alert_history_evicted) = self.alert_history.records();
+        snapshot.alerts = raised.into_iter().map(|r| r.alert).collect();
         let snapshot = Arc::new(snapshot);
         *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
         shared.publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
@@ -884,8 +960,12 @@ impl Agg {
             subscriber_updates: d.subscriber_updates.saturating_sub(p.subscriber_updates),
         };
         self.prev_drops = s.drops.clone();
-        let lag = s.lag.lag.delta(&self.prev_lag);
+        let mut lag = s.lag.lag.delta(&self.prev_lag);
         self.prev_lag = s.lag.lag.clone();
+        // The interval's own maximum (a delta keeps the cumulative one), so that a late beat
+        // raises the lag alert whether or not it was the last beat.
+        let interval_max = self.shared.lag_interval_max_ns.swap(0, Relaxed);
+        lag.max_ns = if lag.count > 0 { interval_max } else { 0 };
         let interval = Interval {
             seq: s.seq,
             duration_ns: now.duration_since(self.last_tick).as_nanos() as u64,

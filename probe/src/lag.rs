@@ -33,6 +33,7 @@ pub(crate) fn spawn_heartbeat(shared: &Arc<Shared>, handle: &tokio::runtime::Han
             let ns = lag.as_nanos().min(u64::MAX as u128) as u64;
             shared.lag.record_ns(ns);
             shared.lag_last_ns.store(ns, Relaxed);
+            shared.lag_interval_max_ns.fetch_max(ns, Relaxed);
             deadline += period;
             if deadline < now {
                 // After a long stall, skip the missed beats instead of firing them back to back.

@@ -374,6 +374,7 @@ impl ProbeBuilder {
             slots: Slots::new(c.max_threads, c.max_locations, c.event_ring),
             lag: NsHist::default(),
             lag_last_ns: AtomicU64::new(0),
+            lag_interval_max_ns: AtomicU64::new(0),
             signal,
             sampling_problem,
             installed: AtomicBool::new(false),
@@ -518,6 +519,8 @@ pub(crate) struct Shared {
     pub(crate) slots: Slots,
     pub(crate) lag: NsHist,
     pub(crate) lag_last_ns: AtomicU64,
+    /// Largest heartbeat lag since the aggregator last took it (each tick's interval).
+    pub(crate) lag_interval_max_ns: AtomicU64,
     /// Sample signal, when sampling is on and the handler is installed.
     pub(crate) signal: Option<i32>,
     pub(crate) sampling_problem: Option<String>,

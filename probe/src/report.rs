@@ -11,6 +11,12 @@ fn pct(h: &Histogram, q: f64) -> String {
     h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
 }
 
+/// The workers' busy share since the probe started, from the watchdog's per-worker busy time
+/// ([`stallscope_wire::Snapshot::busy_ratio`]).
+fn busy_text(s: &Snapshot) -> String {
+    s.busy_ratio().map(|b| format!("{:.0}%", b * 100.0)).unwrap_or_else(|| "-".into())
+}
+
 /// Renders a snapshot as text.
 pub fn render(s: &Snapshot) -> String {
     let mut o = String::new();
@@ -103,9 +109,9 @@ pub fn render(s: &Snapshot) -> String {
         );
         let _ = writeln!(
             o,
-            "\nruntime: {} workers, busy {:.0}%, global queue {}, local queues {}, {} steals, {} parks",
+            "\nruntime: {} workers, busy {}, global queue {}, local queues {}, {} steals, {} parks",
             r.workers,
-            r.busy_ratio * 100.0,
+            busy_text(s),
             r.global_queue_depth,
             r.local_queue_depth,
             r.steals,
@@ -136,18 +142,32 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(
         o,
-        "polls: {} in all, p50 {} p99 {} p99.9 {} max {}",
-        all_polls.count,
+        "polls: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls and every stall)",
+        s.worker_polls(),
         pct(&all_polls, 0.5),
         pct(&all_polls, 0.99),
         pct(&all_polls, 0.999),
         fmt_ns(all_polls.max_ns)
     );
 
-    let _ = writeln!(o, "\nalerts: {}", s.alerts.len());
+    let _ = writeln!(o, "\nalerts: {} active (times from the probe's start)", s.alerts.len());
+    let started_ms = s.at_unix_ms.saturating_sub(s.uptime_ns / 1_000_000);
     for a in &s.alerts {
         let _ = writeln!(o, "  ! {}", a.summary);
+        if let Some(r) = s.alert_history.iter().find(|r| r.kind == a.kind && r.subject == a.subject) {
+            let _ = writeln!(o, "    so far: {}", stallscope_wire::history_line(r, started_ms));
+        }
         let _ = writeln!(o, "    what to do: {}", a.what_to_do);
+    }
+    let passed: Vec<_> = s.alert_history.iter().filter(|r| !r.active).collect();
+    let _ = writeln!(o, "\nincidents that passed: {}", passed.len());
+    for r in passed {
+        let _ = writeln!(o, "  - {}", stallscope_wire::history_line(r, started_ms));
+        let _ = writeln!(o, "    at the peak: {}", r.peak_summary);
+        let _ = writeln!(o, "    what to do: {}", r.what_to_do);
+    }
+    if s.alert_history_evicted > 0 {
+        let _ = writeln!(o, "  ({} older incidents left out to bound the history)", s.alert_history_evicted);
     }
     if s.drops.total() > 0 {
         let _ = writeln!(o, "\ndropped: {:?}", s.drops);

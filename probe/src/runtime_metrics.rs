@@ -7,6 +7,9 @@ pub(crate) struct Monitor {
     /// The last sample that covered a real interval, for rates when a refresh comes right
     /// after a tick.
     last_full: Option<RuntimeStats>,
+    handle: tokio::runtime::Handle,
+    /// Each worker's busy time when the probe started.
+    busy_at_start: Vec<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -18,7 +21,8 @@ impl std::fmt::Debug for Monitor {
 impl Monitor {
     pub(crate) fn new(handle: &tokio::runtime::Handle) -> Monitor {
         let monitor = tokio_metrics::RuntimeMonitor::new(handle);
-        Monitor { intervals: Box::new(monitor.intervals()), last_full: None }
+        let busy_at_start = worker_busy(handle);
+        Monitor { intervals: Box::new(monitor.intervals()), last_full: None, handle: handle.clone(), busy_at_start }
     }
 
     /// Gauges now, and rates over the time since the previous call (or, when that is shorter
@@ -36,6 +40,13 @@ impl Monitor {
             parks: m.total_park_count,
             ..RuntimeStats::default()
         };
+        let busy: Vec<u64> = worker_busy(&self.handle)
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.saturating_sub(self.busy_at_start.get(i).copied().unwrap_or_default()).as_nanos() as u64)
+            .collect();
+        s.busy_ns = busy.iter().sum();
+        s.worker_busy_ns = busy;
         #[cfg(tokio_unstable)]
         {
             s.local_queue_depth = m.total_local_queue_depth as u64;
@@ -57,4 +68,10 @@ impl Monitor {
         }
         Some(s)
     }
+}
+
+/// Each worker's busy time so far, by Tokio's worker index (exact: Tokio's own accounting).
+fn worker_busy(handle: &tokio::runtime::Handle) -> Vec<std::time::Duration> {
+    let m = handle.metrics();
+    (0..m.num_workers()).map(|i| m.worker_total_busy_duration(i)).collect()
 }

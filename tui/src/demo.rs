@@ -108,7 +108,7 @@ pub fn run_service(limit: Duration) -> Result<()> {
 }
 
 fn top_user_frame(s: &Stall) -> String {
-    s.top_user_frame().map(crate::report::frame_text).unwrap_or_else(|| "no stack sample".to_string())
+    s.top_user_frame().map(crate::report::frame_text).unwrap_or_else(|| crate::summary::NO_STACK.to_string())
 }
 
 /// Prints stalls and alerts as they arrive, until `duration` or `stop`.

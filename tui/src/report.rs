@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use serde::Serialize;
-use stallscope_wire::{AlertKind, Frame, FrameKind, Histogram, LocationStats, Snapshot, Stall};
+use stallscope_wire::{AlertFigure, AlertKind, Frame, FrameKind, Histogram, LocationStats, PeakUnit, Snapshot, Stall};
 
-use crate::summary::{culprit, main_stack, stall_ns, Summary};
+use crate::summary::{culprit, main_stack, stall_ns, SeenAlert, Summary, NO_STACK};
 use crate::timefmt::{fmt_ns, ns_to_ms, rfc3339_ms};
 
 /// Options of the text report.
@@ -140,6 +140,14 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     // Stalls.
     let _ =
         writeln!(o, "\nstalls: {} seen, {} stalled in all (longest first)", sum.stalls.len(), fmt_ns(sum.stalled_ns()));
+    if !sum.earlier_stalls.is_empty() {
+        let _ = writeln!(
+            o,
+            "  ({} stall{} from before the recording started, sent with the first snapshot, left out)",
+            sum.earlier_stalls.len(),
+            if sum.earlier_stalls.len() == 1 { "" } else { "s" }
+        );
+    }
     if let Some(last) = &sum.last {
         if last.stall_count > sum.stalls.len() as u64 {
             let _ = writeln!(
@@ -289,9 +297,9 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
         );
         let _ = writeln!(
             o,
-            "\nruntime: {} workers, busy {:.0}%, {} live tasks, global queue {}, local queues {}",
+            "\nruntime: {} workers, busy {} over the recording, {} live tasks, global queue {}, local queues {}",
             r.workers,
-            r.busy_ratio * 100.0,
+            sum.busy_ratio().map(|b| format!("{:.0}%", b * 100.0)).unwrap_or_else(|| "-".into()),
             r.live_tasks,
             r.global_queue_depth,
             r.local_queue_depth
@@ -313,8 +321,8 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     let all = merge_histograms(last.workers.iter().map(|w| &w.poll_time));
     let _ = writeln!(
         o,
-        "polls: {} in all, p50 {} p99 {} p99.9 {} max {}",
-        all.count,
+        "polls since the probe started: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls)",
+        last.worker_polls(),
         pct(&all, 0.5),
         pct(&all, 0.99),
         pct(&all, 0.999),
@@ -322,7 +330,12 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     );
     let locs = locations_by_p99(last);
     if !locs.is_empty() {
-        let _ = writeln!(o, "  by spawn location, slowest p99 first (polls, p50, p99, max; live / spawned):");
+        let _ = writeln!(
+            o,
+            "  by spawn location, slowest p99 first (polls, p50, p99, max; live / spawned); poll counts here are \
+             estimates, from the timed polls scaled up (about {} in all, the probe's heartbeat left out):",
+            locs.iter().map(|l| l.polls).sum::<u64>()
+        );
     }
     for l in locs.iter().take(10) {
         let _ = writeln!(
@@ -341,19 +354,52 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     o
 }
 
+/// The line for an alert over the recording: its figures summarise the recording's span (a
+/// blocking poll: the stalls of the recording blamed on it; others: the peak seen), not the
+/// last tick's.
+pub fn alert_line(sum: &Summary, a: &SeenAlert) -> String {
+    let start = sum.start_unix_ms();
+    let when = format!(
+        "[{} .. {}, {} tick{}, {} time{}{}]",
+        offset(start, a.first_unix_ms),
+        offset(start, a.last_unix_ms),
+        a.ticks,
+        if a.ticks == 1 { "" } else { "s" },
+        a.count,
+        if a.count == 1 { "" } else { "s" },
+        if a.active_at_end { ", still active at the end" } else { ", passed" }
+    );
+    if a.alert.kind == AlertKind::BlockingPoll {
+        if let (n, Some(worst)) = sum.stalls_of(&a.alert.subject) {
+            let place = culprit(worst).map(frame_text).unwrap_or_else(|| NO_STACK.to_string());
+            return format!(
+                "blocking poll: {} in {}, {} stall{} in this recording, task spawned at {}  {when}",
+                fmt_ns(stall_ns(worst)),
+                place,
+                n,
+                if n == 1 { "" } else { "s" },
+                short_path(&worst.spawned_at)
+            );
+        }
+    }
+    match a.peak {
+        Some(p) => format!("{} (peak {p} at {})  {when}", a.peak_summary, offset(start, a.peak_unix_ms)),
+        None => format!("{}  {when}", a.peak_summary),
+    }
+}
+
 fn write_alerts_and_drops(o: &mut String, sum: &Summary) {
     let _ = writeln!(o, "\nalerts: {}", sum.alerts.len());
     for a in &sum.alerts {
-        let _ = writeln!(
-            o,
-            "  ! {}  [{} .. {}, {} tick{}]",
-            a.alert.summary,
-            offset(sum.start_unix_ms(), a.first_unix_ms),
-            offset(sum.start_unix_ms(), a.last_unix_ms),
-            a.ticks,
-            if a.ticks == 1 { "" } else { "s" }
-        );
+        let _ = writeln!(o, "  ! {}", alert_line(sum, a));
         let _ = writeln!(o, "    what to do: {}", a.alert.what_to_do);
+    }
+    let earlier = sum.earlier_incidents();
+    if !earlier.is_empty() {
+        let _ = writeln!(o, "\nincidents before the recording started (from the probe's alert history):");
+        for r in earlier {
+            let _ = writeln!(o, "  - {}", stallscope_wire::history_line(r, sum.start_unix_ms()));
+        }
     }
 
     let _ = writeln!(o, "\ndropped:");
@@ -404,6 +450,9 @@ struct JsonReport {
     polls: Option<JsonPolls>,
     alerts: Vec<JsonAlert>,
     dropped: JsonDropped,
+    earlier_incidents: Vec<JsonIncident>,
+    stalls_before_recording: usize,
+    busy_ratio: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -594,6 +643,46 @@ struct JsonAlert {
     first_seen: String,
     last_seen: String,
     ticks: u64,
+    subject: String,
+    count: u64,
+    peak: Option<JsonFigure>,
+    peak_at: Option<String>,
+    peak_summary: String,
+    recording_summary: String,
+    active_at_end: bool,
+}
+
+#[derive(Serialize)]
+struct JsonFigure {
+    value: u64,
+    unit: &'static str,
+    text: String,
+}
+
+impl From<AlertFigure> for JsonFigure {
+    fn from(f: AlertFigure) -> Self {
+        let unit = match f.unit {
+            PeakUnit::Nanos => "ns",
+            PeakUnit::Tasks => "tasks",
+            PeakUnit::Waiters => "waiters",
+            PeakUnit::Queued => "queued",
+            PeakUnit::Dropped => "dropped",
+        };
+        JsonFigure { value: f.value, unit, text: f.to_string() }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonIncident {
+    kind: &'static str,
+    subject: String,
+    first_seen: String,
+    last_seen: String,
+    count: u64,
+    active_ms: f64,
+    peak: JsonFigure,
+    peak_at: String,
+    peak_summary: String,
 }
 
 #[derive(Serialize)]
@@ -652,6 +741,7 @@ fn json_stall(s: &Stall, start_ms: u64) -> JsonStall {
         in_block_in_place: s.in_block_in_place,
         samples: s.sample_count(),
         samples_lost: s.samples_lost,
+        // Both from the same stack (`Stall::main_stack`).
         top_user_frame: s.top_user_frame().map(JsonFrame::from),
         frames: main_stack(s).unwrap_or_default().iter().map(JsonFrame::from).collect(),
         kind: s.kind_label(),
@@ -765,6 +855,13 @@ fn build(sum: &Summary) -> JsonReport {
                 first_seen: rfc3339_ms(a.first_unix_ms),
                 last_seen: rfc3339_ms(a.last_unix_ms),
                 ticks: a.ticks,
+                subject: a.alert.subject.clone(),
+                count: a.count,
+                peak: a.peak.map(JsonFigure::from),
+                peak_at: a.peak.map(|_| rfc3339_ms(a.peak_unix_ms)),
+                peak_summary: a.peak_summary.clone(),
+                recording_summary: alert_line(sum, a),
+                active_at_end: a.active_at_end,
             })
             .collect(),
         dropped: JsonDropped {
@@ -792,5 +889,22 @@ fn build(sum: &Summary) -> JsonReport {
             },
             errors: sum.errors.clone(),
         },
+        earlier_incidents: sum
+            .earlier_incidents()
+            .into_iter()
+            .map(|r| JsonIncident {
+                kind: alert_kind_name(r.kind),
+                subject: r.subject.clone(),
+                first_seen: rfc3339_ms(r.first_unix_ms),
+                last_seen: rfc3339_ms(r.last_unix_ms),
+                count: r.count,
+                active_ms: ns_to_ms(r.active_ns),
+                peak: r.peak.into(),
+                peak_at: rfc3339_ms(r.peak_unix_ms),
+                peak_summary: r.peak_summary.clone(),
+            })
+            .collect(),
+        stalls_before_recording: sum.earlier_stalls.len(),
+        busy_ratio: sum.busy_ratio(),
     }
 }

@@ -9,7 +9,12 @@
 use std::collections::HashMap;
 
 use stallscope_wire::recording::{Recording, RecordingHeader, Skipped, Stop};
-use stallscope_wire::{Alert, AlertKind, Drops, Frame, FrameKind, Received, Snapshot, Stall, Update};
+use stallscope_wire::{
+    Alert, AlertFigure, AlertKind, AlertRecord, Drops, Frame, FrameKind, Received, Snapshot, Stall, Update,
+};
+
+/// What a stall with no frame in any sample is blamed on (the probe's alerts use the same words).
+pub const NO_STACK: &str = "(no stack sample)";
 
 /// An alert as seen over a recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +27,17 @@ pub struct SeenAlert {
     pub last_unix_ms: u64,
     /// Snapshots that carried it.
     pub ticks: u64,
+    /// Separate times it became active in the recording (a tick without it ends one).
+    pub count: u64,
+    /// The worst figure seen while it was active in the recording (from the probe's alert
+    /// history; `None` from a probe without one).
+    pub peak: Option<AlertFigure>,
+    /// When that peak was seen, ms since the Unix epoch.
+    pub peak_unix_ms: u64,
+    /// The alert's summary at that peak (the latest summary without a peak).
+    pub peak_summary: String,
+    /// Whether it was still active at the last tick.
+    pub active_at_end: bool,
 }
 
 /// Stalled time attributed to one function: the top user frame of each stall.
@@ -86,8 +102,13 @@ impl Damage {
 pub struct Summary {
     /// The recording's header (process, writer, creation time).
     pub header: RecordingHeader,
-    /// Every stall once, longest first.
+    /// Every stall that started in the recording's span, once, longest first.
     pub stalls: Vec<Stall>,
+    /// Stalls the first snapshot carried that started before the recording did (a new client
+    /// gets the probe's recent stalls): not part of the report's figures.
+    pub earlier_stalls: Vec<Stall>,
+    /// The first snapshot (the state when the recording started).
+    pub first: Option<Snapshot>,
     /// The last snapshot (cumulative state at the end).
     pub last: Option<Snapshot>,
     /// Updates received.
@@ -115,7 +136,14 @@ pub struct Summary {
 pub struct Folder {
     header: RecordingHeader,
     stalls: HashMap<u64, Stall>,
+    /// Stalls seen as they happened (a start or end message, or a tick's interval), as opposed
+    /// to only in snapshots' lists of recent stalls, which a new client receives from before it
+    /// connected.
+    live: std::collections::HashSet<u64>,
+    first: Option<Snapshot>,
     last: Option<Snapshot>,
+    /// Alert keys active at the previous tick.
+    active_keys: Vec<(AlertKind, String)>,
     updates: u64,
     ticks: u64,
     first_unix_ms: Option<u64>,
@@ -143,22 +171,15 @@ fn better(new: &Stall, old: &Stall) -> bool {
     rank(new) > rank(old)
 }
 
-/// The most sampled stack of a stall (first of the most sampled, in the probe's order).
+/// The stack a stall is blamed on ([`Stall::main_stack`]: the most sampled stack with frames).
 pub fn main_stack(s: &Stall) -> Option<&[Frame]> {
-    let mut best: Option<&stallscope_wire::StackCount> = None;
-    for st in &s.stacks {
-        if best.is_none_or(|b| st.count > b.count) {
-            best = Some(st);
-        }
-    }
-    best.map(|b| b.frames.as_slice())
+    s.main_stack()
 }
 
-/// The frame a stall is blamed on: the innermost user frame of its most sampled stack, else that
-/// stack's innermost frame.
+/// The frame a stall is blamed on ([`Stall::culprit_frame`]): the innermost user frame of
+/// [`main_stack`], else that stack's innermost frame.
 pub fn culprit(s: &Stall) -> Option<&Frame> {
-    let stack = main_stack(s)?;
-    stack.iter().find(|f| f.kind == FrameKind::User).or(stack.first())
+    s.culprit_frame()
 }
 
 impl Folder {
@@ -167,7 +188,10 @@ impl Folder {
         Folder {
             header,
             stalls: HashMap::new(),
+            live: std::collections::HashSet::new(),
+            first: None,
             last: None,
+            active_keys: Vec::new(),
             updates: 0,
             ticks: 0,
             first_unix_ms: None,
@@ -214,34 +238,66 @@ impl Folder {
     fn update(&mut self, u: &Update) {
         self.updates += 1;
         match u {
-            Update::StallStarted(s) | Update::StallEnded(s) => self.stall(s),
+            Update::StallStarted(s) | Update::StallEnded(s) => {
+                self.live.insert(s.id);
+                self.stall(s)
+            }
             Update::Tick { snapshot, interval } => {
                 self.ticks += 1;
                 self.seen_at(snapshot.at_unix_ms);
+                for s in &interval.stalls {
+                    self.live.insert(s.id);
+                }
                 for s in snapshot.stalls.iter().chain(&interval.stalls) {
                     self.stall(s);
                 }
+                let mut active = Vec::with_capacity(snapshot.alerts.len());
                 for a in &snapshot.alerts {
                     // One entry per alert subject: the summary's figures change every tick.
                     let subject = if a.subject.is_empty() { a.summary.clone() } else { a.subject.clone() };
                     let key = (a.kind, subject);
+                    let figure = snapshot
+                        .alert_history
+                        .iter()
+                        .find(|r| r.active && r.kind == a.kind && r.subject == a.subject)
+                        .map(|r: &AlertRecord| r.latest);
+                    let new_episode = !self.active_keys.contains(&key);
+                    let at = snapshot.at_unix_ms;
                     match self.alert_index.get(&key) {
                         Some(&i) => {
                             let seen = &mut self.alerts[i];
-                            seen.last_unix_ms = snapshot.at_unix_ms;
+                            seen.last_unix_ms = at;
                             seen.ticks += 1;
+                            seen.count += u64::from(new_episode);
                             seen.alert = a.clone();
+                            if figure.is_some_and(|f| seen.peak.is_none_or(|p| f.value > p.value)) {
+                                seen.peak = figure;
+                                seen.peak_unix_ms = at;
+                                seen.peak_summary = a.summary.clone();
+                            } else if seen.peak.is_none() {
+                                seen.peak_summary = a.summary.clone();
+                            }
                         }
                         None => {
-                            self.alert_index.insert(key, self.alerts.len());
+                            self.alert_index.insert(key.clone(), self.alerts.len());
                             self.alerts.push(SeenAlert {
                                 alert: a.clone(),
-                                first_unix_ms: snapshot.at_unix_ms,
-                                last_unix_ms: snapshot.at_unix_ms,
+                                first_unix_ms: at,
+                                last_unix_ms: at,
                                 ticks: 1,
+                                count: 1,
+                                peak: figure,
+                                peak_unix_ms: at,
+                                peak_summary: a.summary.clone(),
+                                active_at_end: false,
                             });
                         }
                     }
+                    active.push(key);
+                }
+                self.active_keys = active;
+                if self.first.as_ref().is_none_or(|f| snapshot.seq < f.seq && snapshot.at_unix_ms <= f.at_unix_ms) {
+                    self.first = Some((**snapshot).clone());
                 }
                 if self.last.as_ref().is_none_or(|l| snapshot.seq >= l.seq || snapshot.at_unix_ms >= l.at_unix_ms) {
                     self.last = Some((**snapshot).clone());
@@ -266,14 +322,31 @@ impl Folder {
     }
 
     /// The summary, with `damage` from the reader.
-    pub fn finish(self, damage: Damage) -> Summary {
-        let mut stalls: Vec<Stall> = self.stalls.into_values().collect();
+    pub fn finish(mut self, damage: Damage) -> Summary {
+        for seen in self.alerts.iter_mut() {
+            let a = &seen.alert;
+            let key = (a.kind, if a.subject.is_empty() { a.summary.clone() } else { a.subject.clone() });
+            seen.active_at_end = self.active_keys.contains(&key);
+        }
+        // The recording's span starts when it was created. A stall that started before and
+        // was only ever seen in snapshots' lists of recent stalls (what a new client is sent)
+        // is kept apart; one seen ending during the recording overlaps it and counts.
+        let created = match self.end_unix_ms {
+            Some(e) if e < self.header.created_unix_ms => 0,
+            _ => self.header.created_unix_ms,
+        };
+        let live = self.live;
+        let (mut stalls, mut earlier_stalls): (Vec<Stall>, Vec<Stall>) =
+            self.stalls.into_values().partition(|s| created == 0 || s.start_unix_ms >= created || live.contains(&s.id));
+        earlier_stalls.sort_by_key(|s| (s.start_unix_ms, s.id));
         stalls.sort_by(|a, b| {
             stall_ns(b).cmp(&stall_ns(a)).then(a.start_unix_ms.cmp(&b.start_unix_ms)).then(a.id.cmp(&b.id))
         });
         Summary {
             header: self.header,
             stalls,
+            earlier_stalls,
+            first: self.first,
             last: self.last,
             updates: self.updates,
             ticks: self.ticks,
@@ -298,14 +371,43 @@ impl Summary {
         folder.finish(Damage { skipped: rec.skipped, stop: rec.stop, lost: rec.lost })
     }
 
-    /// When the recording started: the header's creation time, or the first event if that is
-    /// earlier (a file written by hand), ms since the Unix epoch.
+    /// When the recording started, ms since the Unix epoch: the header's creation time, or the
+    /// first event for a file without one (written by hand). Earlier events (the stalls a new
+    /// client is sent from before it connected) do not move it: a report covers the span the
+    /// recording was made over.
     pub fn start_unix_ms(&self) -> u64 {
-        let created = self.header.created_unix_ms;
-        match self.first_unix_ms {
-            Some(f) if created == 0 || f < created => f,
-            _ => created,
+        match (self.header.created_unix_ms, self.first_unix_ms, self.end_unix_ms) {
+            (0, Some(f), _) => f,
+            // Every event is older than the file: the events' clock is not the writer's (a file
+            // written by hand, a probe on another host); keep the events' own span.
+            (created, Some(f), Some(e)) if e < created => f,
+            (created, _, _) => created,
         }
+    }
+
+    /// The workers' busy share over the recording (first to last snapshot), or since the probe
+    /// started with one snapshot ([`Snapshot::busy_ratio_since`]).
+    pub fn busy_ratio(&self) -> Option<f64> {
+        let last = self.last.as_ref()?;
+        let first = self.first.as_ref().filter(|f| f.seq < last.seq);
+        last.busy_ratio_since(first)
+    }
+
+    /// Incidents of the probe's alert history that had passed before the recording started.
+    pub fn earlier_incidents(&self) -> Vec<&AlertRecord> {
+        let start = self.start_unix_ms();
+        match &self.last {
+            Some(l) => l.alert_history.iter().filter(|r| r.last_unix_ms < start).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The stalls of the recording blamed on `function` (as [`Summary::functions`] groups
+    /// them): how many, and the longest.
+    pub fn stalls_of(&self, function: &str) -> (u64, Option<&Stall>) {
+        let of: Vec<&Stall> =
+            self.stalls.iter().filter(|s| culprit(s).map_or(NO_STACK, |f| f.function.as_str()) == function).collect();
+        (of.len() as u64, of.into_iter().max_by_key(|s| stall_ns(s)))
     }
 
     /// When the last event happened (or the start, with no events).
@@ -334,7 +436,7 @@ impl Summary {
         // that blames no code (it waited for a CPU, or was never observed) names no function.
         for s in self.stalls.iter().filter(|s| s.blames_code()) {
             let frame = culprit(s);
-            let function = frame.map(|f| f.function.clone()).unwrap_or_else(|| "(no stack sample)".to_string());
+            let function = frame.map(|f| f.function.clone()).unwrap_or_else(|| NO_STACK.to_string());
             let ns = stall_ns(s);
             match index.get(&function) {
                 Some(&i) => {

@@ -83,7 +83,19 @@ fn json_report_golden_and_stable_keys() {
     let s = summary_of(&support::recording_bytes(100));
     let v = report::json(&s);
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-    let mut expected = ["stalls", "functions", "leak_suspects", "pools", "lag", "polls", "alerts", "dropped"];
+    let mut expected = [
+        "stalls",
+        "functions",
+        "leak_suspects",
+        "pools",
+        "lag",
+        "polls",
+        "alerts",
+        "dropped",
+        "earlier_incidents",
+        "stalls_before_recording",
+        "busy_ratio",
+    ];
     expected.sort();
     assert_eq!(keys, expected);
 

@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result, Table};
 use crate::proto::ServerMessage;
 use crate::{
-    Alert, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats, PoolStats,
-    ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, TaskDump, Update, WorkerStats,
+    Alert, AlertRecord, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats,
+    PoolStats, ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, TaskDump, Update, WorkerStats,
 };
 
 // === Ids and limits ===
@@ -170,12 +170,23 @@ pub struct Extension {
     /// Alerts of kinds a 1.1 peer cannot decode ([`AlertKind::known_in`](crate::AlertKind::known_in)),
     /// with their index in [`Snapshot::alerts`] (since 1.2).
     pub alerts: Vec<(u32, Alert)>,
+    /// [`Snapshot::alert_history`] (since 1.2).
+    pub alert_history: Vec<AlertRecord>,
+    /// [`Snapshot::alert_history_evicted`] (since 1.2).
+    pub alert_history_evicted: u64,
+    /// [`RuntimeStats::busy_ns`] and [`RuntimeStats::worker_busy_ns`] of the snapshot's runtime
+    /// (since 1.2; the rest of [`RuntimeStats`] keeps its 1.1 encoding, [`WireRuntimeStats`]).
+    pub runtime_busy: Option<(u64, Vec<u64>)>,
 }
 
 impl Extension {
     /// Whether there is nothing to carry (then nothing is appended).
     pub fn is_empty(&self) -> bool {
-        self.stalls.iter().all(|s| s.anatomy.is_none() && !s.unobserved) && self.alerts.is_empty()
+        self.stalls.iter().all(|s| s.anatomy.is_none() && !s.unobserved)
+            && self.alerts.is_empty()
+            && self.alert_history.is_empty()
+            && self.alert_history_evicted == 0
+            && self.runtime_busy.is_none()
     }
 }
 
@@ -294,6 +305,24 @@ pub struct WireLagStats {
     pub last_ns: u64,
 }
 
+/// [`RuntimeStats`] as protocol 1.1 encodes it: the fields added since travel in the
+/// [`Extension`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[allow(missing_docs)] // Field for field the same as `RuntimeStats`.
+pub struct WireRuntimeStats {
+    pub workers: u64,
+    pub live_tasks: u64,
+    pub busy_ratio: f64,
+    pub global_queue_depth: u64,
+    pub local_queue_depth: u64,
+    pub steals: u64,
+    pub parks: u64,
+    pub polls: u64,
+    pub blocking_threads: u64,
+    pub idle_blocking_threads: u64,
+    pub blocking_queue_depth: u64,
+}
+
 /// [`Snapshot`] with interned parts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[allow(missing_docs)] // Field for field the same as `Snapshot`.
@@ -309,7 +338,7 @@ pub struct WireSnapshot {
     pub stall_count: u64,
     pub stalled_ns: u64,
     pub lag: WireLagStats,
-    pub runtime: Option<RuntimeStats>,
+    pub runtime: Option<WireRuntimeStats>,
     pub pools: Vec<WirePoolStats>,
     pub alerts: Vec<Alert>,
     pub drops: Drops,
@@ -679,7 +708,12 @@ impl Encoder {
             pools,
             alerts,
             drops,
+            alert_history,
+            alert_history_evicted,
         } = s;
+        self.ext.alert_history = alert_history.clone();
+        self.ext.alert_history_evicted = *alert_history_evicted;
+        self.ext.runtime_busy = runtime.as_ref().map(|r| (r.busy_ns, r.worker_busy_ns.clone()));
         WireSnapshot {
             schema: *schema,
             seq: *seq,
@@ -704,7 +738,36 @@ impl Encoder {
                 let LagStats { period_ns, lag, last_ns } = lag;
                 WireLagStats { period_ns: *period_ns, lag: self.histogram(lag), last_ns: *last_ns }
             },
-            runtime: runtime.clone(),
+            runtime: runtime.as_ref().map(|r| {
+                let RuntimeStats {
+                    workers,
+                    live_tasks,
+                    busy_ratio,
+                    busy_ns: _,
+                    worker_busy_ns: _,
+                    global_queue_depth,
+                    local_queue_depth,
+                    steals,
+                    parks,
+                    polls,
+                    blocking_threads,
+                    idle_blocking_threads,
+                    blocking_queue_depth,
+                } = r;
+                WireRuntimeStats {
+                    workers: *workers,
+                    live_tasks: *live_tasks,
+                    busy_ratio: *busy_ratio,
+                    global_queue_depth: *global_queue_depth,
+                    local_queue_depth: *local_queue_depth,
+                    steals: *steals,
+                    parks: *parks,
+                    polls: *polls,
+                    blocking_threads: *blocking_threads,
+                    idle_blocking_threads: *idle_blocking_threads,
+                    blocking_queue_depth: *blocking_queue_depth,
+                }
+            }),
             pools: pools
                 .iter()
                 .map(|PoolStats { name, in_use, idle, max, waiters, acquired, wait_time }| WirePoolStats {
@@ -1099,7 +1162,24 @@ impl<'a> Resolver<'a> {
             stall_count: s.stall_count,
             stalled_ns: s.stalled_ns,
             lag: LagStats { period_ns: s.lag.period_ns, lag: self.histogram(&s.lag.lag)?, last_ns: s.lag.last_ns },
-            runtime: s.runtime.clone(),
+            runtime: s.runtime.as_ref().map(|r| {
+                let (busy_ns, worker_busy_ns) = self.ext.runtime_busy.take().unwrap_or_default();
+                RuntimeStats {
+                    workers: r.workers,
+                    live_tasks: r.live_tasks,
+                    busy_ratio: r.busy_ratio,
+                    busy_ns,
+                    worker_busy_ns,
+                    global_queue_depth: r.global_queue_depth,
+                    local_queue_depth: r.local_queue_depth,
+                    steals: r.steals,
+                    parks: r.parks,
+                    polls: r.polls,
+                    blocking_threads: r.blocking_threads,
+                    idle_blocking_threads: r.idle_blocking_threads,
+                    blocking_queue_depth: r.blocking_queue_depth,
+                }
+            }),
             pools: s
                 .pools
                 .iter()
@@ -1123,6 +1203,8 @@ impl<'a> Resolver<'a> {
                 alerts
             },
             drops: s.drops.clone(),
+            alert_history: std::mem::take(&mut self.ext.alert_history),
+            alert_history_evicted: self.ext.alert_history_evicted,
         })
     }
 

@@ -389,9 +389,47 @@ impl StallAnatomy {
 }
 
 impl Stall {
-    /// The innermost user frame of the most sampled stack, if any.
+    /// The stack a stall is blamed on: the most sampled stack that has frames (the first of
+    /// equals, in the probe's order). A sample that unwound to no frame at all is no stack:
+    /// a stall whose samples are all empty has none. Every place that names a stall's culprit
+    /// or prints its frames goes through this, so the two always come from the same stack.
+    ///
+    /// ```
+    /// use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
+    /// let f = |name: &str| Frame { function: name.into(), file: None, line: None, inlined: false, kind: FrameKind::User };
+    /// let mut s = Stall { id: 1, start_unix_ms: 0, duration_ns: Some(20_000_000), elapsed_ns: 20_000_000, worker: 0,
+    ///     tid: 1, task: Some(1), spawned_at: "src/main.rs:1:1".into(), in_block_in_place: false,
+    ///     stacks: vec![StackCount { frames: vec![], count: 5 }, StackCount { frames: vec![f("app::a")], count: 2 }],
+    ///     samples_lost: 0, anatomy: None, unobserved: false };
+    /// assert_eq!(s.main_stack().unwrap()[0].function, "app::a");
+    /// s.stacks.truncate(1);
+    /// assert!(s.main_stack().is_none() && s.top_user_frame().is_none() && s.culprit_frame().is_none());
+    /// ```
+    pub fn main_stack(&self) -> Option<&[Frame]> {
+        let mut best: Option<&StackCount> = None;
+        for st in self.stacks.iter().filter(|s| !s.frames.is_empty()) {
+            if best.is_none_or(|b| st.count > b.count) {
+                best = Some(st);
+            }
+        }
+        best.map(|b| b.frames.as_slice())
+    }
+
+    /// The innermost user frame of [`Stall::main_stack`], if any.
     pub fn top_user_frame(&self) -> Option<&Frame> {
-        self.stacks.iter().max_by_key(|s| s.count).and_then(|s| s.frames.iter().find(|f| f.kind == FrameKind::User))
+        self.main_stack()?.iter().find(|f| f.kind == FrameKind::User)
+    }
+
+    /// The frame a stall is blamed on: [`Stall::top_user_frame`], else the innermost frame of
+    /// [`Stall::main_stack`]; `None` when no sample has a frame.
+    pub fn culprit_frame(&self) -> Option<&Frame> {
+        let stack = self.main_stack()?;
+        stack.iter().find(|f| f.kind == FrameKind::User).or(stack.first())
+    }
+
+    /// Whether any sample of this stall has a frame.
+    pub fn has_stack(&self) -> bool {
+        self.stacks.iter().any(|s| !s.frames.is_empty())
     }
 
     /// Total samples taken.
@@ -495,6 +533,13 @@ pub struct RuntimeStats {
     pub live_tasks: u64,
     /// Share of the interval the workers were busy, averaged over workers, 0.0 ..= 1.0.
     pub busy_ratio: f64,
+    /// Time the workers spent busy since the probe started, summed over workers, nanoseconds
+    /// (Tokio's `worker_total_busy_duration`): what [`Snapshot::busy_ratio_since`] reads.
+    #[serde(default)]
+    pub busy_ns: u64,
+    /// The same per worker, by Tokio's worker index.
+    #[serde(default)]
+    pub worker_busy_ns: Vec<u64>,
     /// Tasks in the global (injection) queue.
     pub global_queue_depth: u64,
     /// Tasks in all workers' local queues (needs `tokio_unstable`).
@@ -553,9 +598,10 @@ pub struct LagStats {
 // === Alerts ===
 
 /// The kinds of alert.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AlertKind {
     /// A poll blocked a worker.
+    #[default]
     BlockingPoll,
     /// A spawn location's live count keeps growing.
     LeakSuspect,
@@ -592,6 +638,86 @@ pub struct Alert {
     pub summary: String,
     /// What to do about it.
     pub what_to_do: String,
+}
+
+/// What an alert's figure counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PeakUnit {
+    /// A duration in nanoseconds: the longest stall, the largest loop lag.
+    #[default]
+    Nanos,
+    /// Live tasks (a leak suspect).
+    Tasks,
+    /// Callers waiting for a pool.
+    Waiters,
+    /// Jobs queued for the blocking pool.
+    Queued,
+    /// Items the probe dropped in one interval.
+    Dropped,
+}
+
+/// The figure that says how bad an alert is, with its unit: the longest stall, the most live
+/// tasks, the most waiters, the deepest blocking queue, the largest lag, the most dropped.
+///
+/// ```
+/// use stallscope_wire::{AlertFigure, PeakUnit};
+/// assert_eq!(AlertFigure { value: 34_800_000, unit: PeakUnit::Nanos }.to_string(), "34.8 ms");
+/// assert_eq!(AlertFigure { value: 22, unit: PeakUnit::Queued }.to_string(), "22 queued");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertFigure {
+    /// The value, in `unit`.
+    pub value: u64,
+    /// What `value` counts.
+    pub unit: PeakUnit,
+}
+
+impl std::fmt::Display for AlertFigure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.value;
+        match self.unit {
+            PeakUnit::Nanos => f.write_str(&fmt_ns(v)),
+            PeakUnit::Tasks => write!(f, "{v} live task{}", if v == 1 { "" } else { "s" }),
+            PeakUnit::Waiters => write!(f, "{v} waiting"),
+            PeakUnit::Queued => write!(f, "{v} queued"),
+            PeakUnit::Dropped => write!(f, "{v} dropped"),
+        }
+    }
+}
+
+/// One alert over the probe's life, kept after it stops being active, so that an incident that
+/// passed (a second of blocking-pool starvation, a burst of loop lag) is still in the end-of-run
+/// report. Updated on every aggregator tick from the alerts active then.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// What kind.
+    pub kind: AlertKind,
+    /// What it is about ([`Alert::subject`]); `(kind, subject)` identifies the record.
+    pub subject: String,
+    /// First tick it was active at, ms since the Unix epoch.
+    pub first_unix_ms: u64,
+    /// Last tick it was active at, ms since the Unix epoch.
+    pub last_unix_ms: u64,
+    /// How many separate times it became active (a tick without it ends one).
+    pub count: u64,
+    /// Time it was active, nanoseconds: each tick it was active at counts the interval since the
+    /// tick before (the span its checks looked at). A blocking-poll alert stays up for 10 s after
+    /// its last stall, which this includes.
+    pub active_ns: u64,
+    /// The worst figure while it was active.
+    pub peak: AlertFigure,
+    /// When the peak was seen, ms since the Unix epoch.
+    pub peak_unix_ms: u64,
+    /// The alert's summary at the peak.
+    pub peak_summary: String,
+    /// The figure at the last tick it was active at.
+    pub latest: AlertFigure,
+    /// The alert's summary at the last tick it was active at.
+    pub latest_summary: String,
+    /// What to do about it.
+    pub what_to_do: String,
+    /// Whether it is active at this snapshot.
+    pub active: bool,
 }
 
 // === Snapshot ===
@@ -699,7 +825,17 @@ pub struct Snapshot {
     pub alerts: Vec<Alert>,
     /// What the probe dropped.
     pub drops: Drops,
+    /// Every alert raised since the probe started, active or passed, oldest first (bounded:
+    /// past [`ALERT_HISTORY_MAX`] records the oldest inactive one goes).
+    #[serde(default)]
+    pub alert_history: Vec<AlertRecord>,
+    /// Records evicted from `alert_history` to keep it bounded.
+    #[serde(default)]
+    pub alert_history_evicted: u64,
 }
+
+/// The most [`AlertRecord`]s a snapshot keeps.
+pub const ALERT_HISTORY_MAX: usize = 256;
 
 impl Snapshot {
     /// The figures for one spawn location, looked up by a suffix of `file:line:col` or of
@@ -714,6 +850,81 @@ impl Snapshot {
     pub fn finished_stalls(&self) -> impl Iterator<Item = &Stall> {
         self.stalls.iter().filter(|s| s.duration_ns.is_some())
     }
+
+    /// The share of time the runtime's workers were busy since `earlier` (since the probe
+    /// started with `None`), 0.0 ..= 1.0, averaged over the workers; `None` without runtime
+    /// metrics or elapsed time.
+    ///
+    /// This is the one "busy" every report and screen shows: Tokio's own accounting of each
+    /// worker's busy time ([`RuntimeStats::busy_ns`]), exact and cumulative, so that it covers
+    /// a whole report's span rather than its last interval (the reports used to print the last
+    /// interval's [`RuntimeStats::busy_ratio`], 0 % when the run ended idle). The watchdog's
+    /// per-worker estimate ([`WorkerStats::busy_ns`]) is not used for it: it credits whole scan
+    /// intervals to whatever poll a scan finds, and read 5 % for a load Tokio put at 16 % (a task
+    /// alternating 1 ms of CPU and a 1 ms sleep, `tests/tests/report.rs`).
+    ///
+    /// ```
+    /// use stallscope_wire::{RuntimeStats, Snapshot};
+    /// let at = |uptime_ns, busy_ns| Snapshot {
+    ///     uptime_ns,
+    ///     runtime: Some(RuntimeStats { workers: 2, busy_ns, worker_busy_ns: vec![busy_ns / 2; 2], ..RuntimeStats::default() }),
+    ///     ..Snapshot::default()
+    /// };
+    /// let (a, b) = (at(1_000_000_000, 200_000_000), at(2_000_000_000, 1_200_000_000));
+    /// assert_eq!(b.busy_ratio_since(Some(&a)), Some(0.5));
+    /// assert_eq!(b.busy_ratio_since(None), Some(0.3));
+    /// ```
+    pub fn busy_ratio_since(&self, earlier: Option<&Snapshot>) -> Option<f64> {
+        // Without Tokio's per-worker figures (an older probe) there is nothing to read.
+        let r = self.runtime.as_ref().filter(|r| !r.worker_busy_ns.is_empty())?;
+        let (up0, busy0) = match earlier {
+            Some(e) => (e.uptime_ns, e.runtime.as_ref().map_or(0, |r| r.busy_ns)),
+            None => (0, 0),
+        };
+        let elapsed = self.uptime_ns.saturating_sub(up0);
+        if r.workers == 0 || elapsed == 0 {
+            return None;
+        }
+        let busy = r.busy_ns.saturating_sub(busy0);
+        Some((busy as f64 / (elapsed as f64 * r.workers as f64)).clamp(0.0, 1.0))
+    }
+
+    /// [`Snapshot::busy_ratio_since`] the probe started.
+    pub fn busy_ratio(&self) -> Option<f64> {
+        self.busy_ratio_since(None)
+    }
+
+    /// Polls run on the workers, counted exactly (every poll, not a sample).
+    pub fn worker_polls(&self) -> u64 {
+        self.workers.iter().map(|w| w.polls).sum()
+    }
+}
+
+/// `+1.234 s` from `start_ms` (`-…` before it).
+pub fn offset_text(start_ms: u64, at_ms: u64) -> String {
+    if at_ms >= start_ms {
+        format!("+{:.3} s", (at_ms - start_ms) as f64 / 1e3)
+    } else {
+        format!("-{:.3} s", (start_ms - at_ms) as f64 / 1e3)
+    }
+}
+
+/// One line for an incident of the alert history, times as offsets from `start_ms`: what, when,
+/// its peak and how long it lasted, e.g. `blocking pool starved (blocking pool): peak 22 queued
+/// at +1.300 s; active 1.00 s, 1 time, from +1.200 s to +2.200 s`.
+pub fn history_line(r: &AlertRecord, start_ms: u64) -> String {
+    format!(
+        "{} ({}): peak {} at {}; active {}, {} time{}, from {} to {}",
+        r.kind.title(),
+        r.subject,
+        r.peak,
+        offset_text(start_ms, r.peak_unix_ms),
+        fmt_ns(r.active_ns),
+        r.count,
+        if r.count == 1 { "" } else { "s" },
+        offset_text(start_ms, r.first_unix_ms),
+        offset_text(start_ms, r.last_unix_ms),
+    )
 }
 
 /// Per-location change over one interval.

@@ -4,8 +4,9 @@
 #![doc(hidden)]
 
 use stallscope_wire::{
-    Alert, AlertKind, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationStats, PoolStats,
-    ProcessInfo, Received, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, Update, WorkerStats,
+    Alert, AlertFigure, AlertKind, AlertRecord, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats,
+    LocationStats, PeakUnit, PoolStats, ProcessInfo, Received, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy,
+    Update, WorkerStats,
 };
 
 use super::state::{App, Source};
@@ -197,6 +198,11 @@ pub fn snapshot(k: u64, stalls_so_far: &[Stall]) -> Snapshot {
             blocking_threads: 4,
             idle_blocking_threads: if k >= 8 { 0 } else { 2 },
             blocking_queue_depth: if k >= 8 { 3 } else { 0 },
+            busy_ns: ((0.93 + 0.41) * (k * 1_000_000_000) as f64) as u64,
+            worker_busy_ns: vec![
+                (0.93 * (k * 1_000_000_000) as f64) as u64,
+                (0.41 * (k * 1_000_000_000) as f64) as u64,
+            ],
         }),
         pools: vec![PoolStats {
             name: "db".into(),
@@ -207,9 +213,52 @@ pub fn snapshot(k: u64, stalls_so_far: &[Stall]) -> Snapshot {
             acquired: 90 * k,
             wait_time: hist(90 * k, 2_000_000),
         }],
+        alert_history: history(k, at, &alerts),
         alerts,
         drops: Drops::default(),
+        alert_history_evicted: 0,
     }
+}
+
+/// The fixture's alert history at snapshot `k`: a blocking-pool starvation that passed (from
+/// snapshot 3 to 5), then a record per active alert.
+fn history(k: u64, at: u64, alerts: &[Alert]) -> Vec<AlertRecord> {
+    let t = |j: u64| at - (k - j) * 1000;
+    let mut out = Vec::new();
+    if k >= 3 {
+        out.push(AlertRecord {
+            kind: AlertKind::BlockingPoolStarved,
+            subject: "blocking pool".into(),
+            first_unix_ms: t(3),
+            last_unix_ms: t(k.min(5)),
+            count: 1,
+            active_ns: (k.min(5) - 3 + 1) * 1_000_000_000,
+            peak: AlertFigure { value: 22, unit: PeakUnit::Queued },
+            peak_unix_ms: t(3.max(k.min(4))),
+            peak_summary: "blocking pool starved: 22 queued, 4 threads all busy".into(),
+            latest: AlertFigure { value: 5, unit: PeakUnit::Queued },
+            latest_summary: "blocking pool starved: 5 queued, 4 threads all busy".into(),
+            what_to_do: AlertKind::BlockingPoolStarved.what_to_do().into(),
+            active: k <= 5,
+        });
+    }
+    for a in alerts {
+        out.push(AlertRecord {
+            kind: a.kind,
+            subject: a.subject.clone(),
+            first_unix_ms: at,
+            last_unix_ms: at,
+            count: 1,
+            active_ns: 1_000_000_000,
+            peak_unix_ms: at,
+            peak_summary: a.summary.clone(),
+            latest_summary: a.summary.clone(),
+            what_to_do: a.what_to_do.clone(),
+            active: true,
+            ..AlertRecord::default()
+        });
+    }
+    out
 }
 
 /// The fixture's process.

@@ -327,6 +327,8 @@ pub fn tick(seq: u64, at_ms: u64, recent: Vec<Stall>, interval_stalls: Vec<Stall
             blocking_threads: 8,
             idle_blocking_threads: if seq == 3 { 0 } else { 2 },
             blocking_queue_depth: if seq == 3 { 4 } else { 0 },
+            busy_ns: 4 * (41_000 + at_ms) * MS * 42 / 100,
+            worker_busy_ns: vec![(41_000 + at_ms) * MS * 42 / 100; 4],
         }),
         pools: vec![
             PoolStats {
@@ -351,6 +353,8 @@ pub fn tick(seq: u64, at_ms: u64, recent: Vec<Stall>, interval_stalls: Vec<Stall
         alerts: alerts(seq),
         stalls: recent,
         drops: Drops { samples: 2 * (k - 1), subscriber_updates: 3 * (k / 2), ..Drops::default() },
+        alert_history: Vec::new(),
+        alert_history_evicted: 0,
     };
     let interval = Interval {
         seq,

@@ -6,9 +6,9 @@
 #![allow(dead_code)]
 
 use stallscope_wire::{
-    Alert, AlertKind, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats, LocationDelta, LocationStats,
-    PoolStats, ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall, StallAnatomy, TaskDump, TaskDumpLimits,
-    TaskGroup, Update, WorkerStats, SCHEMA_VERSION,
+    Alert, AlertFigure, AlertKind, AlertRecord, BlockedIn, Drops, Frame, FrameKind, Histogram, Interval, LagStats,
+    LocationDelta, LocationStats, PeakUnit, PoolStats, ProcessInfo, RuntimeStats, Snapshot, StackCount, Stall,
+    StallAnatomy, TaskDump, TaskDumpLimits, TaskGroup, Update, WorkerStats, SCHEMA_VERSION,
 };
 
 /// Spawn locations in a realistic tick.
@@ -363,6 +363,8 @@ pub fn tick(seed: u64, seq: u64) -> Update {
             blocking_threads: 12,
             idle_blocking_threads: rng.below(12),
             blocking_queue_depth: rng.below(3),
+            busy_ns: seq * 190_000_000,
+            worker_busy_ns: (0..WORKERS as u64).map(|w| seq * (90_000_000 + w)).collect(),
         }),
         pools,
         alerts: vec![
@@ -393,6 +395,32 @@ pub fn tick(seed: u64, seq: u64) -> Update {
         ],
         stalls,
         drops: Drops { samples: rng.below(3), subscriber_updates: seq / 50, ..Drops::default() },
+        // Carried by `intern` once it transports the history (the integrator's change).
+        alert_history: vec![
+            AlertRecord {
+                kind: AlertKind::BlockingPoolStarved,
+                subject: "blocking pool".into(),
+                first_unix_ms: 1_763_700_000_000,
+                last_unix_ms: 1_763_700_001_000,
+                count: 1,
+                active_ns: 1_000_000_000,
+                peak: AlertFigure { value: 22, unit: PeakUnit::Queued },
+                peak_unix_ms: 1_763_700_000_400,
+                peak_summary: "blocking pool starved: 22 queued, 0 of 2 threads idle".into(),
+                latest: AlertFigure { value: 3, unit: PeakUnit::Queued },
+                latest_summary: "blocking pool starved: 3 queued, 0 of 2 threads idle".into(),
+                what_to_do: AlertKind::BlockingPoolStarved.what_to_do().into(),
+                active: false,
+            },
+            AlertRecord {
+                kind: AlertKind::CpuStarvation,
+                subject: "host".into(),
+                count: seq,
+                active: true,
+                ..AlertRecord::default()
+            },
+        ],
+        alert_history_evicted: seq / 10,
     };
     let interval = Interval {
         seq,

@@ -380,6 +380,8 @@ pub struct App {
     pub stalls_evicted: u64,
     /// Active alerts, newest first.
     pub alerts: Vec<ActiveAlert>,
+    /// Incidents of the probe's alert history that have passed, most recent first.
+    pub passed_alerts: Vec<stallscope_wire::AlertRecord>,
     /// Busy ratio of each worker over the last interval (index = worker index).
     pub worker_busy: Vec<(u32, f64)>,
     prev_workers: HashMap<u32, u64>,
@@ -441,6 +443,7 @@ impl App {
             stalls: BTreeMap::new(),
             stalls_evicted: 0,
             alerts: Vec::new(),
+            passed_alerts: Vec::new(),
             worker_busy: Vec::new(),
             prev_workers: HashMap::new(),
             prev_at_ms: None,
@@ -555,6 +558,9 @@ impl App {
                     self.keep_stall(s);
                 }
                 self.update_alerts(&snapshot.alerts, snapshot.at_unix_ms);
+                let mut passed: Vec<_> = snapshot.alert_history.iter().filter(|r| !r.active).cloned().collect();
+                passed.sort_by_key(|r| std::cmp::Reverse(r.last_unix_ms));
+                self.passed_alerts = passed;
                 self.snapshot = Some(snapshot);
                 if self.flame.window != FlameWindow::All {
                     // The window slides even when no stall comes.
@@ -593,25 +599,31 @@ impl App {
         }
     }
 
-    /// Busy ratio per worker, smoothed over about a second (the probe estimates busy time from
-    /// its watchdog's scans, so one interval alone is coarse).
+    /// Busy ratio per worker, smoothed over about a second. The source is Tokio's own busy time
+    /// per worker (`RuntimeStats::worker_busy_ns`), the same one the reports use
+    /// (`Snapshot::busy_ratio_since` says why); snapshots without it (older probes) fall back
+    /// to the watchdog's estimate per runtime thread.
     fn update_workers(&mut self, s: &Snapshot) {
         let dt_ns = self.prev_at_ms.map(|p| s.at_unix_ms.saturating_sub(p) * 1_000_000);
-        let mut busy = Vec::with_capacity(s.workers.len());
-        // A thread that never polled a task (the thread that called `block_on` and spawns) is
-        // not a worker to watch.
-        for w in s.workers.iter().filter(|w| w.polls > 0) {
-            let old = self.worker_busy.iter().find(|(i, _)| *i == w.index).map(|b| b.1);
-            let ratio = match (dt_ns, self.prev_workers.get(&w.index)) {
+        let sources: Vec<(u32, u64)> = match s.runtime.as_ref().filter(|r| !r.worker_busy_ns.is_empty()) {
+            Some(r) => r.worker_busy_ns.iter().enumerate().map(|(i, b)| (i as u32, *b)).collect(),
+            // A thread that never polled a task (the thread that called `block_on` and
+            // spawns) is not a worker to watch.
+            None => s.workers.iter().filter(|w| w.polls > 0).map(|w| (w.index, w.busy_ns)).collect(),
+        };
+        let mut busy = Vec::with_capacity(sources.len());
+        for (index, busy_ns) in sources {
+            let old = self.worker_busy.iter().find(|(i, _)| *i == index).map(|b| b.1);
+            let ratio = match (dt_ns, self.prev_workers.get(&index)) {
                 (Some(dt), Some(prev)) if dt > 0 => {
-                    let now = (w.busy_ns.saturating_sub(*prev) as f64 / dt as f64).min(1.0);
+                    let now = (busy_ns.saturating_sub(*prev) as f64 / dt as f64).min(1.0);
                     let a = 1.0 - (-(dt as f64) / 1e9).exp();
                     old.map_or(now, |o| o + a * (now - o))
                 }
                 _ => old.unwrap_or(0.0),
             };
-            busy.push((w.index, ratio));
-            self.prev_workers.insert(w.index, w.busy_ns);
+            busy.push((index, ratio));
+            self.prev_workers.insert(index, busy_ns);
         }
         busy.sort_by_key(|(i, _)| *i);
         self.worker_busy = busy;

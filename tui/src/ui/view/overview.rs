@@ -1,4 +1,5 @@
-//! Overview: sparklines of the last minutes, a busy bar per worker, the active alerts.
+//! Overview: sparklines of the last minutes, a busy bar per worker, the active alerts and the
+//! incidents that passed.
 
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -139,9 +140,13 @@ fn render_workers(app: &App, theme: Theme, area: Rect, cols: u16, buf: &mut Buff
 fn render_alerts(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let running: Vec<_> = app.stalls_in_progress().collect();
     let count = app.alerts.len() + running.len();
-    let block = Block::default()
-        .borders(Borders::TOP)
-        .title(Span::styled(format!(" Alerts ({count} active, newest first) "), theme.header()));
+    let passed = app.passed_alerts.len();
+    let title = if passed > 0 {
+        format!(" Alerts ({count} active, {passed} passed, newest first) ")
+    } else {
+        format!(" Alerts ({count} active, newest first) ")
+    };
+    let block = Block::default().borders(Borders::TOP).title(Span::styled(title, theme.header()));
     let inner = block.inner(area);
     block.render(area, buf);
     let mut lines: Vec<Line<'_>> = Vec::new();
@@ -169,6 +174,27 @@ fn render_alerts(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     }
     if lines.is_empty() {
         lines.push(Line::from(Span::styled("No active alert: no stall, leak, saturation or lag.", theme.good())));
+    }
+    // Incidents that passed, greyed: when, how bad at worst, how long.
+    for r in &app.passed_alerts {
+        let hms = |ms: u64| {
+            let at = short_utc(ms);
+            at.rsplit(' ').next().unwrap_or(&at).to_string()
+        };
+        lines.push(Line::from(Span::styled(
+            // The subject last: on a narrow screen it is what gets clipped.
+            format!(
+                "○ {}–{} passed: {}, peak {}, active {}{} ({})",
+                hms(r.first_unix_ms),
+                hms(r.last_unix_ms),
+                r.kind.title(),
+                r.peak,
+                fmt_ns(r.active_ns),
+                if r.count > 1 { format!(", {} times", r.count) } else { String::new() },
+                r.subject,
+            ),
+            theme.dim(),
+        )));
     }
     let w = inner.width as usize;
     let lines: Vec<Line<'_>> = lines
