@@ -94,7 +94,14 @@ impl Check for BlockingPoll {
                 let _ = write!(summary, " ({} stalls in the last 10 s)", stalls.len());
             }
             if let Some(w) = worst {
-                let _ = write!(summary, ", task spawned at {}", short_path(&w.spawned_at));
+                match w.unhooked_origin() {
+                    Some(origin) => {
+                        let _ = write!(summary, ", in a {origin} (no task hook)");
+                    }
+                    None => {
+                        let _ = write!(summary, ", task spawned at {}", short_path(&w.spawned_at));
+                    }
+                }
             }
             out.push(Alert {
                 kind: AlertKind::BlockingPoll,

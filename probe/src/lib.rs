@@ -63,6 +63,7 @@
 
 mod aggregator;
 mod alerts;
+mod attribution;
 mod clock;
 mod hist;
 mod hooks;

@@ -787,6 +787,9 @@ impl Drop for ProbeGuard {
             t.thread().unpark();
             let _ = t.join();
         }
+        // The runtimes' handles the slots hold for the watchdog (`Slot::runtime`): without the
+        // watchdog they serve nothing, and they would keep those runtimes' drivers alive.
+        self.shared.slots.clear_runtimes();
         self.shared.running.store(false, Release);
     }
 }
