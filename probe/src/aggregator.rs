@@ -98,6 +98,8 @@ struct StallRec {
     /// For an unhooked stall not yet confirmed: the last sample that showed user code, and the
     /// innermost user function in it. Two in a row in the same function confirm the stall.
     candidate: Option<(String, Vec<u64>)>,
+    /// For an unhooked stall: when the latest run of samples outside any runtime began.
+    outside: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -369,6 +371,7 @@ impl Agg {
                     origin: None,
                     end_hint: None,
                     candidate: None,
+                    outside: None,
                 };
                 self.next_stall_id += 1;
                 // An unhooked stall is published once a sample confirms it (`unhooked_sample`).
@@ -563,6 +566,7 @@ impl Agg {
                         origin: None,
                         end_hint: None,
                         candidate: None,
+                        outside: None,
                     };
                     self.next_stall_id += 1;
                     self.active.insert(key, rec);
@@ -646,6 +650,7 @@ impl Agg {
                 if rec.end_hint.is_some() {
                     return;
                 }
+                rec.outside = None;
                 if rec.origin.is_none() {
                     // Confirmed by two samples in a row, a sample interval apart, in the same
                     // user function: one sample could land in any of a `LocalSet`'s batch of
@@ -679,12 +684,16 @@ impl Agg {
                     }
                 }
             }
+            // Two in a row: one stack that unwound wrongly (skipping frames to the thread's
+            // start) must not end or refute a stall.
+            Verdict::Outside if rec.outside.is_none() => rec.outside = Some(at),
             Verdict::Outside if rec.origin.is_none() => {
                 self.active.remove(&key);
                 refute(&self.shared);
             }
             Verdict::Outside => {
-                rec.end_hint = Some(rec.end_hint.unwrap_or(at).min(at));
+                let first = rec.outside.unwrap_or(at);
+                rec.end_hint = Some(rec.end_hint.unwrap_or(first).min(first));
                 refute(&self.shared);
             }
             Verdict::Runtime => rec.candidate = None,
