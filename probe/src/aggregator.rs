@@ -873,7 +873,9 @@ impl Agg {
         let mut stalls: Vec<Stall> = self.done.iter().cloned().collect();
         for k in active_keys {
             if let Some(rec) = self.active.remove(&k) {
-                if rec.ended_at.is_none() && rec.unseen_since.is_none() {
+                // An unhooked stall no sample has confirmed yet is not shown.
+                let unconfirmed = rec.start.flags & FLAG_UNHOOKED != 0 && rec.origin.is_none();
+                if rec.ended_at.is_none() && rec.unseen_since.is_none() && !unconfirmed {
                     stalls.push(self.wire_stall(&rec, false));
                 }
                 self.active.insert(k, rec);
