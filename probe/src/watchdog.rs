@@ -413,7 +413,9 @@ fn scan(
                     }
                     if !a.ended && (a.seq != seq || u.run != run || u.busy != rt_busy || tid_changed || refuted) {
                         a.ended = true;
-                        u.ended_at = now;
+                        // Read after the slot, not the scan's start: the thread may have moved
+                        // on after `now` if this thread was preempted mid-scan.
+                        u.ended_at = now_raw();
                     }
                 }
             }
