@@ -106,15 +106,17 @@ fn is_idle(f: &Frame) -> bool {
 /// The outermost frame of a complete stack: the process entry or a thread's start.
 fn is_thread_root(f: &Frame) -> bool {
     let n = f.function.as_str();
-    n.contains("_start") || n.contains("start_thread") || n.contains("clone")
+    f.kind == FrameKind::Library && (n.contains("_start") || n.contains("start_thread") || n.contains("clone"))
 }
 
 /// Classifies one symbolized sample (innermost frame first).
 pub(crate) fn classify(frames: &[Frame]) -> Verdict {
     let Some(b) = frames.iter().position(is_block_on) else {
-        // Outside only if the unwind reached the thread's first frame; a stack cut short (an
-        // unwind that failed part way) says nothing.
-        return if frames.last().is_some_and(is_thread_root) { Verdict::Outside } else { Verdict::Runtime };
+        // Outside only if the unwind reached the thread's first frame and every frame has a
+        // name; a stack cut short (an unwind that failed part way) or not symbolized (the
+        // symbolizer timed out) says nothing.
+        let complete = frames.last().is_some_and(is_thread_root) && frames.iter().all(|f| f.kind != FrameKind::Unknown);
+        return if complete { Verdict::Outside } else { Verdict::Runtime };
     };
     let inner = &frames[..b];
     if inner.iter().any(is_idle) {
@@ -248,8 +250,10 @@ mod tests {
             fr("__libc_start_main", FrameKind::Library),
         ];
         assert_eq!(classify(&s), Verdict::Outside);
-        // Cut short: no verdict.
+        // Cut short, or not symbolized in the middle: no verdict.
         assert_eq!(classify(&s[..4]), Verdict::Runtime);
+        let s = vec![user("app::f"), fr("0x5555deadbeef", FrameKind::Unknown), fr("_start", FrameKind::Library)];
+        assert_eq!(classify(&s), Verdict::Runtime);
         // `block_in_place` is not a `block_on`.
         let s = vec![
             user("app::f"),
