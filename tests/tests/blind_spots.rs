@@ -71,7 +71,13 @@ fn a_local_set_task_on_a_current_thread_runtime() {
         // A real service awaits something before its first request: the runtime parks.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let local = tokio::task::LocalSet::new();
-        local.run_until(async { tokio::task::spawn_local(async { blocking_in_local_task() }).await.unwrap() }).await
+        let d = local
+            .run_until(async { tokio::task::spawn_local(async { blocking_in_local_task() }).await.unwrap() })
+            .await;
+        // ... and goes on serving: the runtime parks again (a `block_on` that returns right after
+        // the block is the test below).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        d
     });
     expect_unhooked(&snap, "blocking_in_local_task", "LocalSet task", actual);
     // The alert says what it was, not "task spawned at (LocalSet task)".
