@@ -17,7 +17,7 @@ use crate::clock::{clock, now_raw, Clock};
 use crate::hist::TickSum;
 use crate::intmap::IntMap;
 use crate::probe::Shared;
-use crate::slots::{EVENT_TERMINATE, FLAG_TIMED, LONG_RING};
+use crate::slots::{EVENT_TERMINATE, FLAG_TIMED, FLAG_UNHOOKED, LONG_RING};
 
 /// How often the event and long-poll rings are drained between ticks. Each wake-up of this
 /// thread preempts a busy worker (docs/benchmarks.md, "Watchdog wake-ups"), so this is not
@@ -43,6 +43,8 @@ pub(crate) enum Msg {
     Sample {
         slot: usize,
         seq: u64,
+        /// When the sample was requested (raw clock).
+        at: u64,
         addrs: Vec<u64>,
         /// What the thread was blocked in when the sample was requested, if anything.
         blocked: Option<String>,
@@ -52,6 +54,9 @@ pub(crate) enum Msg {
         seq: u64,
         /// The thread's counters over the stall, for its anatomy.
         anatomy: Option<Box<crate::anatomy::Raw>>,
+        /// For an unhooked stall, the end the watchdog measured (raw clock, an upper bound):
+        /// no hook records one.
+        end: Option<u64>,
     },
     /// What the watchdog measured of a long poll it did not see cross the threshold (it woke
     /// late): the anatomy of the long-poll record the hook wrote, if it did cross.
@@ -106,6 +111,17 @@ struct StallRec {
     /// it (its start message can trail the ring when the aggregator is busy), so it is closed
     /// only after `UNSEEN_GRACE` unless the watchdog claims it first.
     unseen_since: Option<Instant>,
+    /// For an unhooked stall (`FLAG_UNHOOKED`): what a sample showed it runs. Until one does,
+    /// the stall is not published (it may be a thread that left its runtime).
+    origin: Option<crate::attribution::Origin>,
+    /// For an unhooked stall: the first sample that showed the thread no longer in it (raw
+    /// clock), a closer upper bound of its end than the watchdog's.
+    end_hint: Option<u64>,
+    /// For an unhooked stall not yet confirmed: the last sample that showed user code, and the
+    /// innermost user function in it. Two in a row in the same function confirm the stall.
+    candidate: Option<(String, (Vec<u64>, Option<String>))>,
+    /// For an unhooked stall: when the latest run of samples outside any runtime began.
+    outside: Option<u64>,
 }
 
 /// Corrections to the poll-time histograms from the stalls, which are known exactly: the hooks
@@ -433,27 +449,51 @@ impl Agg {
                     anatomy: None,
                     observed: true,
                     unseen_since: None,
+                    origin: None,
+                    end_hint: None,
+                    candidate: None,
+                    outside: None,
                 };
                 self.next_stall_id += 1;
-                let stall = self.wire_stall(&rec, false);
+                // An unhooked stall is published once a sample confirms it (`unhooked_sample`).
+                if s.flags & FLAG_UNHOOKED == 0 {
+                    let stall = self.wire_stall(&rec, false);
+                    self.shared.publish(&Update::StallStarted(stall));
+                }
                 self.active.insert(key, rec);
-                self.shared.publish(&Update::StallStarted(stall));
             }
-            Msg::Sample { slot, seq, addrs, blocked } => {
+            Msg::Sample { slot, seq, at, addrs, blocked } => {
                 let cap = self.shared.config.max_samples_per_stall as u64;
+                if self.active.get(&(slot, seq)).is_some_and(|r| r.start.flags & FLAG_UNHOOKED != 0) {
+                    self.unhooked_sample((slot, seq), at, addrs, blocked);
+                    return;
+                }
                 match self.active.get_mut(&(slot, seq)) {
                     Some(rec) if rec.samples < cap => {
                         rec.samples += 1;
                         *rec.stacks.entry((addrs, blocked)).or_insert(0) += 1;
                     }
                     Some(rec) => rec.lost += 1,
+                    // A refuted unhooked stall's last samples (its keys are even, polls' odd):
+                    // nothing was lost.
+                    None if seq & 1 == 0 => {}
                     None => {
                         self.shared.samples_lost.fetch_add(1, Relaxed);
                     }
                 }
             }
-            Msg::StallEnded { slot, seq, anatomy } => {
+            Msg::StallEnded { slot, seq, anatomy, end } => {
                 if let Some(rec) = self.active.get_mut(&(slot, seq)) {
+                    if rec.start.flags & FLAG_UNHOOKED != 0 {
+                        if rec.origin.is_none() {
+                            // No sample showed user code under Tokio's poll: not a stall.
+                            self.active.remove(&(slot, seq));
+                            return;
+                        }
+                        let end = end.unwrap_or_else(now_raw).min(rec.end_hint.unwrap_or(u64::MAX));
+                        rec.end = Some(end);
+                        rec.ticks = Some(end.saturating_sub(rec.start.start));
+                    }
                     rec.ended_at = Some(Instant::now());
                     rec.anatomy = anatomy;
                 }
@@ -515,6 +555,11 @@ impl Agg {
         let slots = &self.shared.slots.slots;
         // A stall whose poll has ended (its slot moved on) but that is not closed yet.
         let unsettled = self.active.values().any(|r| {
+            if r.start.flags & FLAG_UNHOOKED != 0 {
+                // A confirmed one that has not ended may be a `block_on` that just returned:
+                // the next sample or scan tells (within a sample interval).
+                return r.origin.is_some();
+            }
             let moved_on = slots.get(r.start.slot).is_none_or(|s| s.poll.seq.load(Acquire) != r.start.seq);
             moved_on || r.unseen_since.is_some() || (r.ticks.is_some() != r.ended_at.is_some())
         });
@@ -628,6 +673,10 @@ impl Agg {
                         ended_at: None,
                         anatomy,
                         unseen_since: Some(Instant::now()),
+                        origin: None,
+                        end_hint: None,
+                        candidate: None,
+                        outside: None,
                     };
                     self.next_stall_id += 1;
                     self.active.insert(key, rec);
@@ -688,6 +737,83 @@ impl Agg {
         }
     }
 
+    /// A sample of an unhooked stall: the first that shows user code under Tokio's `block_on`
+    /// confirms and publishes it; one that shows the thread outside any runtime refutes it (or,
+    /// once confirmed, ends it), and the watchdog stops sampling it (`Slot::refuted`). Samples of
+    /// Tokio's own code (parking, bookkeeping) are not the stall's and are left out.
+    fn unhooked_sample(&mut self, key: (usize, u64), at: u64, addrs: Vec<u64>, blocked: Option<String>) {
+        use crate::attribution::{classify, Verdict};
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let frames = {
+            crate::sampler::symbolize::prepare(&addrs);
+            crate::sampler::symbolize::frames(&addrs)
+        };
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        let frames: Vec<wire::Frame> = Vec::new();
+        let verdict = classify(&frames);
+        let top_user = frames.iter().find(|f| f.kind == wire::FrameKind::User).map(|f| f.function.clone());
+        let cap = self.shared.config.max_samples_per_stall as u64;
+        let refute = |shared: &Shared| {
+            if let Some(slot) = shared.slots.slots.get(key.0) {
+                slot.refuted.store(key.1, Release);
+            }
+        };
+        let Some(rec) = self.active.get_mut(&key) else { return };
+        match verdict {
+            Verdict::Polled(origin) => {
+                if rec.end_hint.is_some() {
+                    return;
+                }
+                rec.outside = None;
+                if rec.origin.is_none() {
+                    // Confirmed by two samples in a row, a sample interval apart, in the same
+                    // user function: one sample could land in any of a `LocalSet`'s batch of
+                    // short polls, which the watchdog cannot tell apart (`watchdog::Unhooked`),
+                    // or in a moment of a loop turn the watchdog missed.
+                    let top = top_user.unwrap_or_default();
+                    match rec.candidate.take() {
+                        Some((f, first)) if f == top => {
+                            rec.samples += 1;
+                            *rec.stacks.entry(first).or_insert(0) += 1;
+                        }
+                        _ => {
+                            rec.candidate = Some((top, (addrs, blocked)));
+                            return;
+                        }
+                    }
+                }
+                if rec.samples < cap {
+                    rec.samples += 1;
+                    *rec.stacks.entry((addrs, blocked)).or_insert(0) += 1;
+                } else {
+                    rec.lost += 1;
+                }
+                if rec.origin.is_none() {
+                    rec.origin = Some(origin);
+                    let rec = self.active.remove(&key);
+                    if let Some(rec) = rec {
+                        let stall = self.wire_stall(&rec, false);
+                        self.active.insert(key, rec);
+                        self.shared.publish(&Update::StallStarted(stall));
+                    }
+                }
+            }
+            // Two in a row: one stack that unwound wrongly (skipping frames to the thread's
+            // start) must not end or refute a stall.
+            Verdict::Outside if rec.outside.is_none() => rec.outside = Some(at),
+            Verdict::Outside if rec.origin.is_none() => {
+                self.active.remove(&key);
+                refute(&self.shared);
+            }
+            Verdict::Outside => {
+                let first = rec.outside.unwrap_or(at);
+                rec.end_hint = Some(rec.end_hint.unwrap_or(first).min(first));
+                refute(&self.shared);
+            }
+            Verdict::Runtime => rec.candidate = None,
+        }
+    }
+
     fn location_name(&mut self, key: usize) -> String {
         if key == 0 {
             return "(unknown)".to_string();
@@ -742,9 +868,13 @@ impl Agg {
             elapsed_ns: self.clock.ticks_to_ns(elapsed_ticks),
             worker: s.slot as u32,
             tid: s.tid,
-            // An `instrument`ed future has task 0 (Tokio's task ids start at 1).
+            // An `instrument`ed future has task 0 (Tokio's task ids start at 1); so has an
+            // unhooked stall, which is named by what it runs.
             task: (s.task != 0).then_some(s.task),
-            spawned_at: self.location_name(s.loc),
+            spawned_at: match rec.origin {
+                Some(origin) => origin.spawned_at().to_string(),
+                None => self.location_name(s.loc),
+            },
             in_block_in_place: in_bip,
             stacks,
             samples_lost: rec.lost,
@@ -877,7 +1007,9 @@ impl Agg {
         let mut stalls: Vec<Stall> = self.done.iter().cloned().collect();
         for k in active_keys {
             if let Some(rec) = self.active.remove(&k) {
-                if rec.ended_at.is_none() && rec.unseen_since.is_none() {
+                // An unhooked stall no sample has confirmed yet is not shown.
+                let unconfirmed = rec.start.flags & FLAG_UNHOOKED != 0 && rec.origin.is_none();
+                if rec.ended_at.is_none() && rec.unseen_since.is_none() && !unconfirmed {
                     stalls.push(self.wire_stall(&rec, false));
                 }
                 self.active.insert(k, rec);

@@ -120,7 +120,14 @@ impl Check for BlockingPoll {
             if stalls.len() > 1 {
                 let _ = write!(summary, " ({} stalls in the last 10 s)", stalls.len());
             }
-            let _ = write!(summary, ", task spawned at {}", short_path(&worst.spawned_at));
+            match worst.unhooked_origin() {
+                Some(origin) => {
+                    let _ = write!(summary, ", in a {origin} (no task hook)");
+                }
+                None => {
+                    let _ = write!(summary, ", task spawned at {}", short_path(&worst.spawned_at));
+                }
+            }
             if let Some(a) = &worst.anatomy {
                 let _ = write!(summary, "; {}", a.describe());
             }
@@ -378,7 +385,7 @@ mod tests {
         assert_eq!(a[0].subject, NO_STACK);
         // An empty stack sampled more than a real one does not hide the real one.
         let a = alerts(vec![stall(1, 14, true, vec![StackCount { frames: vec![], count: 5 }, stack("app::f", 1)])]);
-        assert!(a[0].summary.contains(" in app::f, "), "{}", a[0].summary);
+        assert!(a[0].summary.contains(" in f, "), "{}", a[0].summary);
     }
 
     /// Defect: a stall that had just started (no samples yet) raised a one-tick "in no stack

@@ -207,6 +207,43 @@ pub(crate) fn unparked(hot: &Hot, shared: &Shared) {
         fence(Release);
         p.anchor.store(now_raw(), Relaxed);
         p.anchor_seq.store(seq, Relaxed);
+        let run = p.run.load(Relaxed);
+        if run & 1 == 0 {
+            p.run.store(run.wrapping_add(1), Release);
+        }
+        if p.runtime_wanted.load(Relaxed) {
+            note_runtime(slot);
+        }
+    }
+}
+
+/// A worker thread parks (`on_thread_park`): the watchdog must not count what follows as busy.
+/// Plain loads and stores on the thread's own slot, nothing else. Only between polls, like
+/// `unparked`: a nested runtime parking inside a poll does not park this thread's runtime.
+#[inline(always)]
+pub(crate) fn parked(hot: &Hot, shared: &Shared) {
+    let Some(slot) = own_slot(hot, shared) else { return };
+    let p = &slot.poll.0;
+    if p.seq.load(Relaxed) & 1 == 0 {
+        let run = p.run.load(Relaxed);
+        if run & 1 == 1 {
+            p.run.store(run.wrapping_add(1), Release);
+        }
+    }
+}
+
+/// First unpark after a claim: remember the thread's runtime if it is a current-thread one (the
+/// only flavour that runs user code outside task polls, `watchdog::Unhooked`). Once per claim.
+#[cold]
+#[inline(never)]
+fn note_runtime(slot: &Slot) {
+    slot.poll.runtime_wanted.store(false, Relaxed);
+    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+        return;
+    }
+    if let Ok(mut rt) = slot.runtime.try_lock() {
+        *rt = Some(handle);
     }
 }
 
@@ -296,6 +333,8 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
     builder.on_after_task_poll(move |_meta| after_poll(&hot, &s));
     let s = shared.clone();
     builder.on_thread_unpark(move || unparked(&hot, &s));
+    let s = shared.clone();
+    builder.on_thread_park(move || parked(&hot, &s));
     let s = shared.clone();
     builder.on_thread_stop(move || thread_stop(&s));
 }

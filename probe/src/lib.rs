@@ -64,6 +64,7 @@
 mod aggregator;
 mod alerts;
 mod anatomy;
+mod attribution;
 mod clock;
 mod hist;
 mod hooks;

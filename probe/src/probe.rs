@@ -621,10 +621,11 @@ impl Probe {
     /// measures loop lag needs one). Call before `builder.build()`.
     ///
     /// The probe takes Tokio's task hooks (spawn, terminate, before and after poll) and the
-    /// `on_thread_unpark` and `on_thread_stop` hooks. Tokio keeps one of each and offers no way to
+    /// `on_thread_park`, `on_thread_unpark` and `on_thread_stop` hooks. Tokio keeps one of each and offers no way to
     /// chain them: a hook of yours set before this call is replaced by the probe's, and one set
     /// after replaces the probe's. Without the probe's `on_thread_unpark`, untimed stall starts
-    /// fall back to the watchdog's scan bound (docs/guide.md, "Precision"); without its
+    /// fall back to the watchdog's scan bound (docs/guide.md, "Precision"), and without its park hooks
+    /// stalls in a current-thread runtime's `block_on` future and `LocalSet` tasks go unseen; without its
     /// `on_thread_stop`, an exited thread's slot is not handed to a new thread.
     ///
     /// Without `--cfg tokio_unstable` Tokio has no task hooks; this then does nothing and the
@@ -790,6 +791,9 @@ impl Drop for ProbeGuard {
             t.thread().unpark();
             let _ = t.join();
         }
+        // The runtimes' handles the slots hold for the watchdog (`Slot::runtime`): without the
+        // watchdog they serve nothing, and they would keep those runtimes' drivers alive.
+        self.shared.slots.clear_runtimes();
         self.shared.running.store(false, Release);
     }
 }

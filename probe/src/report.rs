@@ -39,15 +39,12 @@ pub fn render(s: &Snapshot) -> String {
     for st in stalls.iter().take(20) {
         let state = if st.duration_ns.is_some() { "" } else { " (still running)" };
         let bip = if st.in_block_in_place { " [in block_in_place]" } else { "" };
-        let task = st.task.map(|t| format!("task {t}")).unwrap_or_else(|| "instrumented future".into());
-        let _ = writeln!(
-            o,
-            "  {:>9}{state}{bip}  worker {} {}  spawned at {}",
-            fmt_ns(st.elapsed_ns),
-            st.worker,
-            task,
-            short_path(&st.spawned_at)
-        );
+        let what = match (st.task, st.unhooked_origin()) {
+            (_, Some(origin)) => format!("{origin} (no task hook)"),
+            (Some(t), None) => format!("task {t}  spawned at {}", short_path(&st.spawned_at)),
+            (None, None) => format!("instrumented future  spawned at {}", short_path(&st.spawned_at)),
+        };
+        let _ = writeln!(o, "  {:>9}{state}{bip}  worker {} {what}", fmt_ns(st.elapsed_ns), st.worker);
         let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
         if let Some(top) = st.stacks.first() {
             for f in top.frames.iter().filter(|f| f.kind == FrameKind::User).skip(1).take(3) {

@@ -19,6 +19,10 @@ pub(crate) const LONG_RING: usize = 32;
 /// poll). An untimed poll's start is the watchdog's lower bound (`watchdog.rs`).
 pub(crate) const FLAG_TIMED: u32 = 2;
 
+/// Flag of a stall start: no task hook saw the code that stalled (the `block_on` future or a
+/// `LocalSet` task of a current-thread runtime, `watchdog::Unhooked`); its key is not a poll `seq`.
+pub(crate) const FLAG_UNHOOKED: u32 = 4;
+
 /// High bit of an event's task word: the event is a termination (clear: a spawn).
 pub(crate) const EVENT_TERMINATE: u64 = 1 << 63;
 
@@ -62,6 +66,15 @@ pub(crate) struct PollState {
     pub(crate) watched: AtomicU64,
     /// The watchdog's estimate (raw clock, a lower bound) of that poll's start.
     pub(crate) watched_start: AtomicU64,
+    // The fields below are written by the park hooks only (`hooks::parked`, `hooks::unparked`),
+    // never per poll; they sit past the poll fields' cache line.
+    /// Odd while the thread is out of its park (`on_thread_unpark` .. `on_thread_park`), even
+    /// while parked; 0 if the thread never went through the park hooks (so the watchdog cannot
+    /// tell its idle time from busy time). Counts park transitions, so a change tells the
+    /// watchdog the thread parked since it last looked.
+    pub(crate) run: AtomicU64,
+    /// Whether the next unpark should look up the thread's runtime (`Slot::runtime`).
+    pub(crate) runtime_wanted: AtomicBool,
 }
 
 /// A poll that ran past the stall threshold, written by the owner when the poll ends.
@@ -229,6 +242,14 @@ pub(crate) struct Slot {
     used: Zeroed<AtomicU32>,
     used_len: AtomicU32,
     pub(crate) loc_overflow: AtomicU64,
+    /// The current-thread runtime this thread drives (set by its first unpark after a claim), so
+    /// the watchdog can see its scheduler loop turn (`watchdog::Unhooked`). Written on the park
+    /// hooks' cold path and by the watchdog; None for multi-thread workers, whose unhooked time is
+    /// never user code. Cleared when the probe stops (it would keep the runtime's handle alive).
+    pub(crate) runtime: std::sync::Mutex<Option<tokio::runtime::Handle>>,
+    /// Key of the unhooked stall the aggregator found not to be in a runtime poll (the thread
+    /// left the runtime, or is in runtime machinery): the watchdog stops sampling it.
+    pub(crate) refuted: AtomicU64,
 }
 
 impl Slot {
@@ -250,6 +271,8 @@ impl Slot {
             used: zeroed_slice(if shared { 0 } else { locations }),
             used_len: AtomicU32::new(0),
             loc_overflow: AtomicU64::new(0),
+            runtime: std::sync::Mutex::new(None),
+            refuted: AtomicU64::new(0),
         }
     }
 
@@ -425,6 +448,8 @@ impl Slots {
                 // SAFETY: pthread_self has no preconditions.
                 let me = unsafe { libc::pthread_self() } as usize;
                 s.pthread.store(me, Relaxed);
+                s.poll.run.store(0, Relaxed);
+                s.poll.runtime_wanted.store(true, Relaxed);
                 s.generation.fetch_add(1, Release);
                 self.any_claimed.store(true, Relaxed);
                 return Some(i as u32);
@@ -434,10 +459,21 @@ impl Slots {
         None
     }
 
+    /// Lets go of every runtime handle the slots hold (the probe is stopping): a handle keeps
+    /// its runtime's driver alive, and the runtime holds the hooks that hold these slots.
+    pub(crate) fn clear_runtimes(&self) {
+        for s in self.slots.iter() {
+            *s.runtime.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
     /// Releases the slot held by `tid` (its thread is exiting). Counters stay: they are
     /// cumulative and the aggregator sums every slot.
     pub(crate) fn release(&self, slot: *const Slot) {
         if let Some(s) = self.slots.iter().find(|s| std::ptr::eq(*s, slot)) {
+            if let Ok(mut rt) = s.runtime.try_lock() {
+                *rt = None;
+            }
             s.pthread.store(0, Relaxed);
             s.tid.store(0, Release);
         }

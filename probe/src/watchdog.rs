@@ -13,7 +13,7 @@ use crate::aggregator::{Msg, StallStart};
 use crate::anatomy::{Cgroup, Counters, InSyscall, Reading, Track};
 use crate::clock::{clock, now_raw};
 use crate::probe::Shared;
-use crate::slots::FLAG_TIMED;
+use crate::slots::{FLAG_TIMED, FLAG_UNHOOKED};
 
 #[derive(Debug, Default)]
 struct Watch {
@@ -39,6 +39,7 @@ struct Watch {
     /// wait for a CPU to run the handler: on a busy host that turned a sleep into "waiting for a
     /// CPU" and stretched it.
     blocked_stack: Option<(u64, InSyscall, Vec<u64>)>,
+    unhooked: Unhooked,
 }
 
 impl Watch {
@@ -53,10 +54,96 @@ impl Watch {
 
 #[derive(Debug)]
 struct Active {
+    /// The stall's key for the aggregator: the poll's (odd) `seq`, or for an unhooked stall an
+    /// even key of its own (`Unhooked::next_key`).
+    key: u64,
+    /// The slot's `seq` while the stall lasts (odd for a poll, even for an unhooked stall).
     seq: u64,
     tid: i32,
     last_sample: u64,
     ended: bool,
+    /// Set for an unhooked stall: the loop state it started in, and when a scan first saw it end.
+    unhooked: Option<UnhookedActive>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UnhookedActive {
+    run: u64,
+    busy: Option<u64>,
+    /// Raw clock of the scan that first saw the stall end (an upper bound of its end); 0 before.
+    ended_at: u64,
+}
+
+/// What the watchdog last saw of a thread between task polls, to find user code that runs on a
+/// runtime thread without any task hook around it: the `block_on` future of a current-thread
+/// runtime and every task of a `LocalSet` it drives (Tokio calls no poll hook for either).
+///
+/// Such a thread shows three things the watchdog can read without touching it: its poll `seq`
+/// (a hooked poll began or ended), its park state `PollState::run` (the park hooks), and its
+/// runtime's busy-time metric, which Tokio's current-thread scheduler updates every time its
+/// loop comes back from polling the `block_on` future and the ready tasks (`park_yield` and
+/// `park` both submit it; a `LocalSet` returns to that loop at least every 61 tasks). While the
+/// thread is out of its park and none of the three moves, it is inside one call that does not
+/// return to the scheduler: once that lasts past the threshold it is an unhooked stall,
+/// sampled like any other. Whether the samples show user code under Tokio's `block_on` or
+/// `LocalSet` is decided by the aggregator (`attribution::classify`), which refutes the rest
+/// (the thread left the runtime: `block_on` returned; or runtime machinery).
+///
+/// Only threads of a current-thread runtime (including `LocalRuntime`) are watched this way:
+/// a multi-thread worker runs user code only inside hooked polls, and a thread that never
+/// passed the park hooks (the thread of a multi-thread runtime's `block_on`) shows no park
+/// state to tell idle from busy.
+#[derive(Debug, Default)]
+struct Unhooked {
+    seq: u64,
+    run: u64,
+    busy: Option<u64>,
+    /// A lower bound of the last change seen: the scan before the one that saw it (raw clock).
+    quiet_since: u64,
+    /// The state since `quiet_since` was refuted: do not start another stall before it changes.
+    dead: bool,
+    /// The thread's time spent waiting for a CPU (schedstat, ns) as of the previous scan, and as
+    /// of `quiet_since`; None if unknown.
+    waited_prev: Option<u64>,
+    waited_at_quiet: Option<u64>,
+    /// Unhooked stalls started on this slot, for their keys.
+    episodes: u64,
+}
+
+impl Unhooked {
+    /// Records what a scan saw; returns whether anything changed since the previous one.
+    fn observe(&mut self, seq: u64, run: u64, busy: Option<u64>, prev_scan: u64) -> bool {
+        if (seq, run, busy) == (self.seq, self.run, self.busy) {
+            return false;
+        }
+        (self.seq, self.run, self.busy) = (seq, run, busy);
+        self.quiet_since = prev_scan;
+        self.dead = false;
+        self.waited_at_quiet = self.waited_prev;
+        true
+    }
+
+    /// A key no poll uses (poll keys are odd) and no other unhooked stall of the slot uses.
+    fn next_key(&mut self) -> u64 {
+        self.episodes += 1;
+        (1 << 63) | (self.episodes << 1)
+    }
+}
+
+/// Nanoseconds thread `tid` has spent runnable but waiting for a CPU (`/proc/.../schedstat`,
+/// second field), if the kernel says.
+fn cpu_wait_ns(tid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    s.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Busy time so far of the current-thread runtime `slot`'s thread drives (see [`Unhooked`]);
+/// None if it drives none. `last` is returned when the handle is being replaced right now.
+fn runtime_busy(slot: &crate::slots::Slot, last: Option<u64>) -> Option<u64> {
+    match slot.runtime.try_lock() {
+        Ok(rt) => rt.as_ref().map(|h| h.metrics().worker_total_busy_duration(0).as_nanos() as u64),
+        Err(_) => last,
+    }
 }
 
 /// Sends to the aggregator without blocking; what a full queue loses is counted (a sample as a
@@ -216,9 +303,12 @@ fn collect_samples(
         }
         let pending = watches.get_mut(cap.slot).and_then(|w| w.pending_blocked.take());
         // A sample whose poll had already ended when the signal landed shows another poll's
-        // stack: drop it rather than blame the wrong code.
+        // stack: drop it rather than blame the wrong code. (An unhooked stall's samples are taken
+        // under an even `seq`: a poll that began means the stall ended, nothing was lost.)
         if cap.got_seq != cap.want_seq || cap.stack.is_empty() {
-            shared.samples_lost.fetch_add(1, Relaxed);
+            if cap.want_seq & 1 == 1 || cap.stack.is_empty() {
+                shared.samples_lost.fetch_add(1, Relaxed);
+            }
             return;
         }
         let began = now_raw();
@@ -233,7 +323,15 @@ fn collect_samples(
             w.blocked_stack = Some((cap.want_seq, *call, addrs.clone()));
         }
         let blocked = pending.map(|(_, what)| what);
-        send(tx, shared, Msg::Sample { slot: cap.slot, seq: cap.want_seq, addrs: addrs.clone(), blocked });
+        // An unhooked stall's samples are requested with the slot's (even) `seq`, which the
+        // handler checks; the aggregator knows the stall by its own key.
+        let key = match watches.get(cap.slot).and_then(|w| w.active.as_ref()) {
+            Some(a) if a.unhooked.is_some() && a.seq == cap.want_seq => a.key,
+            _ => cap.want_seq,
+        };
+        // When it was taken: an unhooked stall that the sample finds over ended before then.
+        let at = if cap.captured_at != 0 { cap.captured_at } else { now_raw() };
+        send(tx, shared, Msg::Sample { slot: cap.slot, seq: key, at, addrs: addrs.clone(), blocked });
     });
     shared.samples_lost.fetch_add(expired, Relaxed);
 }
@@ -248,6 +346,65 @@ struct Timing<'a> {
     /// When this thread woke for this scan (before collecting samples).
     woke: u64,
     cgroup: &'a Cgroup,
+}
+
+/// Which sample a scan may take.
+#[derive(Clone, Copy, Debug)]
+struct SampleAt<'a> {
+    tid: i32,
+    /// The slot's `seq` the sample must be taken under (the handler checks it).
+    want_seq: u64,
+    now: u64,
+    t: Timing<'a>,
+}
+
+/// Samples the thread of a stall in progress if a sample is due, and plans the next one.
+fn sample(
+    shared: &Shared,
+    slot: &crate::slots::Slot,
+    i: usize,
+    stack: &mut Option<(usize, usize)>,
+    a: &mut Active,
+    at: SampleAt<'_>,
+    next_wake: &mut u64,
+) {
+    let (now, t) = (at.now, at.t);
+    if now.saturating_sub(a.last_sample) < t.sample_ticks {
+        *next_wake = (*next_wake).min(a.last_sample.saturating_add(t.sample_ticks));
+        return;
+    }
+    *next_wake = (*next_wake).min(now.saturating_add(t.sample_ticks));
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    if let Some(signal) = shared.signal {
+        use crate::sampler::signal;
+        if signal::in_flight(shared.id, at.tid) {
+            return;
+        }
+        if stack.is_none() {
+            *stack = signal::stack_bounds(slot.pthread.load(Relaxed));
+        }
+        let Some(bounds) = *stack else {
+            shared.samples_lost.fetch_add(1, Relaxed);
+            a.last_sample = now;
+            return;
+        };
+        let p = &slot.poll.0;
+        let req = signal::Request {
+            probe: shared.id,
+            slot: i,
+            tid: at.tid,
+            seq: &p.seq,
+            want_seq: at.want_seq,
+            stack: bounds,
+            now,
+        };
+        if signal::request(signal, req).is_err() {
+            shared.samples_lost.fetch_add(1, Relaxed);
+        }
+        a.last_sample = now;
+    }
+    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    let _ = (shared, slot, i, stack);
 }
 
 /// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
@@ -286,17 +443,44 @@ fn scan(
             let busy = &shared.slots.busy_ticks[i];
             busy.store(busy.load(Relaxed) + now.saturating_sub(prev_scan), Relaxed);
         }
+        // What the thread's loop did since the last scan, for unhooked stalls (`Unhooked`).
+        let run = p.run.load(Acquire);
+        let rt_busy = if run & 1 == 1 && seq & 1 == 0 { runtime_busy(slot, w.unhooked.busy) } else { None };
+        let moved = w.unhooked.observe(seq, run, rt_busy, prev_scan);
+        // Its CPU wait as of this scan, while it may be in unhooked code (see below).
+        let waited_now =
+            if rt_busy.is_some() && shared.signal.is_some() { cpu_wait_ns(slot.tid.load(Relaxed)) } else { None };
+        w.unhooked.waited_prev = waited_now;
         if let Some(a) = &mut w.active {
-            if a.seq != seq || slot.tid.load(Acquire) != a.tid {
-                a.ended = true;
+            let tid_changed = slot.tid.load(Acquire) != a.tid;
+            match &mut a.unhooked {
+                None => {
+                    if a.seq != seq || tid_changed {
+                        a.ended = true;
+                    }
+                }
+                Some(u) => {
+                    let refuted = slot.refuted.load(Acquire) == a.key;
+                    if refuted {
+                        w.unhooked.dead = !moved;
+                    }
+                    if !a.ended && (a.seq != seq || u.run != run || u.busy != rt_busy || tid_changed || refuted) {
+                        a.ended = true;
+                        // Read after the slot, not the scan's start: the thread may have moved
+                        // on after `now` if this thread was preempted mid-scan.
+                        u.ended_at = now_raw();
+                    }
+                }
             }
             // End a stall only once no sample request for it is in flight, so that every
             // sample reaches the aggregator before the end does.
             if a.ended && !sample_in_flight(shared, a.tid) {
-                let (seq, tid) = (a.seq, a.tid);
+                let (seq, key, tid) = (a.seq, a.key, a.tid);
+                let end = a.unhooked.map(|u| u.ended_at);
                 w.active = None;
+                // An unhooked stall has no track (its `seq` is even, a poll's is odd).
                 let raw = finish_track(w, seq, tid, now);
-                send(tx, shared, Msg::StallEnded { slot: i, seq, anatomy: raw });
+                send(tx, shared, Msg::StallEnded { slot: i, seq: key, anatomy: raw, end });
             } else {
                 // Its next sample (taken below if due now), or another look for the end of its
                 // last one. Never "now": a due sample is taken in this scan.
@@ -315,6 +499,44 @@ fn scan(
             }
         }
         if seq & 1 == 0 {
+            // Only with stack sampling: the samples are what tells user code from a thread that left.
+            let watched = shared.signal.is_some() && rt_busy.is_some() && run & 1 == 1;
+            if w.active.is_none() && !moved && !w.unhooked.dead && watched {
+                // Out of its park, no poll began or ended, its scheduler loop did not turn: since
+                // `quiet_since` at the latest, or since the thread's anchor (its unpark or the end
+                // of its last timed poll) if that is later. Both are lower bounds of the start.
+                let anchor = p.anchor.load(Relaxed);
+                let tid = slot.tid.load(Relaxed);
+                fence(Acquire);
+                if p.seq.load(Relaxed) != seq || p.run.load(Relaxed) != run || tid == 0 {
+                    continue;
+                }
+                let start = w.unhooked.quiet_since.max(anchor);
+                // Time it spent waiting for a CPU since `quiet_since` does not count: a thread that
+                // did not run could not turn its loop, and what looks like one call may be a
+                // LocalSet's batch of short polls (which the watchdog cannot tell apart,
+                // `Unhooked`) stretched by an overloaded host. This costs one read of the thread's
+                // schedstat per scan while it is out of its park and between task polls; none while
+                // it is parked.
+                let mut counted = now.saturating_sub(start);
+                if let (Some(then), Some(waited)) = (w.unhooked.waited_at_quiet, waited_now) {
+                    counted = counted.saturating_sub(clock().ns_to_ticks(waited.saturating_sub(then)));
+                }
+                if counted < shared.threshold_ticks {
+                    next_wake = next_wake.min(now.saturating_add(shared.threshold_ticks - counted));
+                    continue;
+                }
+                let key = w.unhooked.next_key();
+                let u = UnhookedActive { run, busy: rt_busy, ended_at: 0 };
+                w.active = Some(Active { key, seq, tid, last_sample: 0, ended: false, unhooked: Some(u) });
+                let flags = FLAG_UNHOOKED;
+                let s = StallStart { slot: i, seq: key, start, task: 0, loc: 0, flags, tid, detected: now };
+                send(tx, shared, Msg::StallStarted(s));
+            }
+            if let Some(a) = w.active.as_mut().filter(|a| a.unhooked.is_some() && a.seq == seq && !a.ended) {
+                let (tid, want) = (a.tid, a.seq);
+                sample(shared, slot, i, &mut w.stack, a, SampleAt { tid, want_seq: want, now, t }, &mut next_wake);
+            }
             continue;
         }
         let anchor = p.anchor.load(Relaxed);
@@ -380,14 +602,14 @@ fn scan(
             continue;
         }
         if w.active.is_none() {
-            w.active = Some(Active { seq, tid, last_sample: 0, ended: false });
+            w.active = Some(Active { key: seq, seq, tid, last_sample: 0, ended: false, unhooked: None });
             send(
                 tx,
                 shared,
                 Msg::StallStarted(StallStart { slot: i, seq, start, task, loc, flags, tid, detected: now }),
             );
         }
-        let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended) else {
+        let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended && a.unhooked.is_none()) else {
             continue;
         };
         if now.saturating_sub(a.last_sample) < t.sample_ticks {
@@ -406,7 +628,8 @@ fn scan(
         match (&w.pending_blocked, &w.blocked_stack) {
             (Some((call, what)), Some((s, last_call, addrs))) if *s == seq && call == last_call => {
                 // Still asleep in the call its last sample was taken in: the same stack, no signal.
-                let msg = Msg::Sample { slot: i, seq, addrs: addrs.clone(), blocked: Some(what.clone()) };
+                let msg =
+                    Msg::Sample { slot: i, seq: a.key, at: now, addrs: addrs.clone(), blocked: Some(what.clone()) };
                 send(tx, shared, msg);
                 w.pending_blocked = None;
                 a.last_sample = now;

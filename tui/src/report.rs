@@ -101,8 +101,14 @@ pub fn frame_kind_name(k: FrameKind) -> &'static str {
     }
 }
 
-fn task_text(s: &Stall) -> String {
-    s.task.map(|t| format!("task {t}")).unwrap_or_else(|| "instrumented future".into())
+/// What stalled and where it came from: "task 7  spawned at src/main.rs:3:5", "instrumented
+/// future  spawned at ...", or for code no task hook saw, "LocalSet task (no task hook)".
+fn origin_text(s: &Stall) -> String {
+    match (s.task, s.unhooked_origin()) {
+        (_, Some(origin)) => format!("{origin} (no task hook)"),
+        (Some(t), None) => format!("task {t}  spawned at {}", short_path(&s.spawned_at)),
+        (None, None) => format!("instrumented future  spawned at {}", short_path(&s.spawned_at)),
+    }
 }
 
 // === Text ===
@@ -163,13 +169,12 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
         let bip = if s.in_block_in_place { " [in block_in_place]" } else { "" };
         let _ = writeln!(
             o,
-            "  {:>9}{running}{bip}  at {} ({})  worker {}  {}  spawned at {}",
+            "  {:>9}{running}{bip}  at {} ({})  worker {}  {}",
             fmt_ns(stall_ns(s)),
             rfc3339_ms(s.start_unix_ms),
             offset(start, s.start_unix_ms),
             s.worker,
-            task_text(s),
-            short_path(&s.spawned_at),
+            origin_text(s),
         );
         let samples = s.sample_count();
         match (culprit(s), main_stack(s)) {

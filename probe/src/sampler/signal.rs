@@ -69,6 +69,8 @@ pub(crate) struct Entry {
     /// Raw clock ticks the handler spent, from its entry until just before it published the
     /// capture (the probe's own cost figure, `Probe::sampler_stats`).
     handler_ticks: AtomicU64,
+    /// Raw clock as the handler began (0 if unknown).
+    captured_at: AtomicU64,
     buf: *mut u8,
 }
 
@@ -103,6 +105,7 @@ fn table() -> &'static [Entry] {
                 len: AtomicUsize::new(0),
                 requested_at: AtomicU64::new(0),
                 handler_ticks: AtomicU64::new(0),
+                captured_at: AtomicU64::new(0),
                 buf: Box::leak(vec![0u8; STACK_COPY].into_boxed_slice()).as_mut_ptr(),
             })
             .collect()
@@ -173,6 +176,7 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             unsafe { capture(e, ctx) };
             let took = if entered == 0 { 0 } else { crate::clock::now_raw_in_handler().saturating_sub(entered) };
             e.handler_ticks.store(took, Relaxed);
+            e.captured_at.store(entered, Relaxed);
             e.state.store(READY, Release);
             CAPTURES.fetch_add(1, Relaxed);
             break;
@@ -266,6 +270,7 @@ pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
     e.stack_hi.store(r.stack.1, Relaxed);
     e.len.store(0, Relaxed);
     e.handler_ticks.store(0, Relaxed);
+    e.captured_at.store(0, Relaxed);
     e.requested_at.store(r.now, Relaxed);
     e.state.store(REQUESTED, Release);
     // SAFETY: tgkill with our own pid and a tid; at worst ESRCH.
@@ -297,6 +302,8 @@ pub(crate) struct Captured<'a> {
     pub(crate) stack: &'a [u8],
     /// Raw clock ticks spent in the handler up to publishing this capture (0 if unknown).
     pub(crate) handler_ticks: u64,
+    /// When the handler ran (raw clock), or 0 if the clock could not be read there.
+    pub(crate) captured_at: u64,
 }
 
 impl Drop for Captured<'_> {
@@ -332,6 +339,7 @@ pub(crate) fn collect(probe: u64, now: u64, timeout_ticks: u64, mut f: impl FnMu
                     },
                     stack,
                     handler_ticks: e.handler_ticks.load(Relaxed),
+                    captured_at: e.captured_at.load(Relaxed),
                 });
             }
             REQUESTED

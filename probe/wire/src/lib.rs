@@ -225,9 +225,11 @@ pub struct Stall {
     pub worker: u32,
     /// Kernel thread id of that thread.
     pub tid: i32,
-    /// Tokio task id, `None` for an `instrument`ed future.
+    /// Tokio task id, `None` for an `instrument`ed future and for code no task hook saw.
     pub task: Option<u64>,
-    /// Spawn location (`file:line:col`) of the stalled task.
+    /// Spawn location (`file:line:col`) of the stalled task; for code no task hook saw, one of
+    /// [`Stall::UNHOOKED_BLOCK_ON`] and [`Stall::UNHOOKED_LOCAL_SET`] (see
+    /// [`Stall::unhooked_origin`]).
     pub spawned_at: String,
     /// The stall happened inside `tokio::task::block_in_place`, which is allowed to block.
     pub in_block_in_place: bool,
@@ -389,6 +391,36 @@ impl StallAnatomy {
 }
 
 impl Stall {
+    /// `spawned_at` of a stall in the `block_on` future of a current-thread runtime, which no
+    /// task hook sees (`task` is `None`).
+    pub const UNHOOKED_BLOCK_ON: &'static str = "(block_on future)";
+    /// `spawned_at` of a stall in a task of a `LocalSet` (`spawn_local`), which no task hook
+    /// sees (`task` is `None`).
+    pub const UNHOOKED_LOCAL_SET: &'static str = "(LocalSet task)";
+
+    /// For a stall in code no task hook saw, what it was: "block_on future" or "LocalSet task".
+    /// `None` for a task's poll or an `instrument`ed future, whose `spawned_at` is a location.
+    ///
+    /// ```
+    /// # use stallscope_wire::Stall;
+    /// let s = Stall {
+    ///     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
+    ///     task: None, spawned_at: Stall::UNHOOKED_LOCAL_SET.into(), in_block_in_place: false,
+    ///     stacks: vec![], samples_lost: 0, anatomy: None, unobserved: false,
+    /// };
+    /// assert_eq!(s.unhooked_origin(), Some("LocalSet task"));
+    /// ```
+    pub fn unhooked_origin(&self) -> Option<&'static str> {
+        if self.task.is_some() {
+            return None;
+        }
+        match self.spawned_at.as_str() {
+            Stall::UNHOOKED_BLOCK_ON => Some("block_on future"),
+            Stall::UNHOOKED_LOCAL_SET => Some("LocalSet task"),
+            _ => None,
+        }
+    }
+
     /// The stack a stall is blamed on: the most sampled stack that has frames (the first of
     /// equals, in the probe's order). A sample that unwound to no frame at all is no stack:
     /// a stall whose samples are all empty has none. Every place that names a stall's culprit
