@@ -85,13 +85,16 @@ pub(crate) struct StallStart {
     pub(crate) detected: u64,
 }
 
+/// A sample's stack (lookup addresses) and what the thread was blocked in when it was taken.
+type SampleKey = (Vec<u64>, Option<String>);
+
 #[derive(Debug)]
 struct StallRec {
     id: u64,
     start: StallStart,
     /// Samples by stack and by what the thread was blocked in (then the stack gets an off-CPU
     /// leaf, `Frame::off_cpu`).
-    stacks: HashMap<(Vec<u64>, Option<String>), u64>,
+    stacks: HashMap<SampleKey, u64>,
     samples: u64,
     lost: u64,
     /// Exact duration from the hook, in ticks.
@@ -119,7 +122,7 @@ struct StallRec {
     end_hint: Option<u64>,
     /// For an unhooked stall not yet confirmed: the last sample that showed user code, and the
     /// innermost user function in it. Two in a row in the same function confirm the stall.
-    candidate: Option<(String, (Vec<u64>, Option<String>))>,
+    candidate: Option<(String, SampleKey)>,
     /// For an unhooked stall: when the latest run of samples outside any runtime began.
     outside: Option<u64>,
 }

@@ -337,6 +337,55 @@ impl History {
     }
 }
 
+/// Polls that crossed the threshold only because their worker waited for a CPU: one alert for
+/// the host, blaming no code.
+struct CpuStarvation;
+impl Check for CpuStarvation {
+    fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Raised>) {
+        let recent = |st: &&Stall| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms;
+        let starved: Vec<&Stall> = s.stalls.iter().filter(|st| st.cpu_starved()).filter(recent).collect();
+        let unobserved = s.stalls.iter().filter(|st| st.unobserved).filter(recent).count();
+        let worst = starved.iter().max_by_key(|st| st.anatomy.as_ref().map_or(0, |a| a.waiting_ns));
+        let mut summary = match worst.and_then(|w| w.anatomy.as_ref().map(|a| (w, a))) {
+            Some((w, a)) => {
+                let mut o = format!(
+                    "worker waited {} for a CPU (host busy or CPU quota throttled) in a {} poll",
+                    fmt_ns(a.waiting_ns),
+                    fmt_ns(w.elapsed_ns)
+                );
+                if starved.len() > 1 {
+                    let _ = write!(o, " ({} polls in the last 10 s)", starved.len());
+                }
+                if let Some(t) = a.throttled_ns.filter(|t| *t > 0) {
+                    let _ = write!(o, "; cgroup throttled {}", fmt_ns(t));
+                }
+                o
+            }
+            None if unobserved > 0 => {
+                "the probe's own thread waited for a CPU (host busy or CPU quota throttled)".into()
+            }
+            None => return,
+        };
+        if unobserved > 0 {
+            let _ = write!(
+                summary,
+                "; {unobserved} long poll{} not observed: the watchdog got no CPU while {} ran",
+                if unobserved == 1 { "" } else { "s" },
+                if unobserved == 1 { "it" } else { "they" }
+            );
+        }
+        let alert = Alert {
+            kind: AlertKind::CpuStarvation,
+            subject: "host".to_string(),
+            summary,
+            what_to_do: AlertKind::CpuStarvation.what_to_do().to_string(),
+        };
+        // Its peak: the longest wait for a CPU.
+        let peak = worst.and_then(|w| w.anatomy.as_ref()).map_or(0, |a| a.waiting_ns);
+        raise(out, alert, peak, PeakUnit::Nanos);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,54 +506,5 @@ mod tests {
         let (records, evicted) = h.records();
         assert_eq!((records.len(), evicted), (ALERT_HISTORY_MAX, 10));
         assert_eq!(records[0].subject, "pool 10");
-    }
-}
-
-/// Polls that crossed the threshold only because their worker waited for a CPU: one alert for
-/// the host, blaming no code.
-struct CpuStarvation;
-impl Check for CpuStarvation {
-    fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Raised>) {
-        let recent = |st: &&Stall| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms;
-        let starved: Vec<&Stall> = s.stalls.iter().filter(|st| st.cpu_starved()).filter(recent).collect();
-        let unobserved = s.stalls.iter().filter(|st| st.unobserved).filter(recent).count();
-        let worst = starved.iter().max_by_key(|st| st.anatomy.as_ref().map_or(0, |a| a.waiting_ns));
-        let mut summary = match worst.and_then(|w| w.anatomy.as_ref().map(|a| (w, a))) {
-            Some((w, a)) => {
-                let mut o = format!(
-                    "worker waited {} for a CPU (host busy or CPU quota throttled) in a {} poll",
-                    fmt_ns(a.waiting_ns),
-                    fmt_ns(w.elapsed_ns)
-                );
-                if starved.len() > 1 {
-                    let _ = write!(o, " ({} polls in the last 10 s)", starved.len());
-                }
-                if let Some(t) = a.throttled_ns.filter(|t| *t > 0) {
-                    let _ = write!(o, "; cgroup throttled {}", fmt_ns(t));
-                }
-                o
-            }
-            None if unobserved > 0 => {
-                "the probe's own thread waited for a CPU (host busy or CPU quota throttled)".into()
-            }
-            None => return,
-        };
-        if unobserved > 0 {
-            let _ = write!(
-                summary,
-                "; {unobserved} long poll{} not observed: the watchdog got no CPU while {} ran",
-                if unobserved == 1 { "" } else { "s" },
-                if unobserved == 1 { "it" } else { "they" }
-            );
-        }
-        let alert = Alert {
-            kind: AlertKind::CpuStarvation,
-            subject: "host".to_string(),
-            summary,
-            what_to_do: AlertKind::CpuStarvation.what_to_do().to_string(),
-        };
-        // Its peak: the longest wait for a CPU.
-        let peak = worst.and_then(|w| w.anatomy.as_ref()).map_or(0, |a| a.waiting_ns);
-        raise(out, alert, peak, PeakUnit::Nanos);
     }
 }
