@@ -45,8 +45,18 @@ pub fn render(s: &Snapshot) -> String {
             (None, None) => format!("instrumented future  spawned at {}", short_path(&st.spawned_at)),
         };
         let _ = writeln!(o, "  {:>9}{state}{bip}  worker {} {what}", fmt_ns(st.elapsed_ns), st.worker);
-        let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
-        if let Some(top) = st.stacks.first() {
+        match st.no_blame_reason() {
+            Some(why) => {
+                let _ = writeln!(o, "            ({why})");
+            }
+            None => {
+                let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
+            }
+        }
+        if let Some(a) = &st.anatomy {
+            let _ = writeln!(o, "            anatomy: {}", a.describe());
+        }
+        if let Some(top) = st.stacks.first().filter(|_| st.blames_code()) {
             for f in top.frames.iter().filter(|f| f.kind == FrameKind::User).skip(1).take(3) {
                 let _ = writeln!(o, "               called from {}", f.function);
             }

@@ -40,10 +40,14 @@ fn sleep_blocking(ms: u64) -> u64 {
 fn a_sleep_is_blocked_in_a_sleep_system_call() {
     let _g = serial();
     for flavor in [Flavor::Multi, Flavor::Current] {
-        let snap = service(flavor).run(|_| async {
+        let (snap, probe) = service(flavor).run_with(|p| async move {
             tokio::spawn(async { sleep_blocking(80) }).await.unwrap();
+            p
         });
         let s = the_stall(&snap, "sleep_blocking");
+        // The in-process report says it too.
+        let report = probe.report();
+        assert!(report.contains("anatomy: blocked") && report.contains("nanosleep(2) (a sleep)"), "{report}");
         let a = s.anatomy.as_ref().unwrap();
         assert_eq!(dominant(s), StallCause::Blocked, "{flavor:?}: {}", a.describe());
         let main = a.main_blocked_in().unwrap_or_else(|| panic!("{flavor:?}: blocked in nothing: {a:?}"));
@@ -212,7 +216,7 @@ fn short_cpu_work() -> u64 {
 #[test]
 fn a_worker_sharing_its_cpu_with_hogs_waited_for_a_cpu_and_no_code_is_blamed() {
     let _g = serial();
-    let (snap, long_polls) = service(Flavor::Current).run_with(|_| async {
+    let (snap, (long_polls, probe)) = service(Flavor::Current).run_with(|p| async move {
         // This is the runtime's only thread (current-thread runtime: the body runs on it). The
         // probe's threads were started before: they keep every CPU.
         pin_to(0);
@@ -242,7 +246,7 @@ fn a_worker_sharing_its_cpu_with_hogs_waited_for_a_cpu_and_no_code_is_blamed() {
         for h in hogs {
             h.join().unwrap();
         }
-        long_polls
+        (long_polls, p)
     });
     assert!(long_polls >= 5, "the hogs never stretched a poll past the threshold\n{}", describe(&snap));
     let stalls: Vec<&Stall> = snap.finished_stalls().filter(|s| s.anatomy.is_some()).collect();
@@ -259,4 +263,6 @@ fn a_worker_sharing_its_cpu_with_hogs_waited_for_a_cpu_and_no_code_is_blamed() {
         println!("short_cpu_work: {} · {}", s.kind_label(), s.anatomy.as_ref().unwrap().describe());
     }
     assert!(starved.summary.starts_with("worker waited"), "{}", starved.summary);
+    let report = probe.report();
+    assert!(report.contains("(waited for a CPU: no code blamed)"), "{report}");
 }
