@@ -461,6 +461,9 @@ pub(crate) struct Track {
     pub(crate) tid: i32,
     /// The counters when the watchdog first saw the poll running.
     base: Option<Reading>,
+    /// The thread's latest counters before that, from an earlier scan: taken before the poll
+    /// began (that scan saw another poll, or none).
+    before: Option<Reading>,
     /// The counters at the latest observation, while the poll still ran.
     last: Option<Reading>,
     blocked: BlockedLog,
@@ -472,9 +475,15 @@ pub(crate) struct Track {
 }
 
 impl Track {
-    pub(crate) fn new(seq: u64, tid: i32, base: Option<Reading>, cgroup: &Cgroup) -> Track {
+    pub(crate) fn new(seq: u64, tid: i32, base: Option<Reading>, before: Option<Reading>, cgroup: &Cgroup) -> Track {
         let throttled = cgroup.throttled_ns().map(|t| (t, t));
-        Track { seq, tid, base, last: None, blocked: BlockedLog::default(), observed: 0, in_syscall: 0, throttled }
+        let blocked = BlockedLog::default();
+        Track { seq, tid, base, before, last: None, blocked, observed: 0, in_syscall: 0, throttled }
+    }
+
+    /// The counters at the latest observation.
+    pub(crate) fn last(&self) -> Option<Reading> {
+        self.last
     }
 
     /// One look at the running poll's thread: whether it sleeps in a system call (and in which),
@@ -506,6 +515,8 @@ impl Track {
         Some(Raw {
             base,
             end,
+            before: self.before,
+            after: at_end,
             blocked_in: self.blocked.into_entries(),
             observed: self.observed,
             in_syscall: self.in_syscall,
@@ -523,6 +534,10 @@ pub(crate) struct Raw {
     pub(crate) base: Reading,
     /// The last reading while the poll ran (or just after it ended).
     pub(crate) end: Reading,
+    /// A reading from before the poll began and one from after it ended, when there are: the
+    /// CPU the thread used between them bounds the poll's from above.
+    pub(crate) before: Option<Reading>,
+    pub(crate) after: Option<Reading>,
     pub(crate) blocked_in: Vec<BlockedIn>,
     /// Observations of the thread during the poll, and how many found it in a system call.
     pub(crate) observed: u32,
@@ -563,6 +578,23 @@ impl Raw {
         let sum: u64 = parts.iter().sum();
         let largest = (0..3).max_by_key(|&i| parts[i]).unwrap_or(0);
         parts[largest] = (parts[largest] + wall_ns).saturating_sub(sum);
+        // Scaling a short window can credit the poll with more CPU than the thread used from
+        // before it began to after it ended (a window that caught its one run on a CPU between
+        // long waits): cap it there, and give the excess to the other two parts as the
+        // observations split them.
+        if let (Some(b), Some(a)) = (self.before, self.after) {
+            let cpu_bound = a.cpu_ns.saturating_sub(b.cpu_ns);
+            if a.at > b.at && parts[0] > cpu_bound {
+                let excess = parts[0] - cpu_bound;
+                parts[0] = cpu_bound;
+                let to_blocked = match self.observed {
+                    0 => 0,
+                    n => (excess as u128 * u128::from(self.in_syscall) / u128::from(n)) as u64,
+                };
+                parts[2] += to_blocked;
+                parts[1] += excess - to_blocked;
+            }
+        }
         let [on_cpu_ns, waiting_ns, blocked_ns] = parts;
         Some(StallAnatomy {
             on_cpu_ns,
@@ -624,6 +656,8 @@ mod tests {
             observed: 4,
             in_syscall: 4,
             throttled_ns: Some(20),
+            before: None,
+            after: None,
         };
         // Window 40 µs (ticks are µs here): 10 µs on CPU, 20 µs waiting, 10 µs blocked; the poll
         // took 80 µs.
@@ -643,6 +677,13 @@ mod tests {
         raw.in_syscall = 2;
         let a = raw.anatomy(80_000, 50_000, |t| t * 1_000).unwrap();
         assert_eq!((a.on_cpu_ns, a.waiting_ns, a.blocked_ns), (20_000, 50_000, 10_000));
+        // The thread used 6 µs of CPU from before the poll to after it: the scaled 20 µs is
+        // capped there, and the 14 µs over go to waiting and blocked as the observations split.
+        raw.before = Some(Reading { at: 0, cpu_ns: 0, wait_ns: 0 });
+        raw.after = Some(Reading { at: 100, cpu_ns: 6_000, wait_ns: 0 });
+        let a = raw.anatomy(80_000, 50_000, |t| t * 1_000).unwrap();
+        assert_eq!((a.on_cpu_ns, a.waiting_ns, a.blocked_ns), (6_000, 57_000, 17_000));
+        assert!(a.cpu_starved);
     }
 
     #[test]

@@ -26,7 +26,9 @@ struct Watch {
     counters: Option<Counters>,
     /// The thread's counters when this watchdog first saw the poll `first_seen` (its seq): the
     /// start of the window a stall's anatomy is measured over.
-    base: Option<(u64, Reading)>,
+    base: Option<(u64, Reading, Option<Reading>)>,
+    /// The latest reading of the slot's thread (its tid), whatever it was doing.
+    latest: Option<(i32, Reading)>,
     /// The running poll's measurements, from when it passed half the threshold (`maybe long`)
     /// until this watchdog sees it end; a stall's anatomy.
     track: Option<Track>,
@@ -576,7 +578,12 @@ fn scan(
                 // The start of a possible stall's anatomy window (two system calls, only for a
                 // poll this scan finds running).
                 let began = now_raw();
-                w.base = w.counters(tid).read(now).map(|r| (seq, r));
+                // From an earlier scan only (readings carry their scan's time): that scan saw
+                // another poll or none, so it read the counters before this poll began.
+                let before = w.latest.filter(|(t, r)| *t == tid && r.at < now).map(|(_, r)| r);
+                let reading = w.counters(tid).read(now);
+                w.latest = reading.map(|r| (tid, r)).or(w.latest);
+                w.base = reading.map(|r| (seq, r, before));
                 anatomy_cost(shared, began);
                 est
             }
@@ -589,10 +596,14 @@ fn scan(
         }
         if now.saturating_sub(start) >= shared.maybe_long_ticks && w.track.as_ref().is_none_or(|tr| tr.seq != seq) {
             // It may become a stall: measure it from here on (`anatomy::Track`).
-            let base = w.base.take().filter(|(s, _)| *s == seq).map(|(_, r)| r);
-            let mut track = Track::new(seq, tid, base, t.cgroup);
+            let (base, before) = match w.base.take() {
+                Some((s, r, before)) if s == seq => (Some(r), before),
+                _ => (None, None),
+            };
+            let mut track = Track::new(seq, tid, base, before, t.cgroup);
             let began = now_raw();
             track.observe(w.counters(tid), now, t.cgroup);
+            w.latest = track.last().map(|r| (tid, r)).or(w.latest);
             anatomy_cost(shared, began);
             w.track = Some(track);
         }
@@ -623,6 +634,7 @@ fn scan(
         if let (Some(c), Some(track)) = (w.counters.as_ref(), w.track.as_mut().filter(|tr| tr.seq == seq)) {
             let began = now_raw();
             w.pending_blocked = track.observe(c, now, t.cgroup);
+            w.latest = track.last().map(|r| (tid, r)).or(w.latest);
             anatomy_cost(shared, began);
         }
         match (&w.pending_blocked, &w.blocked_stack) {
@@ -682,6 +694,7 @@ fn anatomy_cost(shared: &Shared, began: u64) {
 fn finish_track(w: &mut Watch, seq: u64, tid: i32, now: u64) -> Option<Box<crate::anatomy::Raw>> {
     let track = w.track.take().filter(|tr| tr.seq == seq && tr.tid == tid)?;
     let after = w.counters(tid).read(now);
+    w.latest = after.map(|r| (tid, r)).or(w.latest);
     track.finish(after).map(Box::new)
 }
 
