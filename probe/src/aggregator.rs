@@ -127,6 +127,30 @@ struct StallRec {
     outside: Option<u64>,
 }
 
+impl StallRec {
+    /// A stall the watchdog has just reported, with nothing measured yet.
+    fn new(id: u64, start: StallStart) -> StallRec {
+        StallRec {
+            id,
+            start,
+            stacks: HashMap::new(),
+            samples: 0,
+            lost: 0,
+            ticks: None,
+            end: None,
+            exact: false,
+            ended_at: None,
+            anatomy: None,
+            observed: true,
+            unseen_since: None,
+            origin: None,
+            end_hint: None,
+            candidate: None,
+            outside: None,
+        }
+    }
+}
+
 /// Corrections to the poll-time histograms from the stalls, which are known exactly: the hooks
 /// time one poll in `timed_every` and count it `timed_every` times, so a location whose polls are
 /// all long (one long poll per task) could go untimed for a long time and show no percentile at
@@ -439,24 +463,7 @@ impl Agg {
                     }
                     return;
                 }
-                let rec = StallRec {
-                    id: self.next_stall_id,
-                    start: s,
-                    stacks: HashMap::new(),
-                    samples: 0,
-                    lost: 0,
-                    ticks: None,
-                    end: None,
-                    exact: false,
-                    ended_at: None,
-                    anatomy: None,
-                    observed: true,
-                    unseen_since: None,
-                    origin: None,
-                    end_hint: None,
-                    candidate: None,
-                    outside: None,
-                };
+                let rec = StallRec::new(self.next_stall_id, s);
                 self.next_stall_id += 1;
                 // An unhooked stall is published once a sample confirms it (`unhooked_sample`).
                 if s.flags & FLAG_UNHOOKED == 0 {
@@ -664,22 +671,13 @@ impl Agg {
                         .and_then(|p| self.orphan_anatomy.remove(p))
                         .map(|(_, a)| a);
                     let rec = StallRec {
-                        observed: anatomy.is_some(),
-                        id: self.next_stall_id,
-                        start: s,
-                        stacks: HashMap::new(),
-                        samples: 0,
-                        lost: 0,
                         ticks: Some(ticks),
                         end: Some(end),
                         exact: true,
-                        ended_at: None,
+                        observed: anatomy.is_some(),
                         anatomy,
                         unseen_since: Some(Instant::now()),
-                        origin: None,
-                        end_hint: None,
-                        candidate: None,
-                        outside: None,
+                        ..StallRec::new(self.next_stall_id, s)
                     };
                     self.next_stall_id += 1;
                     self.active.insert(key, rec);

@@ -12,6 +12,11 @@ use crate::probe::Config;
 /// How long a blocking-poll alert stays up after its last stall.
 const STALL_ALERT_MS: u64 = 10_000;
 
+/// Whether a stall ended within `STALL_ALERT_MS` of the snapshot: the stalls an alert is about.
+fn recent(st: &Stall, s: &Snapshot) -> bool {
+    st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms
+}
+
 /// An alert a check raised, with the figure that says how bad it is (kept as its peak in the
 /// history).
 #[derive(Debug, Clone)]
@@ -98,7 +103,7 @@ impl Check for BlockingPoll {
             .stalls
             .iter()
             .filter(|st| !st.in_block_in_place && st.blames_code())
-            .filter(|st| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms)
+            .filter(|st| recent(st, s))
             // A stall still running with no stack yet is not blamed on anything: its first
             // sample is on its way (the watchdog samples right after the threshold crossing),
             // and an alert "in no stack sample" would flip to the culprit a tick later. It is
@@ -342,7 +347,7 @@ impl History {
 struct CpuStarvation;
 impl Check for CpuStarvation {
     fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Raised>) {
-        let recent = |st: &&Stall| st.start_unix_ms + st.elapsed_ns / 1_000_000 + STALL_ALERT_MS >= s.at_unix_ms;
+        let recent = |st: &&Stall| recent(st, s);
         let starved: Vec<&Stall> = s.stalls.iter().filter(|st| st.cpu_starved()).filter(recent).collect();
         let unobserved = s.stalls.iter().filter(|st| st.unobserved).filter(recent).count();
         let worst = starved.iter().max_by_key(|st| st.anatomy.as_ref().map_or(0, |a| a.waiting_ns));

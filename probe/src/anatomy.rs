@@ -3,16 +3,18 @@
 //!
 //! Runs on the watchdog thread, never on the poll path. The watchdog reads a thread's counters
 //! ([`Counters::read`]: its CPU clock and the run-queue wait from `/proc/self/task/TID/schedstat`)
-//! when it first sees a poll running, and again when it sees that poll, once a stall, end. At each
-//! stack sample during a stall it reads `/proc/self/task/TID/syscall` ([`observe`]) to say what the
-//! thread is blocked in: the system call and, for a file descriptor, its target (a path, a socket's
-//! peer). The aggregator turns the two readings into a [`StallAnatomy`] ([`Raw::anatomy`]).
+//! when it first sees a poll running. Once the poll passes half the threshold it measures it
+//! ([`Track`]): at that moment and at each stack sample it observes the thread (its counters, the
+//! cgroup's throttling, and `/proc/self/task/TID/syscall`: the system call it sleeps in and, for
+//! a file descriptor, its target, a path or a socket's peer), and it reads the counters once more
+//! when it sees the poll end. The aggregator turns that into a [`StallAnatomy`]
+//! ([`Raw::anatomy`], which says how the window is scaled, split and capped).
 //!
 //! Costs (docs/benchmarks.md, "Stall anatomy"): two system calls per poll the watchdog sees
-//! running at a scan (the base reading; a scan happens every threshold / 2 to / 8 while a worker
-//! is busy, so at most a few hundred a second per busy worker), and one `/proc` read per stack
-//! sample during a stall (plus a `readlink` and a `getpeername` the first time a descriptor is
-//! seen in that stall). Idle workers cost nothing: a parked worker is not in a poll.
+//! running at a scan (a scan happens every threshold / 2 to / 8 while a worker is busy, so at
+//! most a few hundred a second per busy worker); three to five per observation of a poll past
+//! half the threshold (plus a `readlink` and a `getpeername` the first time a descriptor is seen
+//! in that poll). Idle workers cost nothing: a parked worker is not in a poll.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -48,7 +48,7 @@ impl Watch {
     /// The counters of thread `tid`, opened on first use.
     fn counters(&mut self, tid: i32) -> &Counters {
         if self.counters.as_ref().is_none_or(|c| c.tid() != tid) {
-            self.counters = Some(Counters::open(tid));
+            self.counters = None;
         }
         self.counters.get_or_insert_with(|| Counters::open(tid))
     }
@@ -130,13 +130,6 @@ impl Unhooked {
         self.episodes += 1;
         (1 << 63) | (self.episodes << 1)
     }
-}
-
-/// Nanoseconds thread `tid` has spent runnable but waiting for a CPU (`/proc/.../schedstat`,
-/// second field), if the kernel says.
-fn cpu_wait_ns(tid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    s.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Busy time so far of the current-thread runtime `slot`'s thread drives (see [`Unhooked`]);
@@ -360,32 +353,57 @@ struct SampleAt<'a> {
     t: Timing<'a>,
 }
 
-/// Samples the thread of a stall in progress if a sample is due, and plans the next one.
+/// Samples the thread of the slot's stall in progress if a sample is due, and plans the next one.
+/// First it looks at what the thread is doing (for the anatomy of a hooked poll, `Watch::track`):
+/// while the thread sleeps in the same system call as its last sample, that sample's stack is
+/// counted again instead of signalling the thread (`Watch::blocked_stack`).
 fn sample(
     shared: &Shared,
+    tx: &SyncSender<Msg>,
     slot: &crate::slots::Slot,
     i: usize,
-    stack: &mut Option<(usize, usize)>,
-    a: &mut Active,
+    w: &mut Watch,
     at: SampleAt<'_>,
     next_wake: &mut u64,
 ) {
     let (now, t) = (at.now, at.t);
+    let Some(a) = w.active.as_mut() else { return };
     if now.saturating_sub(a.last_sample) < t.sample_ticks {
         *next_wake = (*next_wake).min(a.last_sample.saturating_add(t.sample_ticks));
         return;
     }
     *next_wake = (*next_wake).min(now.saturating_add(t.sample_ticks));
+    // What the thread is blocked in, read before the sample's signal interrupts it, and its
+    // counters so far.
+    w.pending_blocked = None;
+    if let (Some(c), Some(track)) = (w.counters.as_ref(), w.track.as_mut().filter(|tr| tr.seq == at.want_seq)) {
+        let began = now_raw();
+        w.pending_blocked = track.observe(c, now, t.cgroup);
+        w.latest = track.last().map(|r| (at.tid, r)).or(w.latest);
+        anatomy_cost(shared, began);
+    }
+    match (&w.pending_blocked, &w.blocked_stack) {
+        (Some((call, what)), Some((s, last_call, addrs))) if *s == at.want_seq && call == last_call => {
+            // Still asleep in the call its last sample was taken in: the same stack, no signal.
+            let msg = Msg::Sample { slot: i, seq: a.key, at: now, addrs: addrs.clone(), blocked: Some(what.clone()) };
+            send(tx, shared, msg);
+            w.pending_blocked = None;
+            a.last_sample = now;
+            return;
+        }
+        (None, _) => w.blocked_stack = None,
+        _ => {}
+    }
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     if let Some(signal) = shared.signal {
         use crate::sampler::signal;
         if signal::in_flight(shared.id, at.tid) {
             return;
         }
-        if stack.is_none() {
-            *stack = signal::stack_bounds(slot.pthread.load(Relaxed));
+        if w.stack.is_none() {
+            w.stack = signal::stack_bounds(slot.pthread.load(Relaxed));
         }
-        let Some(bounds) = *stack else {
+        let Some(bounds) = w.stack else {
             shared.samples_lost.fetch_add(1, Relaxed);
             a.last_sample = now;
             return;
@@ -406,7 +424,7 @@ fn sample(
         a.last_sample = now;
     }
     #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
-    let _ = (shared, slot, i, stack);
+    let _ = (slot, i);
 }
 
 /// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
@@ -450,8 +468,11 @@ fn scan(
         let rt_busy = if run & 1 == 1 && seq & 1 == 0 { runtime_busy(slot, w.unhooked.busy) } else { None };
         let moved = w.unhooked.observe(seq, run, rt_busy, prev_scan);
         // Its CPU wait as of this scan, while it may be in unhooked code (see below).
-        let waited_now =
-            if rt_busy.is_some() && shared.signal.is_some() { cpu_wait_ns(slot.tid.load(Relaxed)) } else { None };
+        let waited_now = if rt_busy.is_some() && shared.signal.is_some() {
+            w.counters(slot.tid.load(Relaxed)).read(now).map(|r| r.wait_ns)
+        } else {
+            None
+        };
         w.unhooked.waited_prev = waited_now;
         if let Some(a) = &mut w.active {
             let tid_changed = slot.tid.load(Acquire) != a.tid;
@@ -535,9 +556,10 @@ fn scan(
                 let s = StallStart { slot: i, seq: key, start, task: 0, loc: 0, flags, tid, detected: now };
                 send(tx, shared, Msg::StallStarted(s));
             }
-            if let Some(a) = w.active.as_mut().filter(|a| a.unhooked.is_some() && a.seq == seq && !a.ended) {
-                let (tid, want) = (a.tid, a.seq);
-                sample(shared, slot, i, &mut w.stack, a, SampleAt { tid, want_seq: want, now, t }, &mut next_wake);
+            if let Some((tid, want)) =
+                w.active.as_ref().filter(|a| a.unhooked.is_some() && a.seq == seq && !a.ended).map(|a| (a.tid, a.seq))
+            {
+                sample(shared, tx, slot, i, w, SampleAt { tid, want_seq: want, now, t }, &mut next_wake);
             }
             continue;
         }
@@ -620,55 +642,8 @@ fn scan(
                 Msg::StallStarted(StallStart { slot: i, seq, start, task, loc, flags, tid, detected: now }),
             );
         }
-        let Some(a) = w.active.as_mut().filter(|a| a.seq == seq && !a.ended && a.unhooked.is_none()) else {
-            continue;
-        };
-        if now.saturating_sub(a.last_sample) < t.sample_ticks {
-            next_wake = next_wake.min(a.last_sample.saturating_add(t.sample_ticks));
-            continue;
-        }
-        next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
-        // What the thread is blocked in, read before the sample's signal interrupts it, and its
-        // counters so far.
-        w.pending_blocked = None;
-        if let (Some(c), Some(track)) = (w.counters.as_ref(), w.track.as_mut().filter(|tr| tr.seq == seq)) {
-            let began = now_raw();
-            w.pending_blocked = track.observe(c, now, t.cgroup);
-            w.latest = track.last().map(|r| (tid, r)).or(w.latest);
-            anatomy_cost(shared, began);
-        }
-        match (&w.pending_blocked, &w.blocked_stack) {
-            (Some((call, what)), Some((s, last_call, addrs))) if *s == seq && call == last_call => {
-                // Still asleep in the call its last sample was taken in: the same stack, no signal.
-                let msg =
-                    Msg::Sample { slot: i, seq: a.key, at: now, addrs: addrs.clone(), blocked: Some(what.clone()) };
-                send(tx, shared, msg);
-                w.pending_blocked = None;
-                a.last_sample = now;
-                continue;
-            }
-            (None, _) => w.blocked_stack = None,
-            _ => {}
-        }
-        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
-        if let Some(signal) = shared.signal {
-            use crate::sampler::signal;
-            if signal::in_flight(shared.id, tid) {
-                continue;
-            }
-            if w.stack.is_none() {
-                w.stack = signal::stack_bounds(slot.pthread.load(Relaxed));
-            }
-            let Some(stack) = w.stack else {
-                shared.samples_lost.fetch_add(1, Relaxed);
-                a.last_sample = now;
-                continue;
-            };
-            let req = signal::Request { probe: shared.id, slot: i, tid, seq: &p.seq, want_seq: seq, stack, now };
-            if signal::request(signal, req).is_err() {
-                shared.samples_lost.fetch_add(1, Relaxed);
-            }
-            a.last_sample = now;
+        if w.active.as_ref().is_some_and(|a| a.seq == seq && !a.ended && a.unhooked.is_none()) {
+            sample(shared, tx, slot, i, w, SampleAt { tid, want_seq: seq, now, t }, &mut next_wake);
         }
     }
     if far_anchor {

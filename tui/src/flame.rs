@@ -30,7 +30,7 @@ use std::io::{self, Write};
 
 use inferno::flamegraph::color::{BackgroundColor, Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
-use stallscope_wire::{Frame, FrameKind, Stall, OFF_CPU_PREFIX};
+use stallscope_wire::{is_off_cpu_label, Frame, FrameKind, Stall};
 
 use crate::report::short_path;
 
@@ -132,7 +132,7 @@ pub fn kind_color(kind: FrameKind, label: &str) -> Color {
         FrameKind::Tokio => Color { r: t(160, 40.0, a), g: t(110, 35.0, b), b: t(215, 40.0, a) },
         FrameKind::Std => Color { r: t(90, 50.0, b), g: t(160, 40.0, a), b: t(220, 35.0, b) },
         FrameKind::Library => Color { r: t(120, 50.0, a), g: t(190, 40.0, b), b: t(90, 40.0, a) },
-        FrameKind::Unknown if label.starts_with(OFF_CPU_PREFIX) => {
+        FrameKind::Unknown if is_off_cpu_label(kind, label) => {
             // Cool and bright: time the thread spent off CPU, asleep in the kernel
             // (`Frame::off_cpu`), against the warm colours of code that ran.
             Color { r: t(40, 30.0, a), g: t(190, 40.0, b), b: t(215, 30.0, a) }

@@ -179,7 +179,7 @@ impl Frame {
 
     /// Whether this is an [`off_cpu`](Self::off_cpu) leaf.
     pub fn is_off_cpu(&self) -> bool {
-        self.kind == FrameKind::Unknown && self.file.is_none() && self.function.starts_with(OFF_CPU_PREFIX)
+        self.file.is_none() && is_off_cpu_label(self.kind, &self.function)
     }
 
     /// The name people read in alerts and tables: `handle_login (async fn)`,
@@ -198,6 +198,12 @@ impl Frame {
 
 /// How an [`Frame::off_cpu`] leaf's text begins.
 pub const OFF_CPU_PREFIX: &str = "[off CPU] ";
+
+/// Whether a flame-graph label of this kind is an [`Frame::off_cpu`] leaf (flame graphs keep
+/// labels and kinds, not frames).
+pub fn is_off_cpu_label(kind: FrameKind, label: &str) -> bool {
+    kind == FrameKind::Unknown && label.starts_with(OFF_CPU_PREFIX)
+}
 
 /// A distinct stack and how many samples landed on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,17 +321,6 @@ pub enum StallCause {
     Blocked,
     /// The worker was ready to run but had no CPU.
     WaitingForCpu,
-}
-
-impl StallCause {
-    /// `on CPU`, `blocked`, `waiting for a CPU`.
-    pub fn label(self) -> &'static str {
-        match self {
-            StallCause::OnCpu => "on CPU",
-            StallCause::Blocked => "blocked",
-            StallCause::WaitingForCpu => "waiting for a CPU",
-        }
-    }
 }
 
 impl StallAnatomy {

@@ -103,7 +103,7 @@ fn node_colors(i: usize, node: &FlameNode) -> (Color, Color) {
     }
     match node.kind {
         // Off CPU (`Frame::off_cpu`): the thread was asleep in the kernel there.
-        FrameKind::Unknown if node.label.starts_with(stallscope_wire::OFF_CPU_PREFIX) => (Color::Cyan, Color::Black),
+        kind if stallscope_wire::is_off_cpu_label(kind, &node.label) => (Color::Cyan, Color::Black),
         FrameKind::User => (Color::LightRed, Color::Black),
         FrameKind::Tokio => (Color::Magenta, Color::White),
         FrameKind::Std => (Color::Blue, Color::White),
