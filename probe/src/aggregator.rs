@@ -54,8 +54,9 @@ pub(crate) enum Msg {
         seq: u64,
         /// The thread's counters over the stall, for its anatomy.
         anatomy: Option<Box<crate::anatomy::Raw>>,
-        /// For an unhooked stall, the end the watchdog measured (raw clock, an upper bound):
-        /// no hook records one.
+        /// The end the watchdog measured (raw clock, an upper bound: the scan that saw the poll
+        /// over). An unhooked stall has no other; a poll's hook records the exact end unless the
+        /// poll ended before it saw the watchdog's mark (`PollState::watched`).
         end: Option<u64>,
     },
     /// What the watchdog measured of a long poll it did not see cross the threshold (it woke
@@ -106,6 +107,9 @@ struct StallRec {
     exact: bool,
     /// When the watchdog reported the poll's end.
     ended_at: Option<Instant>,
+    /// The watchdog's upper bound of the poll's end (raw clock), for a poll whose exact end the
+    /// hook did not record.
+    watch_end: Option<u64>,
     /// What the watchdog measured for the anatomy, with its end.
     anatomy: Option<Box<crate::anatomy::Raw>>,
     /// The watchdog saw the poll: it confirmed the stall or measured it (`Msg::PollAnatomy`).
@@ -140,6 +144,7 @@ impl StallRec {
             end: None,
             exact: false,
             ended_at: None,
+            watch_end: None,
             anatomy: None,
             observed: true,
             unseen_since: None,
@@ -505,6 +510,7 @@ impl Agg {
                         rec.ticks = Some(end.saturating_sub(rec.start.start));
                     }
                     rec.ended_at = Some(Instant::now());
+                    rec.watch_end = end;
                     rec.anatomy = anatomy;
                 }
                 self.drain_long(slot);
@@ -709,9 +715,17 @@ impl Agg {
             // crossing can miss (such records used to be discarded: the likely way a 60 ms stall
             // once vanished from a CI run of `untimed_stall_starts_are_bounded_by_the_thread_anchor`).
             if rec.ticks.is_none() {
-                // The exact duration was overwritten in the ring; fall back to the detection time.
-                rec.ticks = Some(rec.start.detected.saturating_sub(rec.start.start));
-                self.long_overrun += 1;
+                // No exact end: the poll ended before it saw the watchdog's mark (a race with a
+                // late watchdog), or its record was overwritten in the ring. The watchdog's end
+                // bound keeps the length from coming out short; the detection time, the last
+                // resort, can.
+                match rec.watch_end {
+                    Some(end) => rec.ticks = Some(end.saturating_sub(rec.start.start)),
+                    None => {
+                        rec.ticks = Some(rec.start.detected.saturating_sub(rec.start.start));
+                        self.long_overrun += 1;
+                    }
+                }
             }
             let stall = self.wire_stall(&rec, true);
             let ticks = rec.ticks.unwrap_or(0);

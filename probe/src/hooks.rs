@@ -71,6 +71,45 @@ fn claim(shared: &Shared) -> Option<&Slot> {
     slot
 }
 
+/// The calling thread's slot of this probe, claimed now if it has none (`Probe::watch_thread`).
+pub(crate) fn current_slot(shared: &Shared) -> Option<&Slot> {
+    own_slot(&Hot::of(shared), shared)
+}
+
+thread_local! {
+    /// Slots claimed by `Probe::watch_thread` on this thread, given back when it exits: such a
+    /// thread has no `on_thread_stop` hook. Touched only by `watch_thread`, never per poll.
+    static WATCHED: std::cell::RefCell<Vec<WatchedSlot>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// One slot to give back at thread exit. Holds the probe weakly: a thread that outlives the
+/// probe must not keep it alive.
+struct WatchedSlot {
+    shared: std::sync::Weak<Shared>,
+    slot: *const Slot,
+    tid: i32,
+}
+
+impl Drop for WatchedSlot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            // Only the slot this thread still holds: `release` ignores pointers it does not own.
+            if shared.slots.slots.iter().any(|s| std::ptr::eq(s, self.slot) && s.tid.load(Acquire) == self.tid) {
+                shared.slots.release(self.slot);
+            }
+        }
+    }
+}
+
+/// Gives `slot` back when the calling thread exits (see `WATCHED`).
+pub(crate) fn release_at_thread_exit(shared: &std::sync::Arc<Shared>, slot: &Slot) {
+    let tid = slot.tid.load(Relaxed);
+    let entry = WatchedSlot { shared: std::sync::Arc::downgrade(shared), slot, tid };
+    // During thread teardown the list may be gone already; then the slot stays with the exited
+    // thread's tid, as a thread without `on_thread_stop` would leave it.
+    let _ = WATCHED.try_with(|w| w.borrow_mut().push(entry));
+}
+
 /// Releases the calling thread's slot (`on_thread_stop`).
 pub(crate) fn thread_stop(shared: &Shared) {
     let (probe, slot) = CLAIM.with(Cell::get);
@@ -269,20 +308,21 @@ fn timed_end(shared: &Shared, slot: &Slot, seq: u64) {
 }
 
 /// End of an untimed poll the watchdog marked as possibly long: read the clock and record it
-/// if it did cross the threshold. Its start is the watchdog's lower bound, so the duration is
-/// known to within the bound's precision (the end is exact).
+/// if it did cross the threshold, measured from the watchdog's estimate of its start. It is
+/// recorded from the watchdog's lower bound of its start, so the length is never shorter than
+/// the poll was and longer by at most the bound's distance (the end is exact).
 #[cold]
 #[inline(never)]
 fn watched_end(shared: &Shared, slot: &Slot, seq: u64) {
     let p = &slot.poll.0;
     let start = p.watched_start.load(Relaxed);
+    let floor = p.watched_floor.load(Relaxed).min(start);
     let end = now_raw();
-    let ticks = end.saturating_sub(start);
     fence(Release);
     p.anchor.store(end, Relaxed);
     p.anchor_seq.store(seq.wrapping_add(1), Relaxed);
-    if ticks >= shared.threshold_ticks {
-        slot.push_long(seq, start, ticks, p.task.load(Relaxed), p.loc.load(Relaxed), 0);
+    if end.saturating_sub(start) >= shared.threshold_ticks {
+        slot.push_long(seq, floor, end.saturating_sub(floor), p.task.load(Relaxed), p.loc.load(Relaxed), 0);
     }
 }
 

@@ -642,6 +642,42 @@ impl Probe {
         self
     }
 
+    /// Watches the calling thread for stalls although its runtime was built without
+    /// [`install`](Self::install): for the current-thread runtimes a library builds for itself,
+    /// such as each actix-web worker's (actix builds them inside `actix-server`, out of the
+    /// service's reach). Call it on that thread, inside its runtime; for actix-web, in the
+    /// `HttpServer::new` app factory, which runs once on each worker. Calling it again on the same
+    /// thread does nothing.
+    ///
+    /// A task poll, `LocalSet` task or `block_on` future that keeps the thread past the threshold
+    /// is then a stall with stack samples, named and attributed from the stack as on an installed
+    /// current-thread runtime (`docs/guide.md`, "Runtimes the probe did not build"). The watchdog
+    /// tells the thread's idle time from busy time by the runtime's own park and busy metrics
+    /// (stable Tokio), so this works without `--cfg tokio_unstable` too. What only the hooks
+    /// give is missing for this thread: its tasks, their spawn locations and poll times. The
+    /// slot is given back when the thread exits.
+    ///
+    /// Errors say why the thread cannot be watched; the probe itself goes on either way.
+    pub fn watch_thread(&self) -> Result<(), WatchError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
+            return Err(WatchError::MultiThread);
+        }
+        if self.shared.signal.is_none() {
+            return Err(WatchError::NoSampling);
+        }
+        let slot = crate::hooks::current_slot(&self.shared).ok_or(WatchError::NoSlot)?;
+        if slot.foreign.load(Acquire) {
+            return Ok(());
+        }
+        crate::instrument::register_runtime(&handle, &self.shared);
+        slot.poll.runtime_wanted.store(false, Relaxed);
+        *slot.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        slot.foreign.store(true, Release);
+        crate::hooks::release_at_thread_exit(&self.shared, slot);
+        Ok(())
+    }
+
     /// Starts the watchdog and aggregator threads and the heartbeat task on `handle`'s runtime.
     /// Dropping the returned guard stops them. Starting a probe that is already running returns
     /// a guard that does nothing.
@@ -738,6 +774,26 @@ impl Probe {
             None => "stallscope: no snapshot yet (was the probe started?)\n".to_string(),
         }
     }
+}
+
+/// Why [`Probe::watch_thread`] cannot watch the calling thread.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The thread is not inside a Tokio runtime.
+    #[error("not inside a Tokio runtime: call watch_thread on the runtime's own thread, inside it")]
+    NoRuntime,
+    /// The thread's runtime is a multi-thread one: its workers are watched through `install`,
+    /// and a multi-thread runtime's user code runs only in task polls the hooks see.
+    #[error("the runtime is multi-threaded: give its builder to Probe::install instead")]
+    MultiThread,
+    /// Stack sampling is off or unavailable (`process.missing` says why): without samples the
+    /// watchdog cannot tell user code from the runtime's own work on an unhooked thread.
+    #[error("stack sampling is off or unavailable, which watching an unhooked thread needs")]
+    NoSampling,
+    /// Every thread slot is taken (`max_threads`).
+    #[error("every thread slot is taken (raise max_threads)")]
+    NoSlot,
 }
 
 /// A stream of [`Update`]s from [`Probe::subscribe`].

@@ -49,9 +49,9 @@ impl<T> std::ops::Deref for Padded<T> {
 /// timed poll starts, so a consistent read of an untimed poll's fields gives a lower bound of
 /// its start.
 ///
-/// `watched` and `watched_start` are the one part the watchdog writes: when an untimed poll has
-/// run long enough that it may cross the threshold, the watchdog stores its estimated start and
-/// then the poll's `seq` in `watched`; the poll's end then reads the clock (see
+/// `watched`, `watched_start` and `watched_floor` are the one part the watchdog writes: when an
+/// untimed poll has run long enough that it may cross the threshold, the watchdog stores its
+/// estimated start and its lower bound, then the poll's `seq` in `watched`; the poll's end then reads the clock (see
 /// `hooks::after_poll`). All of it fits in one cache line.
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
@@ -64,8 +64,12 @@ pub(crate) struct PollState {
     pub(crate) depth: AtomicU32,
     /// `seq` of the untimed poll the watchdog asks to be timed at its end (0: none).
     pub(crate) watched: AtomicU64,
-    /// The watchdog's estimate (raw clock, a lower bound) of that poll's start.
+    /// The watchdog's estimate (raw clock) of that poll's start, which decides whether it crossed
+    /// the threshold (see `watchdog::scan`: it may be late when the watchdog itself was delayed).
     pub(crate) watched_start: AtomicU64,
+    /// A true lower bound of that poll's start, from which its length is reported: never
+    /// shorter than the poll was.
+    pub(crate) watched_floor: AtomicU64,
     // The fields below are written by the park hooks only (`hooks::parked`, `hooks::unparked`),
     // never per poll; they sit past the poll fields' cache line.
     /// Odd while the thread is out of its park (`on_thread_unpark` .. `on_thread_park`), even
@@ -247,6 +251,10 @@ pub(crate) struct Slot {
     /// hooks' cold path and by the watchdog; None for multi-thread workers, whose unhooked time is
     /// never user code. Cleared when the probe stops (it would keep the runtime's handle alive).
     pub(crate) runtime: std::sync::Mutex<Option<tokio::runtime::Handle>>,
+    /// Set by `Probe::watch_thread`: the thread drives a current-thread runtime built without the
+    /// probe's hooks (an actix-web worker's), so its park state comes from that runtime's metrics
+    /// rather than from `PollState::run` (`watchdog::loop_state`).
+    pub(crate) foreign: AtomicBool,
     /// Key of the unhooked stall the aggregator found not to be in a runtime poll (the thread
     /// left the runtime, or is in runtime machinery): the watchdog stops sampling it.
     pub(crate) refuted: AtomicU64,
@@ -272,6 +280,7 @@ impl Slot {
             used_len: AtomicU32::new(0),
             loc_overflow: AtomicU64::new(0),
             runtime: std::sync::Mutex::new(None),
+            foreign: AtomicBool::new(false),
             refuted: AtomicU64::new(0),
         }
     }
@@ -450,6 +459,11 @@ impl Slots {
                 s.pthread.store(me, Relaxed);
                 s.poll.run.store(0, Relaxed);
                 s.poll.runtime_wanted.store(true, Relaxed);
+                // A lower bound of every poll this thread makes from now on (`anchor`): the
+                // watchdog's scans bound only the polls they saw begin.
+                s.poll.anchor.store(crate::clock::now_raw(), Relaxed);
+                s.poll.anchor_seq.store(s.poll.seq.load(Relaxed), Relaxed);
+                s.foreign.store(false, Relaxed);
                 s.generation.fetch_add(1, Release);
                 self.any_claimed.store(true, Relaxed);
                 return Some(i as u32);
@@ -474,6 +488,7 @@ impl Slots {
             if let Ok(mut rt) = s.runtime.try_lock() {
                 *rt = None;
             }
+            s.foreign.store(false, Relaxed);
             s.pthread.store(0, Relaxed);
             s.tid.store(0, Release);
         }

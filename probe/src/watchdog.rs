@@ -20,8 +20,9 @@ struct Watch {
     generation: u64,
     stack: Option<(usize, usize)>,
     active: Option<Active>,
-    /// The running poll this watchdog first saw on the slot, and when (raw clock).
-    first_seen: Option<(u64, u64)>,
+    /// The running poll this watchdog first saw on the slot (its seq), the estimate of its
+    /// start and the lower bound of it (raw clock), see `scan`.
+    first_seen: Option<(u64, u64, u64)>,
     /// The slot's thread's counters (`anatomy`), opened for its current tid.
     counters: Option<Counters>,
     /// The thread's counters when this watchdog first saw the poll `first_seen` (its seq): the
@@ -64,6 +65,8 @@ struct Active {
     tid: i32,
     last_sample: u64,
     ended: bool,
+    /// Raw clock of the scan that first saw the stall end (an upper bound of its end); 0 before.
+    ended_at: u64,
     /// Set for an unhooked stall: the loop state it started in, and when a scan first saw it end.
     unhooked: Option<UnhookedActive>,
 }
@@ -72,8 +75,6 @@ struct Active {
 struct UnhookedActive {
     run: u64,
     busy: Option<u64>,
-    /// Raw clock of the scan that first saw the stall end (an upper bound of its end); 0 before.
-    ended_at: u64,
 }
 
 /// What the watchdog last saw of a thread between task polls, to find user code that runs on a
@@ -132,13 +133,25 @@ impl Unhooked {
     }
 }
 
-/// Busy time so far of the current-thread runtime `slot`'s thread drives (see [`Unhooked`]);
-/// None if it drives none. `last` is returned when the handle is being replaced right now.
-fn runtime_busy(slot: &crate::slots::Slot, last: Option<u64>) -> Option<u64> {
-    match slot.runtime.try_lock() {
-        Ok(rt) => rt.as_ref().map(|h| h.metrics().worker_total_busy_duration(0).as_nanos() as u64),
-        Err(_) => last,
+/// The park state of `slot`'s thread (odd while out of its park, see `PollState::run`) and,
+/// while it is out of its park between task polls, the busy time so far of the current-thread
+/// runtime it drives (None if it drives none). See [`Unhooked`].
+///
+/// A thread watched through `Probe::watch_thread` went through no park hook: both figures come
+/// from its runtime's metrics. Tokio's current-thread scheduler submits its park/unpark count on
+/// each side of its park (odd while parked, `worker_park_unpark_count`), so the count plus one has
+/// the parity of `PollState::run`. `last` is returned while the handle is being replaced.
+fn loop_state(slot: &crate::slots::Slot, seq: u64, last: &Unhooked) -> (u64, Option<u64>) {
+    let foreign = slot.foreign.load(Acquire);
+    let run = if foreign { None } else { Some(slot.poll.0.run.load(Acquire)) };
+    if run.is_some_and(|r| r & 1 == 0) || seq & 1 == 1 {
+        return (run.unwrap_or(last.run), None);
     }
+    let Ok(rt) = slot.runtime.try_lock() else { return (run.unwrap_or(last.run), last.busy) };
+    let Some(metrics) = rt.as_ref().map(|h| h.metrics()) else { return (run.unwrap_or(0), None) };
+    let run = run.unwrap_or_else(|| metrics.worker_park_unpark_count(0).wrapping_add(1));
+    let busy = (run & 1 == 1).then(|| metrics.worker_total_busy_duration(0).as_nanos() as u64);
+    (run, busy)
 }
 
 /// Sends to the aggregator without blocking; what a full queue loses is counted (a sample as a
@@ -165,7 +178,7 @@ fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
 /// The period is what bounds an untimed poll's start when nothing closer does: the start is
 /// bounded below by the previous scan and by the thread's anchor (the end of its last timed poll
 /// or its unpark, `PollState::anchor`), and a poll can be reported up to that bound's distance
-/// longer than it was (shorter only when the watchdog itself was delayed, see `scan`). The
+/// longer than it was, never shorter (more when the watchdog itself was delayed, see `scan`). The
 /// anchor is close for a worker that was idle (its unpark) and for one running short polls (at
 /// most `timed_poll_every` polls back), which is most of the time; then the watchdog scans every
 /// half threshold (`idle`). When a scan finds a poll whose anchor is further back than an eighth
@@ -249,7 +262,12 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
     let mut unwinder = shared.signal.map(|_| crate::sampler::unwind::Unwinder::new());
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     let mut addrs = Vec::with_capacity(crate::sampler::unwind::MAX_FRAMES);
-    let mut prev_scan = now_raw();
+    // No scan has read the slots yet, so nothing bounds the start of a poll already running:
+    // 0, and the first scan bounds such polls by their thread's anchor alone (at the latest,
+    // when the thread claimed its slot). The watchdog thread's own start is no bound: the
+    // runtime runs while it is being scheduled, which once made the first stall of a run come
+    // out 3-10 ms short on a busy host.
+    let mut prev_scan = 0;
     // The planned length of the interval that ends with the next scan.
     let mut planned = cadence.idle;
     while !stop.load(Acquire) {
@@ -459,13 +477,12 @@ fn scan(
         }
         let p = &slot.poll.0;
         let seq = p.seq.load(Acquire);
-        if seq & 1 == 1 {
+        if seq & 1 == 1 && prev_scan != 0 {
             let busy = &shared.slots.busy_ticks[i];
             busy.store(busy.load(Relaxed) + now.saturating_sub(prev_scan), Relaxed);
         }
         // What the thread's loop did since the last scan, for unhooked stalls (`Unhooked`).
-        let run = p.run.load(Acquire);
-        let rt_busy = if run & 1 == 1 && seq & 1 == 0 { runtime_busy(slot, w.unhooked.busy) } else { None };
+        let (run, rt_busy) = loop_state(slot, seq, &w.unhooked);
         let moved = w.unhooked.observe(seq, run, rt_busy, prev_scan);
         // Its CPU wait as of this scan, while it may be in unhooked code (see below).
         let waited_now = if rt_busy.is_some() && shared.signal.is_some() {
@@ -478,8 +495,11 @@ fn scan(
             let tid_changed = slot.tid.load(Acquire) != a.tid;
             match &mut a.unhooked {
                 None => {
-                    if a.seq != seq || tid_changed {
+                    if !a.ended && (a.seq != seq || tid_changed) {
                         a.ended = true;
+                        // The hook's end is exact, but it is recorded only if the poll saw the
+                        // watchdog's mark before it ended; this bound stands in when it did not.
+                        a.ended_at = now_raw();
                     }
                 }
                 Some(u) => {
@@ -491,7 +511,7 @@ fn scan(
                         a.ended = true;
                         // Read after the slot, not the scan's start: the thread may have moved
                         // on after `now` if this thread was preempted mid-scan.
-                        u.ended_at = now_raw();
+                        a.ended_at = now_raw();
                     }
                 }
             }
@@ -499,7 +519,7 @@ fn scan(
             // sample reaches the aggregator before the end does.
             if a.ended && !sample_in_flight(shared, a.tid) {
                 let (seq, key, tid) = (a.seq, a.key, a.tid);
-                let end = a.unhooked.map(|u| u.ended_at);
+                let end = Some(a.ended_at).filter(|&e| e != 0);
                 w.active = None;
                 // An unhooked stall has no track (its `seq` is even, a poll's is odd).
                 let raw = finish_track(w, seq, tid, now);
@@ -531,7 +551,8 @@ fn scan(
                 let anchor = p.anchor.load(Relaxed);
                 let tid = slot.tid.load(Relaxed);
                 fence(Acquire);
-                if p.seq.load(Relaxed) != seq || p.run.load(Relaxed) != run || tid == 0 {
+                let run_moved = !slot.foreign.load(Relaxed) && p.run.load(Relaxed) != run;
+                if p.seq.load(Relaxed) != seq || run_moved || tid == 0 {
                     continue;
                 }
                 let start = w.unhooked.quiet_since.max(anchor);
@@ -550,8 +571,8 @@ fn scan(
                     continue;
                 }
                 let key = w.unhooked.next_key();
-                let u = UnhookedActive { run, busy: rt_busy, ended_at: 0 };
-                w.active = Some(Active { key, seq, tid, last_sample: 0, ended: false, unhooked: Some(u) });
+                let u = UnhookedActive { run, busy: rt_busy };
+                w.active = Some(Active { key, seq, tid, last_sample: 0, ended: false, ended_at: 0, unhooked: Some(u) });
                 let flags = FLAG_UNHOOKED;
                 let s = StallStart { slot: i, seq: key, start, task: 0, loc: 0, flags, tid, detected: now };
                 send(tx, shared, Msg::StallStarted(s));
@@ -573,8 +594,8 @@ fn scan(
             continue;
         }
         let timed = (seq >> 1) & timed_mask == 0;
-        let start = match w.first_seen {
-            Some((s, est)) if s == seq => est,
+        let (start, floor) = match w.first_seen {
+            Some((s, est, floor)) if s == seq => (est, floor),
             _ => {
                 // The poll began after the previous scan, which read this slot and did not see
                 // it, and after the thread's anchor: both are lower bounds.
@@ -589,14 +610,18 @@ fn scan(
                 } else {
                     far_anchor |= now.saturating_sub(anchor) > cadence.precise;
                     // If this thread was delayed, `prev_scan` is older than planned and may be
-                    // far before the poll; then the planned interval before this wake-up bounds
-                    // it instead, which never makes a short poll look long. That bound is not a
-                    // true one: a poll that began while the previous scan was still running (after
-                    // it read this slot) is estimated up to that scan's remaining time late,
-                    // microseconds unless it was unwinding samples.
+                    // far before the poll; then the planned interval before this wake-up
+                    // estimates it instead, which never makes a short poll look long. That
+                    // estimate is not a bound: on a busy host the poll may have begun before it,
+                    // which once made 30 ms polls come out 2-5 ms short. So it only decides
+                    // whether the poll crossed the threshold; the stall's length is measured from
+                    // `bound` (the floor), never shorter than the poll and longer by at most the
+                    // watchdog's own delay. Do not report from the estimate: the guide promises
+                    // lengths that can only come out longer (`tests/tests/report.rs`).
                     bound.max(t.woke.saturating_sub(t.planned))
                 };
-                w.first_seen = Some((seq, est));
+                let floor = if timed { anchor } else { bound.min(est) };
+                w.first_seen = Some((seq, est, floor));
                 // The start of a possible stall's anatomy window (two system calls, only for a
                 // poll this scan finds running).
                 let began = now_raw();
@@ -607,13 +632,14 @@ fn scan(
                 w.latest = reading.map(|r| (tid, r)).or(w.latest);
                 w.base = reading.map(|r| (seq, r, before));
                 anatomy_cost(shared, began);
-                est
+                (est, floor)
             }
         };
         let flags = if timed { FLAG_TIMED } else { 0 };
         if !timed && p.watched.load(Relaxed) != seq && now.saturating_sub(start) >= shared.maybe_long_ticks {
             // It may cross the threshold: have its end read the clock (`hooks::after_poll`).
             p.watched_start.store(start, Relaxed);
+            p.watched_floor.store(floor, Relaxed);
             p.watched.store(seq, Release);
         }
         if now.saturating_sub(start) >= shared.maybe_long_ticks && w.track.as_ref().is_none_or(|tr| tr.seq != seq) {
@@ -635,11 +661,11 @@ fn scan(
             continue;
         }
         if w.active.is_none() {
-            w.active = Some(Active { key: seq, seq, tid, last_sample: 0, ended: false, unhooked: None });
+            w.active = Some(Active { key: seq, seq, tid, last_sample: 0, ended: false, ended_at: 0, unhooked: None });
             send(
                 tx,
                 shared,
-                Msg::StallStarted(StallStart { slot: i, seq, start, task, loc, flags, tid, detected: now }),
+                Msg::StallStarted(StallStart { slot: i, seq, start: floor, task, loc, flags, tid, detected: now }),
             );
         }
         if w.active.as_ref().is_some_and(|a| a.seq == seq && !a.ended && a.unhooked.is_none()) {
