@@ -511,7 +511,12 @@ impl Agg {
                     }
                     rec.ended_at = Some(Instant::now());
                     rec.watch_end = end;
-                    rec.anatomy = anatomy;
+                    // An unhooked stall whose thread left its runtime before the watchdog saw the
+                    // stall end (`end_hint`, from the samples): what the watchdog measured after
+                    // that belongs to whatever the thread did next (seen: a `block_on` that
+                    // returned and a join's futex wait reported as the stall's cause). No anatomy
+                    // rather than another call's.
+                    rec.anatomy = anatomy.filter(|raw| rec.end_hint.is_none_or(|h| raw.end.at <= h));
                 }
                 self.drain_long(slot);
                 self.finish_ready();

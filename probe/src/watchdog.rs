@@ -105,10 +105,11 @@ struct Unhooked {
     quiet_since: u64,
     /// The state since `quiet_since` was refuted: do not start another stall before it changes.
     dead: bool,
-    /// The thread's time spent waiting for a CPU (schedstat, ns) as of the previous scan, and as
-    /// of `quiet_since`; None if unknown.
-    waited_prev: Option<u64>,
-    waited_at_quiet: Option<u64>,
+    /// The thread's counters as of the previous scan, and as of `quiet_since` (None if the
+    /// thread was parked or in a poll then): its CPU wait discounts the threshold, and the
+    /// reading at `quiet_since` starts an unhooked stall's anatomy.
+    reading_prev: Option<Reading>,
+    reading_at_quiet: Option<Reading>,
     /// Unhooked stalls started on this slot, for their keys.
     episodes: u64,
 }
@@ -122,7 +123,7 @@ impl Unhooked {
         (self.seq, self.run, self.busy) = (seq, run, busy);
         self.quiet_since = prev_scan;
         self.dead = false;
-        self.waited_at_quiet = self.waited_prev;
+        self.reading_at_quiet = self.reading_prev;
         true
     }
 
@@ -485,12 +486,12 @@ fn scan(
         let (run, rt_busy) = loop_state(slot, seq, &w.unhooked);
         let moved = w.unhooked.observe(seq, run, rt_busy, prev_scan);
         // Its CPU wait as of this scan, while it may be in unhooked code (see below).
-        let waited_now = if rt_busy.is_some() && shared.signal.is_some() {
-            w.counters(slot.tid.load(Relaxed)).read(now).map(|r| r.wait_ns)
+        let reading_now = if rt_busy.is_some() && shared.signal.is_some() {
+            w.counters(slot.tid.load(Relaxed)).read(now)
         } else {
             None
         };
-        w.unhooked.waited_prev = waited_now;
+        w.unhooked.reading_prev = reading_now;
         if let Some(a) = &mut w.active {
             let tid_changed = slot.tid.load(Acquire) != a.tid;
             match &mut a.unhooked {
@@ -521,7 +522,6 @@ fn scan(
                 let (seq, key, tid) = (a.seq, a.key, a.tid);
                 let end = Some(a.ended_at).filter(|&e| e != 0);
                 w.active = None;
-                // An unhooked stall has no track (its `seq` is even, a poll's is odd).
                 let raw = finish_track(w, seq, tid, now);
                 send(tx, shared, Msg::StallEnded { slot: i, seq: key, anatomy: raw, end });
             } else {
@@ -563,8 +563,8 @@ fn scan(
                 // schedstat per scan while it is out of its park and between task polls; none while
                 // it is parked.
                 let mut counted = now.saturating_sub(start);
-                if let (Some(then), Some(waited)) = (w.unhooked.waited_at_quiet, waited_now) {
-                    counted = counted.saturating_sub(clock().ns_to_ticks(waited.saturating_sub(then)));
+                if let (Some(then), Some(r)) = (w.unhooked.reading_at_quiet, reading_now) {
+                    counted = counted.saturating_sub(clock().ns_to_ticks(r.wait_ns.saturating_sub(then.wait_ns)));
                 }
                 if counted < shared.threshold_ticks {
                     next_wake = next_wake.min(now.saturating_add(shared.threshold_ticks - counted));
@@ -576,6 +576,16 @@ fn scan(
                 let flags = FLAG_UNHOOKED;
                 let s = StallStart { slot: i, seq: key, start, task: 0, loc: 0, flags, tid, detected: now };
                 send(tx, shared, Msg::StallStarted(s));
+                // Its anatomy, measured like a poll's (`anatomy::Track`, keyed by the slot's
+                // even `seq`, which the stall's samples carry): from the reading at
+                // `quiet_since` (a bound of its start, and before it), or from now.
+                let at_quiet = w.unhooked.reading_at_quiet;
+                let mut track = Track::new(seq, tid, at_quiet.or(reading_now), at_quiet, t.cgroup);
+                let began = now_raw();
+                track.observe(w.counters(tid), now, t.cgroup);
+                w.latest = track.last().map(|r| (tid, r)).or(w.latest);
+                anatomy_cost(shared, began);
+                w.track = Some(track);
             }
             if let Some((tid, want)) =
                 w.active.as_ref().filter(|a| a.unhooked.is_some() && a.seq == seq && !a.ended).map(|a| (a.tid, a.seq))

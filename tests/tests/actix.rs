@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use stallscope_probe::wire::Snapshot;
+use stallscope_probe::wire::{Snapshot, StallCause};
 use stallscope_probe::{Probe, WatchError};
 use stallscope_tests::{describe, expect_stall, serial};
 
@@ -117,7 +117,13 @@ fn a_blocking_actix_web_handler_is_a_stall_naming_its_blocking_function() {
     for s in e.stalls() {
         assert_eq!(s.task, None, "no task hook saw it\n{}", describe(&snap));
         assert_eq!(s.unhooked_origin(), Some("LocalSet task"), "{}", describe(&snap));
+        // Its anatomy: a sleep in the handler is time blocked in a sleep system call.
+        let a = s.anatomy.as_ref().unwrap_or_else(|| panic!("no anatomy\n{}", describe(&snap)));
+        assert_eq!(a.dominant(), StallCause::Blocked, "{}", a.describe());
+        let main = a.main_blocked_in().unwrap_or_else(|| panic!("blocked in nothing: {a:?}"));
+        assert!(main.syscall.contains("nanosleep"), "{}", a.describe());
         let d = s.duration_ns.unwrap_or(0);
+        assert_eq!(a.on_cpu_ns + a.waiting_ns + a.blocked_ns, d);
         let late = (d as f64 - shortest as f64) / 1e6;
         assert!(
             late >= 0.0 && late <= LATE_MS + 5.0,

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use stallscope_probe::wire::{Snapshot, Stall};
+use stallscope_probe::wire::{Snapshot, Stall, StallCause};
 use stallscope_probe::Probe;
 use stallscope_tests::{describe, expect_stall, serial, Service};
 
@@ -61,6 +61,13 @@ fn expect_unhooked<'a>(snap: &'a Snapshot, function: &str, origin: &str, actual_
         describe(snap)
     );
     assert_eq!(snap.stall_count, 1, "{}", describe(snap));
+    // Its anatomy, measured like a poll's: these blocks are sleeps. (A stall whose thread left
+    // the runtime before the watchdog saw it end has none, rather than a wrong one.)
+    let Some(a) = s.anatomy.as_ref() else { return s };
+    assert_eq!(a.dominant(), StallCause::Blocked, "{function}: {}", a.describe());
+    let main = a.main_blocked_in().unwrap_or_else(|| panic!("{function}: blocked in nothing: {a:?}"));
+    assert!(main.syscall.contains("nanosleep"), "{function}: {}", a.describe());
+    assert_eq!(a.on_cpu_ns + a.waiting_ns + a.blocked_ns, d);
     s
 }
 
@@ -79,7 +86,8 @@ fn a_local_set_task_on_a_current_thread_runtime() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         d
     });
-    expect_unhooked(&snap, "blocking_in_local_task", "LocalSet task", actual);
+    let s = expect_unhooked(&snap, "blocking_in_local_task", "LocalSet task", actual);
+    assert!(s.anatomy.is_some(), "an anatomy\n{}", describe(&snap));
     // The alert says what it was, not "task spawned at (LocalSet task)".
     let alert = snap
         .alerts
@@ -98,7 +106,8 @@ fn the_block_on_future_of_a_current_thread_runtime() {
         tokio::time::sleep(Duration::from_millis(5)).await;
         d
     });
-    expect_unhooked(&snap, "blocking_in_block_on_future", "block_on future", actual);
+    let s = expect_unhooked(&snap, "blocking_in_block_on_future", "block_on future", actual);
+    assert!(s.anatomy.is_some(), "an anatomy\n{}", describe(&snap));
 }
 
 /// The `block_on` future returns right after it blocks: no park or poll ends the stall; the
