@@ -266,3 +266,90 @@ fn a_worker_sharing_its_cpu_with_hogs_waited_for_a_cpu_and_no_code_is_blamed() {
     let report = probe.report();
     assert!(report.contains("(waited for a CPU: no code blamed)"), "{report}");
 }
+
+/// The mini-redis row of P5: a socket server answering 50 clients on a host so busy that its
+/// thread waits for a CPU most of the time. Its polls are socket reads and writes that return at
+/// once; their wall time crosses the threshold only because the thread is not running. No code
+/// may be blamed (the report of that run blamed `connection.rs`'s read and flush and advised
+/// `spawn_blocking`).
+#[test]
+fn a_socket_server_under_client_load_on_a_busy_host_blames_no_code() {
+    const CLIENTS: usize = 50;
+    let _g = serial();
+    let (snap, answered) = service(Flavor::Current).run_with(|p| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The clients, unpinned (started before the pin): each sends a command and waits for
+        // its answer, like redis-benchmark's clients.
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let (mut answered, mut buf) = (0u64, [0u8; 7]);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        if s.write_all(b"PING\r\n").is_err() || s.read_exact(&mut buf).is_err() {
+                            break;
+                        }
+                        answered += 1;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { break };
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 6];
+                    while conn.read_exact(&mut buf).await.is_ok() {
+                        if conn.write_all(b"+PONG\r\n").await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        // The runtime's only thread shares CPU 0 with eight spinning threads.
+        pin_to(0);
+        let hogs: Vec<_> = (0..8)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::black_box(0u64);
+                    }
+                })
+            })
+            .collect();
+        // Until the host stretched a few polls past the threshold (bounded in time).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        while p.snapshot().map_or(0, |s| s.stall_count) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hogs {
+            h.join().unwrap();
+        }
+        server.abort();
+        // The clients may wait on an answer the aborted server never sends: their read times out.
+        let answered: u64 =
+            tokio::task::spawn_blocking(move || clients.into_iter().map(|c| c.join().unwrap()).sum()).await.unwrap();
+        answered
+    });
+    assert!(answered > 1000, "the server answered only {answered} requests\n{}", describe(&snap));
+    assert!(snap.stall_count >= 1, "the hogs never stretched a poll past the threshold\n{}", describe(&snap));
+    let blamed: Vec<&Stall> = snap.finished_stalls().filter(|s| s.blames_code()).collect();
+    assert!(
+        blamed.is_empty(),
+        "code blamed for a busy host: {:?}\n{}",
+        blamed.first().map(|s| s.anatomy.as_ref().map(|a| a.describe())),
+        describe(&snap)
+    );
+    assert!(!snap.alerts.iter().any(|a| a.kind == AlertKind::BlockingPoll), "code was blamed: {:?}", snap.alerts);
+    println!("{answered} answers, {} long polls, none blamed on code", snap.stall_count);
+}
