@@ -188,6 +188,26 @@ impl<'a> StallExpect<'a> {
         self
     }
 
+    /// Every matching stall is reported at least as long as `measured_ns` (what the stalled code
+    /// measured inside the poll, minus `SLACK_NS` for the clock reads around it) and at most
+    /// [`LATE_MS`] longer. The lower end is what the probe guarantees on any host (a length never
+    /// comes out shorter); the upper end is the precision of the start bound plus what a busy
+    /// host adds, not a benchmark figure.
+    pub fn covering(self, measured_ns: u64) -> Self {
+        for s in &self.matching {
+            let d = s.duration_ns.unwrap_or(0);
+            let late = (d as f64 - measured_ns as f64) / 1e6;
+            assert!(
+                d + SLACK_NS >= measured_ns && late <= LATE_MS,
+                "{}: reported {d} ns for {measured_ns} ns measured inside ({late:+.2} ms, allowed -{:.2}..=+{LATE_MS})\n{}",
+                self.what,
+                SLACK_NS as f64 / 1e6,
+                describe(self.snap)
+            );
+        }
+        self
+    }
+
     /// Exactly `n` stalls match.
     pub fn count(self, n: usize) -> Self {
         assert_eq!(self.matching.len(), n, "{}: expected {n}\n{}", self.what, describe(self.snap));
@@ -290,4 +310,32 @@ impl Client {
     pub fn stream(&mut self) -> &mut std::os::unix::net::UnixStream {
         &mut self.stream
     }
+}
+
+/// How much later than measured inside the poll a stall may be reported ([`StallExpect::covering`]):
+/// the start bound (the thread's unpark or last timed poll: microseconds on an idle host), the
+/// end read by the hook after the poll returns, and on a busy host the worker's and the
+/// watchdog's own waits for a CPU (seen up to 10 ms beside two CPU hogs).
+pub const LATE_MS: f64 = 15.0;
+
+/// Clock reads around a measured block, and the rounding of the raw clock's calibration.
+pub const SLACK_NS: u64 = 250_000;
+
+/// Runs `f` and returns how long it took, measured inside (ns), with its result.
+pub fn measured<T>(f: impl FnOnce() -> T) -> (u64, T) {
+    let began = std::time::Instant::now();
+    let out = f();
+    (began.elapsed().as_nanos() as u64, out)
+}
+
+/// Fails when this crate was built without `--cfg tokio_unstable`: an environment `RUSTFLAGS`
+/// replaces the flags of the repo's `.cargo/config.toml`, and the tests that need the cfg would
+/// then be compiled out and the run would pass without them. Each test file that has such tests
+/// calls this from a test of its own.
+pub fn assert_built_with_tokio_unstable() {
+    assert!(
+        cfg!(tokio_unstable),
+        "built without --cfg tokio_unstable, so this file's tests that need it were compiled out: an \
+         environment RUSTFLAGS overrides .cargo/config.toml; unset it or add `--cfg tokio_unstable` to it"
+    );
 }

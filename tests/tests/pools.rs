@@ -88,3 +88,10 @@ fn blocking_queue_depth_matches_the_load() {
         }
     });
 }
+
+/// Some tests of this file need `--cfg tokio_unstable`: a build without it fails here rather than
+/// passing with them compiled out.
+#[test]
+fn built_with_tokio_unstable() {
+    stallscope_tests::assert_built_with_tokio_unstable();
+}

@@ -7,9 +7,6 @@ use std::time::{Duration, Instant};
 use stallscope_probe::wire::{AlertKind, PeakUnit, Snapshot};
 use stallscope_tests::{describe, serial, Flavor, Service};
 
-/// How much shorter than measured an untimed stall may still come out (see the test).
-const SLACK_NS: u64 = 250_000;
-
 fn record(snap: &Snapshot, kind: AlertKind) -> &stallscope_probe::wire::AlertRecord {
     snap.alert_history
         .iter()
@@ -179,7 +176,7 @@ fn reported_stall_lengths_are_never_shorter_than_the_poll() {
             matched += 1;
             let r = s.duration_ns.unwrap_or(0);
             assert!(
-                r + SLACK_NS >= *measured,
+                r + stallscope_tests::SLACK_NS >= *measured,
                 "{flavor:?}: reported {r} ns for a poll measured at {measured} ns\n{}",
                 describe(&snap)
             );
@@ -264,4 +261,11 @@ fn a_pool_saturation_that_passed_is_in_the_history() {
     assert!(lasted >= Duration::from_millis(300) && lasted <= Duration::from_millis(1000), "{r:?}");
     let report = stallscope_probe::render_report(&snap);
     assert!(report.contains("pool saturated (report-pool): peak 3 waiting"), "{report}");
+}
+
+/// Some tests of this file need `--cfg tokio_unstable`: a build without it fails here rather than
+/// passing with them compiled out.
+#[test]
+fn built_with_tokio_unstable() {
+    stallscope_tests::assert_built_with_tokio_unstable();
 }

@@ -72,8 +72,8 @@ fn two_runtimes_each_with_its_own_probe() {
     let _s = serial();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| {
-            Service::multi().run(|_| async {
-                tokio::spawn(async { block_runtime_a() }).await.unwrap();
+            Service::multi().run_with(|_| async {
+                tokio::spawn(async { stallscope_tests::measured(block_runtime_a).0 }).await.unwrap()
             })
         });
         let b = s.spawn(|| {
@@ -85,7 +85,8 @@ fn two_runtimes_each_with_its_own_probe() {
         });
         (a.join().unwrap(), b.join().unwrap())
     });
-    expect_stall(&a).naming("block_runtime_a").once().lasting_ms(40, 0.15);
+    let (a, took) = a;
+    expect_stall(&a).naming("block_runtime_a").once().covering(took);
     assert_eq!(b.stall_count, 0, "runtime B saw A's stall: {}", describe(&b));
     let spawned_b: u64 = b.locations.iter().filter(|l| !l.internal && !l.blocking).map(|l| l.spawned).sum();
     assert_eq!(spawned_b, 200);
@@ -124,8 +125,9 @@ fn root_future_blocks() {
 #[test]
 fn instrument_measures_the_block_on_root_future() {
     let _s = serial();
-    let snap = Service::current().run(|_| stallscope_probe::instrument(async { root_future_blocks() }));
-    let e = expect_stall(&snap).naming("root_future_blocks").once().lasting_ms(30, 0.15);
+    let (snap, took) = Service::current()
+        .run_with(|_| stallscope_probe::instrument(async { stallscope_tests::measured(root_future_blocks).0 }));
+    let e = expect_stall(&snap).naming("root_future_blocks").once().covering(took);
     assert_eq!(e.stalls()[0].task, None, "an instrumented future is not a task");
     assert!(e.stalls()[0].spawned_at.contains("safety.rs"), "{}", describe(&snap));
 }
@@ -171,17 +173,19 @@ fn local_set_task_blocks() {
 #[test]
 fn instrument_measures_futures_driven_by_a_local_set() {
     let _s = serial();
-    let snap = Service::current().run(|_| async {
+    let (snap, took) = Service::current().run_with(|_| async {
         let local = tokio::task::LocalSet::new();
         local
             .run_until(async {
-                tokio::task::spawn_local(stallscope_probe::instrument(async { local_set_task_blocks() }))
-                    .await
-                    .unwrap();
+                tokio::task::spawn_local(stallscope_probe::instrument(async {
+                    stallscope_tests::measured(local_set_task_blocks).0
+                }))
+                .await
+                .unwrap()
             })
-            .await;
+            .await
     });
-    expect_stall(&snap).naming("local_set_task_blocks").once().lasting_ms(25, 0.2);
+    expect_stall(&snap).naming("local_set_task_blocks").once().covering(took);
 }
 
 /// Stopping the probe does not wait out the watchdog's interval. With a 20 s threshold the

@@ -159,3 +159,10 @@ fn schedule_latency_is_tracked_per_location_when_opted_in() {
     let loc = off.locations.iter().find(|l| l.location.contains("tasks.rs") && l.spawned == 50).expect("location");
     assert!(loc.schedule_latency.is_none(), "off by default");
 }
+
+/// Some tests of this file need `--cfg tokio_unstable`: a build without it fails here rather than
+/// passing with them compiled out.
+#[test]
+fn built_with_tokio_unstable() {
+    stallscope_tests::assert_built_with_tokio_unstable();
+}
