@@ -33,6 +33,9 @@ use crate::taskdump::Dumper;
 
 /// How often the writers look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
+
+/// How long a reader that found a bad frame waits for the writer to tell the client why and close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait of the accept loop. It waits in `poll(2)` on the listeners and a wake-up socket
 /// that `Server::drop` writes to, so it answers a connection or a stop at once; this is only the
 /// rate at which it forgets finished clients. It used to sleep 50 ms between non-blocking accepts:
@@ -395,15 +398,18 @@ fn client(
     live.fetch_add(1, AcqRel);
     let sub = probe.subscribe(shared.config.client_queue);
     let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
+    let writer_done = Arc::new(AtomicBool::new(false));
+    let done = writer_done.clone();
     let reader = std::thread::Builder::new().name("stallscope-client-in".into()).spawn(move || {
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            read_loop(reader_conn, reply_tx, &dumper, minor);
+            read_loop(reader_conn, reply_tx, &dumper, minor, &done);
         }));
         if panicked.is_err() {
             dumper.note_panic();
         }
     });
     write_loop(shared, conn, sub, reply_rx, stop);
+    writer_done.store(true, Release);
     if let Ok(r) = reader {
         let _ = r.join();
     }
@@ -411,15 +417,31 @@ fn client(
 }
 
 /// Reads the client's requests and answers them (through the writer). Anything that is not a
-/// valid request closes the connection.
-fn read_loop(mut conn: Conn, replies: SyncSender<ServerMessage>, dumper: &Dumper, minor: u16) {
+/// valid request closes the connection, once the writer has told the client why.
+fn read_loop(
+    mut conn: Conn,
+    replies: SyncSender<ServerMessage>,
+    dumper: &Dumper,
+    minor: u16,
+    writer_done: &AtomicBool,
+) {
+    // The writer sends a "closing" error and then closes the connection; shutting it down from
+    // here first would lose the reason (the writer looks at replies between updates, every
+    // `POLL`). A writer stuck on a client that does not read gets `CLOSE_GRACE`.
+    let close_after = |message: String| {
+        if replies.try_send(ServerMessage::Error { message }).is_ok() {
+            let until = std::time::Instant::now() + CLOSE_GRACE;
+            while !writer_done.load(Acquire) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
     loop {
         let frame = match read_frame(&mut conn) {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => {
-                let _ = replies.try_send(ServerMessage::Error { message: format!("closing: {e}") });
-                std::thread::sleep(Duration::from_millis(20));
+                close_after(format!("closing: {e}"));
                 break;
             }
         };
@@ -439,8 +461,7 @@ fn read_loop(mut conn: Conn, replies: SyncSender<ServerMessage>, dumper: &Dumper
                 let _ = replies.try_send(ServerMessage::Error { message: "unknown request".to_string() });
             }
             Err(e) => {
-                let _ = replies.try_send(ServerMessage::Error { message: format!("closing: bad request: {e}") });
-                std::thread::sleep(Duration::from_millis(20));
+                close_after(format!("closing: bad request: {e}"));
                 break;
             }
         }
