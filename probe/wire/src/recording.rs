@@ -651,7 +651,9 @@ impl<R: Read> RecordingReader<R> {
                 self.pos = 0;
             }
             let old = self.buf.len();
-            let want = (n - (old - self.pos)).max(READ_CHUNK);
+            // At most a MiB at a time: the buffer grows with the bytes the file really has,
+            // never to what a (possibly corrupt) record length claims (tests/fuzz.rs measures it).
+            let want = (n - (old - self.pos)).clamp(READ_CHUNK, 1 << 20);
             self.buf.resize(old + want, 0);
             let read = loop {
                 match self.src.read(&mut self.buf[old..]) {

@@ -1,6 +1,8 @@
 //! Deterministic fuzzing of every decoder: random byte strings and random mutations of valid
-//! frames, handshakes, message streams and recordings. The only property checked is that
-//! decoders return (`Ok` or `Err`) and never panic, loop or blow up memory.
+//! frames, handshakes, message streams and recordings. The property checked is that decoders
+//! return (`Ok` or `Err`), never panic, and never blow up memory: a counting allocator measures
+//! the most memory the decoders held at once for each input, which must stay within
+//! `MEMORY_BOUND` (a length prefix claiming gigabytes must not be believed).
 //!
 //! Runs `INPUTS` inputs (120,000 in release builds; 12,000 in debug builds, where it is ~10×
 //! slower), from a fixed seed, so a failure reproduces. Set `STALLSCOPE_FUZZ_INPUTS` and
@@ -24,6 +26,54 @@ use stallscope_wire::{ClientMessage, Decoder, Encoder, Request, ServerMessage, U
 use support::fixture::{self, Rng};
 
 const INPUTS: u64 = if cfg!(debug_assertions) { 12_000 } else { 120_000 };
+
+/// The most memory decoding one input may hold at once, beyond what was held before it: the
+/// inputs are at most a few hundred KiB, and nothing a peer sends may make a decoder allocate
+/// what a length field claims before the bytes are there (the frame limit is 16 MiB). The
+/// recording reader once held 10 MiB for a mutated record length; 1.3 MiB is the most seen since.
+const MEMORY_BOUND: usize = 4 << 20;
+
+/// Counts this thread's live heap bytes and their peak (per thread: the tests of this file run
+/// on parallel threads). `const` thread-locals without destructors: no allocation inside.
+struct Counting;
+
+thread_local! {
+    static LIVE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static PEAK: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts around it.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = std::alloc::System.alloc(layout);
+        if !p.is_null() {
+            let _ = LIVE.try_with(|l| {
+                l.set(l.get() + layout.size());
+                let _ = PEAK.try_with(|pk| pk.set(pk.get().max(l.get())));
+            });
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(ptr, layout);
+        let _ = LIVE.try_with(|l| l.set(l.get().saturating_sub(layout.size())));
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Starts measuring this thread's peak: returns the bytes live now.
+fn peak_reset() -> usize {
+    let live = LIVE.with(|l| l.get());
+    PEAK.with(|p| p.set(live));
+    live
+}
+
+/// The most this thread held at once since `peak_reset` returned `base`, beyond `base`.
+fn peak_since(base: usize) -> usize {
+    PEAK.with(|p| p.get()).saturating_sub(base)
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
@@ -214,6 +264,7 @@ fn decoders_never_panic_on_random_and_mutated_input() {
     let mut kinds = [0u64; 5];
     let mut recordings = (0u64, 0u64, 0u64); // read, with skipped regions, stopped early
     let started = Instant::now();
+    let mut most_held = 0usize;
 
     for i in 0..inputs {
         let kind = match rng.below(100) {
@@ -225,6 +276,7 @@ fn decoders_never_panic_on_random_and_mutated_input() {
         };
         kinds[kind] += 1;
         let input_seed = rng.next_u64();
+        let base = peak_reset();
         let result = catch_unwind(AssertUnwindSafe(|| {
             let mut rng = Rng::new(input_seed);
             match kind {
@@ -274,14 +326,25 @@ fn decoders_never_panic_on_random_and_mutated_input() {
                  reproduce with STALLSCOPE_FUZZ_SEED={seed}"
             );
         }
+        let held = peak_since(base);
+        assert!(
+            held <= MEMORY_BOUND,
+            "input {i} (kind {kind}, input seed {input_seed:#x}) made the decoders hold {held} bytes at once; \
+             reproduce with STALLSCOPE_FUZZ_SEED={seed}"
+        );
+        most_held = most_held.max(held);
     }
 
     let elapsed = started.elapsed();
     println!(
         "fuzz: {inputs} inputs in {elapsed:.2?} (random {}, server messages {}, client/handshake {}, streams {}, recordings {}); \
-         decodes ok {} / err {}; recordings read {} (with skipped regions {}, stopped early {})",
-        kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], stats.ok, stats.err, recordings.0, recordings.1, recordings.2
+         decodes ok {} / err {}; recordings read {} (with skipped regions {}, stopped early {}); \
+         most memory held for one input {} KiB",
+        kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], stats.ok, stats.err, recordings.0, recordings.1, recordings.2,
+        most_held / 1024
     );
+    // The counter works: decoding the corpus allocates.
+    assert!(most_held > 0, "the counting allocator saw nothing");
     assert!(
         inputs < 1000 || (stats.ok > inputs / 10 && stats.err > inputs / 10),
         "mutations too mild or too harsh: {stats:?}"
