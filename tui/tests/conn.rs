@@ -4,12 +4,15 @@
 
 use std::os::unix::net::UnixListener;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stallscope::conn::{ConnError, ConnectOptions, Connection};
 use stallscope::target::Endpoint;
 use stallscope_wire::proto::{self, ClientMessage, ServerMessage};
 use stallscope_wire::{ProcessInfo, Received, Request, TaskDump, TaskGroup};
+
+/// How long a test waits for what the fake probe sends before it fails (instead of hanging).
+const WAIT: Duration = Duration::from_secs(10);
 
 fn dump() -> TaskDump {
     TaskDump {
@@ -49,7 +52,9 @@ fn a_task_dump_request_is_sent_and_its_reply_arrives_through_recv() {
     let mut conn = Connection::open(&Endpoint::Unix(path), &ConnectOptions::default()).unwrap();
     conn.request_task_dump(Duration::from_millis(1_500)).unwrap();
     let mut got = Vec::new();
+    let deadline = Instant::now() + WAIT;
     while got.len() < 2 {
+        assert!(Instant::now() < deadline, "only {got:?} arrived within {WAIT:?}");
         if let Some(r) = conn.recv().unwrap() {
             got.push(r);
         }
@@ -59,7 +64,9 @@ fn a_task_dump_request_is_sent_and_its_reply_arrives_through_recv() {
     assert_eq!(conn.updates(), 0);
 
     conn.send_request(&Request::TaskDump { timeout_ms: 20_000 }).unwrap();
+    let deadline = Instant::now() + WAIT;
     let refused = loop {
+        assert!(Instant::now() < deadline, "no answer to the second request within {WAIT:?}");
         if let Some(r) = conn.recv().unwrap() {
             break r;
         }
