@@ -79,11 +79,26 @@ impl<F: Future> Future for Instrumented<F> {
             Some(shared) => {
                 let hot = crate::hooks::Hot::of(shared);
                 crate::hooks::before_poll(&hot, shared, 0, this.loc, None);
-                let out = fut.poll(cx);
-                crate::hooks::after_poll(&hot, shared);
-                out
+                // Closes the poll when `fut.poll` returns and when it unwinds: a panic that left
+                // it open kept `seq` odd (a stall that never ends) or `depth` raised (every later
+                // poll on the thread counted as nested). Tokio catches a task's panic, so the
+                // thread goes on polling.
+                let _close = ClosePoll { hot, shared };
+                fut.poll(cx)
             }
             None => fut.poll(cx),
         }
+    }
+}
+
+/// Ends the instrumented poll on drop, including during unwinding.
+struct ClosePoll<'a> {
+    hot: crate::hooks::Hot,
+    shared: &'a Shared,
+}
+
+impl Drop for ClosePoll<'_> {
+    fn drop(&mut self) {
+        crate::hooks::after_poll(&self.hot, self.shared);
     }
 }

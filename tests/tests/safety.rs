@@ -206,3 +206,37 @@ fn stopping_the_probe_does_not_wait_for_the_watchdog() {
     let took = began.elapsed();
     assert!(took < Duration::from_secs(3), "dropping the guard took {took:?}");
 }
+
+#[inline(never)]
+fn blocks_after_a_panic() {
+    // 35 ms: a body identical to another function's is folded into it by the linker.
+    std::thread::sleep(black_box(Duration::from_millis(35)));
+    black_box(());
+}
+
+/// A panic inside an `instrument`ed future closes its poll (P7 defect 1): the thread's next
+/// stall is one finished stall of the task that made it, and nothing stays "stalled now". Left
+/// open, the panicked poll kept the thread's accounting nested: the next task's poll never ended.
+#[test]
+fn a_panic_inside_an_instrumented_future_closes_its_poll() {
+    let _s = serial();
+    for service in [Service::current(), Service::multi()] {
+        let snap = service.run(|_| async {
+            let panicked = tokio::spawn(stallscope_probe::instrument(async {
+                if black_box(true) {
+                    panic!("a bug in the service");
+                }
+            }))
+            .await;
+            assert!(panicked.is_err_and(|e| e.is_panic()));
+            tokio::spawn(async { blocks_after_a_panic() }).await.unwrap();
+        });
+        let e = expect_stall(&snap).naming("blocks_after_a_panic").once();
+        let s = e.stalls()[0];
+        assert!(s.task.is_some(), "the stall is the task's, not the instrumented future's: {}", describe(&snap));
+        assert!(s.spawned_at.contains("safety.rs"), "{}", describe(&snap));
+        // (The panic itself can be a stall too: the panic hook prints, and may symbolize a
+        // backtrace, inside the poll.)
+        assert!(snap.stalls.iter().all(|s| s.duration_ns.is_some()), "a stall never ended: {}", describe(&snap));
+    }
+}
