@@ -124,7 +124,7 @@ impl Drop for Server {
             let _ = t.join();
         }
         if let Some(p) = &self.path {
-            let _ = std::fs::remove_file(p);
+            unbind_unix(p);
         }
     }
 }
@@ -191,17 +191,38 @@ pub(crate) fn start(probe: &Probe, handle: &tokio::runtime::Handle) -> Option<Se
     Some(Server { stop, wake, thread, path })
 }
 
+/// Socket paths bound by the running probes of this process. A path with our pid can only have
+/// been made by this process, so a file there that is not in this list is left over from a probe
+/// that is gone; one that is belongs to a live probe, which a second probe of the same name must
+/// neither unlink nor remove on its drop (it takes `<pid>-<name>-2.sock` instead).
+static BOUND: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Probes of one name in one process that can listen side by side.
+const MAX_SAME_NAME: u32 = 64;
+
 fn bind_unix(dir: &std::path::Path, name: &str) -> io::Result<(UnixListener, PathBuf)> {
     use std::os::unix::fs::PermissionsExt;
     discovery::prepare_dir(dir)?;
     discovery::remove_stale(dir);
-    let path = discovery::socket_path(dir, std::process::id(), name);
-    // Our own pid's socket can only be left over from an earlier probe in this process.
+    let mut bound = BOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let path = (1..=MAX_SAME_NAME)
+        .map(|n| discovery::socket_path_nth(dir, std::process::id(), name, n))
+        .find(|p| !bound.contains(p))
+        .ok_or_else(|| io::Error::other(format!("{MAX_SAME_NAME} probes named {name:?} already listen")))?;
+    // Not a live probe's (see BOUND): left over from an earlier probe in this process.
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     listener.set_nonblocking(true)?;
+    bound.push(path.clone());
     Ok((listener, path))
+}
+
+/// Removes this probe's socket file and lets its path be taken again.
+fn unbind_unix(path: &std::path::Path) {
+    let mut bound = BOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = std::fs::remove_file(path);
+    bound.retain(|p| p != path);
 }
 
 /// The peer's uid, from `SO_PEERCRED`.

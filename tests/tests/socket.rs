@@ -332,3 +332,32 @@ fn tcp_is_opt_in_and_loopback_only_unless_allowed() {
     let snap = wide.refresh(Duration::from_secs(5)).unwrap();
     assert!(snap.process.missing.iter().any(|m| m.contains("not a loopback address")), "{:?}", snap.process.missing);
 }
+
+/// Two probes of the same name in one process (two runtimes) each listen on a socket of their
+/// own, and dropping one leaves the other's socket in place (P7 defect 7: the second unlinked
+/// the first's `<pid>-<name>.sock`, and dropping either removed the other's).
+#[test]
+fn two_probes_of_one_name_in_one_process_keep_their_own_sockets() {
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("stallscope-two-probes-{}", std::process::id()));
+    let probes: Vec<_> =
+        (0..2).map(|_| stallscope_probe::Probe::builder().name("twin").socket_dir(&dir).build().unwrap()).collect();
+    let runtimes: Vec<_> = probes.iter().map(runtime).collect();
+    let mut guards: Vec<_> = probes.iter().zip(&runtimes).map(|(p, rt)| Some(p.start(rt.handle()))).collect();
+    let paths: Vec<_> = probes.iter().map(|p| p.socket_path().expect("listening")).collect();
+    assert_ne!(paths[0], paths[1], "one socket path for two probes");
+    for p in &paths {
+        Client::connect(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+    // Both are found by the listing, under the service's pid.
+    let found = stallscope_wire::discovery::list(&dir);
+    assert_eq!(found.iter().filter(|f| f.pid == std::process::id() && f.alive).count(), 2, "{found:?}");
+    // Dropping the first leaves the second's socket, which still answers.
+    drop(guards[0].take());
+    assert!(!paths[0].exists(), "the first probe's socket outlived it");
+    assert!(paths[1].exists(), "dropping the first probe removed the second's socket");
+    Client::connect(&paths[1]).expect("the second probe still answers");
+    drop(guards);
+    assert!(!paths[1].exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,12 +44,22 @@ pub fn prepare_dir(dir: &Path) -> io::Result<()> {
 
 /// `<dir>/<pid>-<name>.sock`, with the name reduced to safe characters.
 pub fn socket_path(dir: &Path, pid: u32, name: &str) -> PathBuf {
+    socket_path_nth(dir, pid, name, 1)
+}
+
+/// The socket of the `n`-th probe of one process with this name: [`socket_path`] for the first,
+/// `<dir>/<pid>-<name>-<n>.sock` for the others (the suffix survives the name's truncation).
+pub fn socket_path_nth(dir: &Path, pid: u32, name: &str, n: u32) -> PathBuf {
     let clean: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' })
         .take(40)
         .collect();
-    dir.join(format!("{pid}-{clean}.sock"))
+    if n <= 1 {
+        dir.join(format!("{pid}-{clean}.sock"))
+    } else {
+        dir.join(format!("{pid}-{clean}-{n}.sock"))
+    }
 }
 
 /// A probe socket found on this machine.
