@@ -3,7 +3,11 @@
 //!
 //! A subscriber thread, like a socket client: if the disk is slow it loses updates (counted in
 //! the file as `Dropped` records), never the service's time. Files rotate at `record_max_bytes`:
-//! `path` is the newest, `path.1` the one before, up to `path.<record_keep>`.
+//! `path` is the newest, `path.1` the one before, up to `path.<record_keep>`. A file already at
+//! `path` (the previous run's) is rotated away on start, never truncated. A failed write (a full
+//! disk) does not end the recording: updates are lost, counted (`drops.subscriber_updates`) and
+//! said in `process.missing`, and every `RETRY` the recorder tries a fresh file, which starts
+//! with a full tick and a `Dropped` record of what was lost.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -61,51 +65,103 @@ pub(crate) fn start(probe: &Probe) -> Option<Recorder> {
     Some(Recorder { stop, thread })
 }
 
+/// How long the recorder waits after a failed write before it tries a fresh file.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// A full tick of the latest snapshot: how a file starts, so that it reads on its own.
+fn full_tick(probe: &Probe) -> Option<Update> {
+    let snap = probe.shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+    Some(Update::Tick {
+        interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
+        snapshot: Box::new((*snap).clone()),
+    })
+}
+
 fn run(probe: &Probe, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
     let shared = &probe.shared;
     let c = &shared.config;
     let sub = probe.subscribe(c.client_queue);
     let options = RecordingOptions::default().max_bytes(c.record_max_bytes);
-    let open = |path: &PathBuf| {
+    // A fresh file, the one before it rotated away (never truncated: it may be the recording
+    // of the previous run, wanted for the incident review). Only a regular file is rotated:
+    // `/dev/null`, a FIFO or a device is written as it is.
+    let fresh = |path: &PathBuf| -> Result<RecordingWriter<_>, String> {
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+            rotate(path, c.record_keep).map_err(|e| format!("cannot rotate {}: {e}", path.display()))?;
+        }
         let header = RecordingHeader::new(crate::aggregator::process_info(shared), "stallscope-probe");
-        RecordingWriter::create(path, &header, options).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        let mut w = RecordingWriter::create(path, &header, options)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        // The file starts with the cumulative state, like a new client.
+        if let Some(first) = full_tick(probe) {
+            w.write_update(&first).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(w)
     };
-    let mut w = open(&path)?;
-    // The file starts with the cumulative state, like a new client.
-    if let Some(snap) = shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-        let first = Update::Tick {
-            interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
-            snapshot: Box::new((*snap).clone()),
-        };
-        w.write_update(&first).map_err(|e| e.to_string())?;
-    }
+    let mut w = Some(fresh(&path)?);
+    // Updates lost while the file could not be written (a full disk), and when to try again.
+    let mut lost = 0u64;
+    let mut retry_at = std::time::Instant::now();
     let mut reported = 0;
     while !stop.load(Acquire) {
         let dropped = sub.dropped();
-        if dropped > reported {
+        if let (Some(w), true) = (w.as_mut(), dropped > reported) {
             let _ = w.write_dropped(dropped - reported);
             reported = dropped;
         }
         let Some(update) = sub.recv_timeout(Duration::from_millis(50)) else { continue };
-        match w.write_update(&update).map_err(|e| e.to_string())? {
-            Append::Written { .. } => {}
-            Append::Full => {
-                drop(w);
-                rotate(&path, c.record_keep).map_err(|e| format!("cannot rotate {}: {e}", path.display()))?;
-                w = open(&path)?;
-                // A new file must read on its own: start it with a full tick.
-                let update = match update {
-                    Update::Tick { .. } => update,
-                    _ => match shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-                        Some(s) => Update::Tick {
-                            interval: Box::new(Interval { seq: s.seq, ..Interval::default() }),
-                            snapshot: Box::new((*s).clone()),
-                        },
-                        None => update,
-                    },
-                };
-                w.write_update(&update).map_err(|e| e.to_string())?;
+        if w.is_none() {
+            if std::time::Instant::now() < retry_at {
+                lost += 1;
+                shared.subscriber_drops.fetch_add(1, Relaxed);
+                continue;
             }
+            // Try a fresh file: the disk may have room again, and the old file may end in a
+            // partial record (readers skip it, naming its offset).
+            match fresh(&path) {
+                Ok(mut nw) => {
+                    let _ = nw.write_dropped(lost + dropped.saturating_sub(reported));
+                    reported = dropped;
+                    shared.note_problem(format!(
+                        "recording: resumed writing {} after losing {lost} updates",
+                        path.display()
+                    ));
+                    lost = 0;
+                    w = Some(nw);
+                }
+                Err(_) => {
+                    retry_at = std::time::Instant::now() + RETRY;
+                    lost += 1;
+                    shared.subscriber_drops.fetch_add(1, Relaxed);
+                    continue;
+                }
+            }
+        }
+        let Some(writer) = w.as_mut() else { continue };
+        let written = match writer.write_update(&update) {
+            Ok(Append::Written { .. }) => Ok(()),
+            Ok(Append::Full) => {
+                // A new file must read on its own: start it with a full tick (`fresh`), then
+                // this update unless it was a tick (the full one replaces it).
+                w = None;
+                fresh(&path).and_then(|mut nw| {
+                    if !matches!(update, Update::Tick { .. }) {
+                        nw.write_update(&update).map_err(|e| e.to_string())?;
+                    }
+                    w = Some(nw);
+                    Ok(())
+                })
+            }
+            Err(e) => Err(format!("cannot write {}: {e}", path.display())),
+        };
+        if let Err(e) = written {
+            // Not the end of the recording: lose updates (counted) and try a fresh file later.
+            shared
+                .note_problem(format!("recording: {e}; retrying every {}s, lost updates are counted", RETRY.as_secs()));
+            w = None;
+            lost += 1;
+            shared.subscriber_drops.fetch_add(1, Relaxed);
+            retry_at = std::time::Instant::now() + RETRY;
         }
     }
     Ok(())

@@ -1,0 +1,53 @@
+//! Faults a careful SRE would try before leaving the probe on in production (P7), each against a
+//! live service: the service's work goes on, nothing panics, and the probe says what it lost.
+
+use std::process::Command;
+
+use stallscope_wire::intern::Received;
+use stallscope_wire::recording::{rotated_path, RecordingReader};
+use stallscope_wire::Update;
+
+/// A recording onto a disk that fills up, then has room again (`record_full_disk`: the file-size
+/// limit of the service's process). The recorder used to stop for good at the first failed
+/// write, and to truncate the previous run's file on start.
+#[test]
+fn a_recording_onto_a_full_disk_loses_updates_counted_and_resumes_when_there_is_room() {
+    let dir = std::env::temp_dir().join(format!("stallscope-full-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("service.ssrec");
+    let previous = b"the previous run's recording, wanted for the incident review";
+    std::fs::write(&path, previous).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_record_full_disk")).arg(&path).arg("5").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the service died: {:?}\n{stdout}\n{stderr}", out.status);
+    // The service's own work went on.
+    let stalls: u64 = stdout.lines().find_map(|l| l.strip_prefix("stalls: ")).and_then(|n| n.parse().ok()).unwrap();
+    assert!(stalls >= 20, "{stdout}");
+    // It says what happened and what was lost.
+    assert!(stdout.contains("problem: recording: cannot write"), "{stdout}");
+    assert!(stdout.contains("problem: recording: resumed writing"), "{stdout}");
+    let lost: u64 = stdout.lines().find_map(|l| l.strip_prefix("lost updates: ")).and_then(|n| n.parse().ok()).unwrap();
+    assert!(lost > 0, "{stdout}");
+
+    // The previous run's file was rotated away, not truncated.
+    let kept = (1..=8).map(|n| rotated_path(&path, n)).any(|p| std::fs::read(&p).is_ok_and(|b| b == previous));
+    assert!(kept, "the previous run's recording is gone");
+    // The newest file reads on its own, says how much was lost, and holds the stalls made after
+    // the disk had room again.
+    let rec = RecordingReader::open(&path).unwrap().read_all();
+    let dropped: u64 = rec
+        .events
+        .iter()
+        .map(|e| match &e.event {
+            Received::Dropped { intervals } => *intervals,
+            _ => 0,
+        })
+        .sum();
+    assert!(dropped > 0, "the resumed file does not count what was lost");
+    let ends = rec.events.iter().filter(|e| matches!(&e.event, Received::Update(Update::StallEnded(_)))).count();
+    assert!(ends >= 10, "{ends} stalls in the resumed recording");
+    let _ = std::fs::remove_dir_all(&dir);
+}
