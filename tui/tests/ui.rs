@@ -90,6 +90,31 @@ fn views_snapshot() {
     }
 }
 
+/// Help lines that wrap continue under their own text, never back at the popup's left edge:
+/// only section titles start there, at any scroll position.
+#[test]
+fn help_text_wraps_under_its_column() {
+    let mut titles: Vec<&str> = input::help_sections().map(|s| s.title).collect();
+    titles.push("Alerts");
+    let mut app = fixture::app();
+    app.help = true;
+    let mut seen_advice = false;
+    for scroll in (0..=80).step_by(10) {
+        app.help_scroll = scroll;
+        for line in draw(&mut app, 80, 24).lines().skip(2).take(20) {
+            // Inside the popup's borders.
+            let Some(inner) = line.split('│').nth(1) else { continue };
+            let text = inner.trim_end();
+            seen_advice |= text.contains("what to do:");
+            assert!(
+                text.is_empty() || text.starts_with("  ") || titles.contains(&text),
+                "scroll {scroll}: a line back at the edge: {text:?}"
+            );
+        }
+    }
+    assert!(seen_advice, "the alerts' advice was on screen");
+}
+
 #[test]
 fn no_color_draws_no_colour() {
     let mut app = fixture::app();
