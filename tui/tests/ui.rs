@@ -12,10 +12,13 @@ use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::Rect;
 use ratatui::Terminal;
+use stallscope::list::ProbeRow;
 use stallscope::ui::conn::{Feed, Live};
 use stallscope::ui::replay::Replay;
-use stallscope::ui::state::{App, DumpState, FlameWindow, View};
+use stallscope::ui::state::picker::Picker;
+use stallscope::ui::state::{App, DumpState, FlameWindow, Source, View};
 use stallscope::ui::{fixture, input, run, update, view, Driver, Event, RunOptions};
+use stallscope_wire::discovery::Found;
 use stallscope_wire::recording::{RecordingHeader, RecordingOptions, RecordingReader, RecordingWriter};
 use stallscope_wire::{Encoder, Received};
 
@@ -88,6 +91,19 @@ fn views_snapshot() {
         };
         insta::assert_snapshot!(format!("task_detail_{w}x{h}"), draw(&mut app, w, h));
     }
+}
+
+/// The fixture session written through the real recording writer into `dir`.
+fn fixture_recording(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("session.stallscope");
+    let mut w =
+        RecordingWriter::create(&path, &RecordingHeader::new(fixture::process(), "test"), RecordingOptions::default())
+            .expect("create");
+    for r in fixture::updates() {
+        w.write_received(&r).expect("write");
+    }
+    w.into_inner().expect("flush").flush().expect("flush");
+    path
 }
 
 /// Help lines that wrap continue under their own text, never back at the popup's left edge:
@@ -216,18 +232,25 @@ fn run_loop_follows_keys_and_quits() {
     assert_eq!(app.view, View::Stalls, "nothing after q is handled");
 }
 
+/// A pid whose process is gone before the first connection ends the run loop with the reason
+/// (the terminal is given back by the caller), where a lost probe would be retried.
+#[test]
+fn the_run_loop_ends_when_the_target_is_gone() {
+    let mut app = App::new(Source::Live { target: "pid 4242".into() });
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let (tx, rx) = mpsc::channel();
+    let reason = "no process with pid 4242 is running on this machine (no probes running; looked in /x)";
+    tx.send(Event::Feed(Box::new(Feed::Gone { reason: reason.into() }))).expect("send");
+    let e = run(&mut terminal, &mut app, &rx, &mut Driver::None, &RunOptions::default(), &|| false)
+        .expect_err("the run loop ends with the reason");
+    assert_eq!(e.to_string(), reason);
+}
+
 /// A recording written through the real writer, read back and replayed on a timeline.
 #[test]
 fn replay_plays_seeks_and_rewinds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("session.stallscope");
-    let mut w =
-        RecordingWriter::create(&path, &RecordingHeader::new(fixture::process(), "test"), RecordingOptions::default())
-            .expect("create");
-    for r in fixture::updates() {
-        w.write_received(&r).expect("write");
-    }
-    w.into_inner().expect("flush").flush().expect("flush");
+    let path = fixture_recording(dir.path());
     let mut rep = Replay::from_recording(RecordingReader::open(&path).expect("open").read_all());
     assert!(rep.damage.is_empty());
     let mut app = App::new(stallscope::ui::state::Source::Replay { path: path.display().to_string() });
@@ -303,6 +326,7 @@ fn live_connection_reports_loss_and_reconnects() {
             }
             Feed::Data(Received::Update(_)) => seen.push("update".into()),
             Feed::Lost { reason, .. } => seen.push(format!("lost: {reason}")),
+            Feed::Gone { reason } => panic!("a socket target is retried, not given up: {reason}"),
             Feed::Data(other) => seen.push(format!("{other:?}")),
         }
         stallscope::ui::receive_feed(&mut app, f);
@@ -321,32 +345,76 @@ fn live_connection_reports_loss_and_reconnects() {
     server.join().expect("server");
 }
 
+fn probe_rows(probes: &[(u32, &str, u64)]) -> Vec<ProbeRow> {
+    probes
+        .iter()
+        .map(|(pid, name, up)| ProbeRow {
+            found: Found {
+                pid: *pid,
+                name: name.to_string(),
+                path: format!("/run/user/1000/stallscope/{pid}-{name}.sock").into(),
+                alive: true,
+            },
+            uptime: Some(Duration::from_secs(*up)),
+        })
+        .collect()
+}
+
 /// With several probes and no target, the picker lists them and returns the one chosen.
 #[test]
 fn the_picker_lists_probes_and_returns_the_choice() {
-    use stallscope_wire::discovery::Found;
-    let probes: Vec<Found> = [(101, "api"), (202, "worker"), (303, "cron")]
-        .iter()
-        .map(|(pid, name)| Found {
-            pid: *pid,
-            name: name.to_string(),
-            path: format!("/tmp/stallscope-0/{pid}-{name}.sock").into(),
-            alive: true,
-        })
-        .collect();
+    let rows = probe_rows(&[(101, "api", 3600), (202, "worker", 65), (303, "cron", 9)]);
     let mut terminal = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
     let (tx, rx) = mpsc::channel();
     for k in [KeyCode::Down, KeyCode::Char('j'), KeyCode::Up, KeyCode::Enter] {
         tx.send(Event::Key(key(k))).expect("send");
     }
-    let chosen = stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker");
-    assert_eq!(chosen, Some(1), "down, down, up: the second probe");
+    let mut picker = Picker::new(rows.clone());
+    let list = || rows.clone();
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker");
+    assert_eq!(chosen.map(|f| f.pid), Some(202), "down, down, up: the second probe");
     let screen = text(terminal.backend().buffer());
     assert!(screen.contains("3 probes are running on this machine"), "{screen}");
     assert!(screen.contains("202  worker") && screen.contains("303  cron"), "{screen}");
+    assert!(screen.contains("j k ↑ ↓ choose · Enter attach · q Esc quit"), "keys from the table: {screen}");
     let (tx, rx) = mpsc::channel();
     tx.send(Event::Key(key(KeyCode::Char('q')))).expect("send");
-    assert_eq!(stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker"), None);
+    let mut picker = Picker::new(rows.clone());
+    assert_eq!(stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker"), None);
+}
+
+/// A probe whose process exits while the picker is open leaves the list, and is not the one
+/// attached to: the picker lists the real socket directory again, as `stallscope list` does.
+#[test]
+fn the_picker_drops_a_probe_that_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut doomed = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+    // Sockets as probes leave them; discovery goes by the name and the process.
+    std::fs::write(dir.path().join(format!("{}-doomed.sock", doomed.id())), b"").expect("socket");
+    std::fs::write(dir.path().join(format!("{}-other.sock", other.id())), b"").expect("socket");
+    let mut picker = Picker::new(stallscope::list::probes(dir.path()));
+    picker.selected = picker.probes.iter().position(|r| r.found.pid == doomed.id()).expect("listed");
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
+    let (tx, rx) = mpsc::channel();
+    // Killed (SIGKILL: its socket stays behind) while the picker shows it; then Enter.
+    doomed.kill().expect("kill");
+    doomed.wait().expect("reap");
+    tx.send(Event::Key(key(KeyCode::Enter))).expect("send");
+    drop(tx);
+    let list = || stallscope::list::probes(dir.path());
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker");
+    assert_eq!(chosen, None, "neither the exited probe nor another one is attached to");
+    let screen = text(terminal.backend().buffer());
+    assert!(!screen.contains("doomed") && screen.contains("1 probe is running"), "{screen}");
+    assert!(screen.contains(&format!("{}  other", other.id())), "{screen}");
+    // Enter again: the one left, now selected.
+    let (tx, rx) = mpsc::channel();
+    tx.send(Event::Key(key(KeyCode::Enter))).expect("send");
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker");
+    assert_eq!(chosen.map(|f| f.pid), Some(other.id()));
+    let _ = other.kill();
+    let _ = other.wait();
 }
 
 /// A task dump's answer reaches the Tasks view: its refusals by their documented prefix, other

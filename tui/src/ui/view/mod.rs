@@ -1,12 +1,14 @@
 //! Drawing: one module per screen, all reading `&App` and nothing else.
 //!
 //! The frame is: a tab bar, the view, (in replay) a timeline, and a status line. Help is drawn
-//! over the view. Every screen works from 80x24 up.
+//! over the view. Every screen works from 80x24 up. The picker, shown before attaching when
+//! several probes run, is a screen of its own ([`render_picker`]).
 
 pub mod flame;
 mod flame_view;
 mod help;
 mod overview;
+mod picker;
 mod pools;
 mod stalls;
 mod tasks;
@@ -106,6 +108,16 @@ pub fn render_area(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     if app.help {
         help::render(app, theme, body, buf);
     }
+}
+
+/// Draws the picker (several probes, no target given).
+pub fn render_picker(p: &super::state::picker::Picker, frame: &mut Frame<'_>) {
+    picker::render(p, frame.area(), frame.buffer_mut());
+}
+
+/// Draws the picker into `buf` (for tests without a terminal).
+pub fn render_picker_area(p: &super::state::picker::Picker, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    picker::render(p, area, buf);
 }
 
 fn render_tabs(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer::Buffer) {
