@@ -16,7 +16,7 @@ use stallscope::list::ProbeRow;
 use stallscope::ui::conn::{Feed, Live};
 use stallscope::ui::replay::Replay;
 use stallscope::ui::state::picker::Picker;
-use stallscope::ui::state::{App, DumpState, FlameWindow, Source, View};
+use stallscope::ui::state::{App, ConnStatus, DumpState, FlameWindow, Source, Timeline, View};
 use stallscope::ui::{fixture, input, run, update, view, Driver, Event, RunOptions};
 use stallscope_wire::discovery::Found;
 use stallscope_wire::recording::{RecordingHeader, RecordingOptions, RecordingReader, RecordingWriter};
@@ -91,6 +91,79 @@ fn views_snapshot() {
         };
         insta::assert_snapshot!(format!("task_detail_{w}x{h}"), draw(&mut app, w, h));
     }
+}
+
+/// The states a session passes through besides the views above, at 80x24: nothing received yet,
+/// waiting for a probe, a probe lost after data came, a replay on its timeline, a task dump
+/// asked for and refused, a flame search being typed and kept, and the picker.
+#[test]
+fn states_snapshot() {
+    let (w, h) = (80, 24);
+    let mut empty = App::new(Source::Live { target: "pid 4242".into() });
+    insta::assert_snapshot!("empty_connecting", draw(&mut empty, w, h));
+    empty.status = ConnStatus::Reconnecting {
+        reason: "no probe with pid 4242 on this machine (no probes running; looked in /run/user/1000/stallscope)"
+            .into(),
+        attempt: 3,
+        retry_in_ms: 1000,
+    };
+    insta::assert_snapshot!("empty_reconnecting", draw(&mut empty, w, h));
+
+    let mut app = fixture::app();
+    stallscope::ui::receive_feed(
+        &mut app,
+        Feed::Lost {
+            reason: "the probe closed the connection".into(),
+            attempt: 2,
+            retry_in: Duration::from_millis(500),
+        },
+    );
+    insta::assert_snapshot!("reconnecting", draw(&mut app, w, h));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rep =
+        Replay::from_recording(RecordingReader::open(fixture_recording(dir.path())).expect("open").read_all());
+    let mut app = App::new(Source::Replay { path: "session.stsc".into() });
+    rep.start(&mut app);
+    rep.seek(&mut app, fixture::T0 + 21_000);
+    press(&mut app, &[KeyCode::Char('+'), KeyCode::Char('2')]);
+    assert_eq!(app.timeline.map(|t| (t.playing, t.speed)), Some((true, 2.0)));
+    insta::assert_snapshot!("replay_stalls", draw(&mut app, w, h));
+    press(&mut app, &[KeyCode::Char(' ')]);
+    assert_eq!(app.timeline.map(|t: Timeline| t.playing), Some(false));
+    press(&mut app, &[KeyCode::Char('1')]);
+    insta::assert_snapshot!("replay_overview_paused", draw(&mut app, w, h));
+
+    let mut app = fixture::app();
+    app.view = View::Tasks;
+    press(&mut app, &[KeyCode::Enter]);
+    let location = app.tasks_view.detail.clone().expect("Enter opens the busiest location");
+    app.tasks_view.dump = DumpState::Waiting { location };
+    insta::assert_snapshot!("task_dump_waiting", draw(&mut app, w, h));
+    stallscope::ui::receive(
+        &mut app,
+        Received::Error { message: "task dump refused: a worker is stalled (worker 0 for 120 ms); try again".into() },
+    );
+    assert!(matches!(app.tasks_view.dump, DumpState::Failed { .. }));
+    insta::assert_snapshot!("task_dump_failed", draw(&mut app, w, h));
+
+    let mut app = fixture::app();
+    press(&mut app, &[KeyCode::Char('3'), KeyCode::Char('/'), KeyCode::Char('m'), KeyCode::Char('u')]);
+    insta::assert_snapshot!("flame_search_typing", draw(&mut app, w, h));
+    press(&mut app, &[KeyCode::Char('t'), KeyCode::Enter]);
+    insta::assert_snapshot!("flame_search", draw(&mut app, w, h));
+
+    let mut picker = Picker::new(probe_rows(&[(101, "api", 3600), (202, "worker", 65), (303, "cron", 9)]));
+    picker.selected = 1;
+    insta::assert_snapshot!("picker", draw_picker(&picker, w, h));
+    picker.set_probes(Vec::new());
+    insta::assert_snapshot!("picker_empty", draw_picker(&picker, w, h));
+}
+
+fn draw_picker(p: &Picker, w: u16, h: u16) -> String {
+    let mut buf = Buffer::empty(Rect::new(0, 0, w, h));
+    view::render_picker_area(p, buf.area, &mut buf);
+    text(&buf)
 }
 
 /// The fixture session written through the real recording writer into `dir`.
