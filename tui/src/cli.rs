@@ -26,13 +26,27 @@ use crate::{list, report};
 /// stallscope talks to the stallscope probe linked into a Tokio service: it shows it live in a
 /// terminal UI, lists the probes on this machine, records what they publish, and turns
 /// recordings into reports and flame graphs of stalled time. With no subcommand it attaches to
-/// the only probe running on this machine (or offers a choice).
+/// the only probe running on this machine (or offers a choice), and takes attach's options.
 #[derive(Debug, Parser)]
-#[command(name = "stallscope", version, max_term_width = 100)]
+#[command(name = "stallscope", version, max_term_width = 100, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do (attach when left out).
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Options of the live UI, for `stallscope` with no subcommand.
+    #[command(flatten)]
+    pub attach: AttachOptions,
+}
+
+/// Options of the live UI: `stallscope attach` and `stallscope` alone.
+#[derive(Debug, Default, clap::Args)]
+pub struct AttachOptions {
+    /// Also record everything received into this file.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Where `e` in the Flame view writes SVG files (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub export_dir: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -46,12 +60,9 @@ pub enum Command {
         /// The probe: a pid, a socket path, or tcp://HOST:PORT.
         #[arg(value_name = "TARGET")]
         target: Option<Target>,
-        /// Also record everything received into this file.
-        #[arg(long, value_name = "FILE")]
-        record: Option<PathBuf>,
-        /// Where `e` in the Flame view writes SVG files (default: the current directory).
-        #[arg(long, value_name = "DIR")]
-        export_dir: Option<PathBuf>,
+        /// What to do besides showing it.
+        #[command(flatten)]
+        options: AttachOptions,
     },
     /// The terminal UI on a recording, with a timeline: play, pause, speed and seek.
     Replay {
@@ -146,10 +157,10 @@ pub enum Command {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let Some(command) = cli.command else {
-        return cmd_attach(None, None, None);
+        return cmd_attach(None, cli.attach);
     };
     match command {
-        Command::Attach { target, record, export_dir } => cmd_attach(target, record, export_dir),
+        Command::Attach { target, options } => cmd_attach(target, options),
         Command::Replay { file, export_dir } => cmd_replay(&file, export_dir),
         Command::List { all } => cmd_list(all),
         Command::Record { target, duration, output } => cmd_record(target.as_ref(), duration, &output),
@@ -229,30 +240,51 @@ fn cmd_demo_service(_: u64) -> Result<()> {
     bail!("this stallscope was built without the `demo` feature")
 }
 
-fn cmd_attach(target: Option<Target>, record: Option<PathBuf>, export_dir: Option<PathBuf>) -> Result<()> {
+/// Prints an error for the user: each cause once. A cause whose text its context already
+/// quotes (a wire error that prints its I/O error, then has it as its source) is left out.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut last = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !last.is_empty() && last.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        last = text;
+    }
+    out
+}
+
+fn cmd_attach(target: Option<Target>, options: AttachOptions) -> Result<()> {
+    let dir = discovery::socket_dir();
+    // A pid with no process behind it can never answer: say so rather than retry for ever.
+    if let Some(t) = &target {
+        if let Err(e) = t.resolve(&dir) {
+            if e.process_gone() {
+                return Err(e.into());
+            }
+        }
+    }
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         bail!("the live UI needs a terminal; to capture without one use `stallscope record -o FILE`");
     }
-    let dir = discovery::socket_dir();
-    let target = match target {
-        Some(t) => Some(t),
-        None => match target::resolve_or_only(None, &dir) {
-            Err(target::TargetError::Ambiguous { probes }) => match crate::ui::pick_probe(&probes)? {
-                Some(found) => Some(Target::Pid(found.pid)),
-                None => return Ok(()),
-            },
-            // One probe, or none yet: the UI waits for it and retries.
-            _ => None,
-        },
-    };
+    // With no target: the only probe, a picker among several, or a wait for the first.
+    let AttachOptions { record, export_dir } = options;
     crate::ui::attach(target, dir, crate::ui::RunOptions { export_dir, record })
 }
 
 fn cmd_replay(file: &Path, export_dir: Option<PathBuf>) -> Result<()> {
+    // The file first: with no terminal, suggesting `report` on a file that cannot be read helps
+    // no one.
+    let replay = crate::ui::open_replay(file)?;
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         bail!("replay needs a terminal; `stallscope report {}` prints a summary without one", file.display());
     }
-    crate::ui::replay(file, crate::ui::RunOptions { export_dir, record: None })
+    crate::ui::replay(replay, file, crate::ui::RunOptions { export_dir, record: None })
 }
 
 /// Writes to standard output; a closed pipe (`| head`) is not an error.
@@ -406,6 +438,33 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn attach_options_work_with_and_without_the_subcommand() {
+        let cli = Cli::try_parse_from(["stallscope", "--record", "r.stsc"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.attach.record, Some(PathBuf::from("r.stsc")));
+        let cli =
+            Cli::try_parse_from(["stallscope", "attach", "42", "--record", "r.stsc", "--export-dir", "d"]).unwrap();
+        match cli.command {
+            Some(Command::Attach { target, options }) => {
+                assert_eq!(target, Some(Target::Pid(42)));
+                assert_eq!((options.record, options.export_dir), (Some("r.stsc".into()), Some("d".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not before another subcommand, where they would mean nothing.
+        assert!(Cli::try_parse_from(["stallscope", "--record", "r.stsc", "list"]).is_err());
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let wire = stallscope_wire::Error::from(io);
+        let e = anyhow::Error::new(wire).context("while reading the recording x.stsc");
+        assert_eq!(format!("{e:#}").matches("not found").count(), 2, "anyhow alone repeats it: {e:#}");
+        assert_eq!(error_text(&e), "while reading the recording x.stsc: i/o error: entity not found");
     }
 
     #[test]

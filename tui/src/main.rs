@@ -9,7 +9,7 @@ fn main() -> ExitCode {
     match stallscope::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("stallscope: {e:#}");
+            eprintln!("stallscope: {}", stallscope::cli::error_text(&e));
             ExitCode::FAILURE
         }
     }

@@ -72,9 +72,19 @@ pub enum TargetError {
          tcp://HOST:PORT"
     )]
     Unrecognised(String),
-    /// No socket for that pid.
+    /// No socket for that pid, though the process runs (its probe may not listen yet).
     #[error("no probe with pid {pid} on this machine ({})", probes_phrase(.dir, .probes))]
     NoSuchPid {
+        /// The pid asked for.
+        pid: u32,
+        /// Where sockets were looked for.
+        dir: PathBuf,
+        /// The probes that are there.
+        probes: Vec<Found>,
+    },
+    /// No socket for that pid, and no process with that pid either.
+    #[error("no process with pid {pid} is running on this machine ({})", probes_phrase(.dir, .probes))]
+    NoProcess {
         /// The pid asked for.
         pid: u32,
         /// Where sockets were looked for.
@@ -107,6 +117,18 @@ pub enum TargetError {
     },
 }
 
+impl TargetError {
+    /// Whether the target is a pid whose process is gone: no probe will ever answer for it.
+    pub fn process_gone(&self) -> bool {
+        matches!(self, TargetError::NoProcess { .. } | TargetError::Exited { .. })
+    }
+}
+
+/// Whether a process with this pid exists on this machine.
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 fn probes_phrase(dir: &Path, probes: &[Found]) -> String {
     let live: Vec<String> = probes.iter().filter(|f| f.alive).map(|f| format!("{} {}", f.pid, f.name)).collect();
     if live.is_empty() {
@@ -118,6 +140,17 @@ fn probes_phrase(dir: &Path, probes: &[Found]) -> String {
 
 fn probe_lines(probes: &[Found]) -> String {
     probes.iter().map(|f| format!("  {:>7}  {:<20} {}", f.pid, f.name, f.path.display())).collect::<Vec<_>>().join("\n")
+}
+
+impl fmt::Display for Target {
+    /// As the user would write it, with a pid named as one: `pid 4242`, a path, `tcp://h:p`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Pid(pid) => write!(f, "pid {pid}"),
+            Target::Socket(p) => write!(f, "{}", p.display()),
+            Target::Tcp { host, port } => write!(f, "{}", Endpoint::Tcp { host: host.clone(), port: *port }),
+        }
+    }
 }
 
 impl FromStr for Target {
@@ -197,6 +230,9 @@ impl Target {
                 match mine.iter().find(|f| f.alive).or(mine.first()) {
                     Some(f) if f.alive => Ok(Endpoint::Unix(f.path.clone())),
                     Some(f) => Err(TargetError::Exited { pid: *pid, path: f.path.clone() }),
+                    None if !process_exists(*pid) => {
+                        Err(TargetError::NoProcess { pid: *pid, dir: dir.to_path_buf(), probes })
+                    }
                     None => Err(TargetError::NoSuchPid { pid: *pid, dir: dir.to_path_buf(), probes }),
                 }
             }
@@ -221,6 +257,13 @@ pub fn resolve_or_only(target: Option<&Target>, dir: &Path) -> Result<Endpoint, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_show_as_written() {
+        assert_eq!(Target::Pid(4242).to_string(), "pid 4242");
+        assert_eq!(Target::Socket("/r/4-a.sock".into()).to_string(), "/r/4-a.sock");
+        assert_eq!(Target::Tcp { host: "::1".into(), port: 7755 }.to_string(), "tcp://[::1]:7755");
+    }
 
     #[test]
     fn targets_parse() {
@@ -251,15 +294,26 @@ mod tests {
         std::fs::write(dir.path().join(format!("{me}-svc.sock")), b"").unwrap();
         std::fs::write(dir.path().join("99999999-gone.sock"), b"").unwrap();
         assert_eq!(Target::Pid(me).resolve(dir.path()), Ok(Endpoint::Unix(dir.path().join(format!("{me}-svc.sock")))));
-        let e = Target::Pid(123).resolve(dir.path()).unwrap_err().to_string();
-        assert_eq!(e, format!("no probe with pid 123 on this machine (probes: {me} svc)"));
-        let e = Target::Pid(99999999).resolve(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("has exited"), "{e}");
+        // A process without a probe socket (its probe may not listen yet): the parent process.
+        let parent = std::os::unix::process::parent_id();
+        let e = Target::Pid(parent).resolve(dir.path()).unwrap_err();
+        assert!(!e.process_gone());
+        assert_eq!(e.to_string(), format!("no probe with pid {parent} on this machine (probes: {me} svc)"));
+        let e = Target::Pid(99999999).resolve(dir.path()).unwrap_err();
+        assert!(e.process_gone() && e.to_string().contains("has exited"), "{e}");
         assert_eq!(resolve_or_only(None, dir.path()), Ok(Endpoint::Unix(dir.path().join(format!("{me}-svc.sock")))));
 
         let empty = tempfile::tempdir().unwrap();
-        let e = Target::Pid(123).resolve(empty.path()).unwrap_err().to_string();
-        assert!(e.starts_with("no probe with pid 123 on this machine (no probes running; looked in"), "{e}");
+        let e = Target::Pid(parent).resolve(empty.path()).unwrap_err().to_string();
+        let start = format!("no probe with pid {parent} on this machine (no probes running; looked in");
+        assert!(e.starts_with(&start), "{e}");
+        // No socket and no process.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let e = Target::Pid(dead).resolve(dir.path()).unwrap_err();
+        assert!(e.process_gone());
+        assert_eq!(e.to_string(), format!("no process with pid {dead} is running on this machine (probes: {me} svc)"));
         assert!(matches!(resolve_or_only(None, empty.path()), Err(TargetError::NoProbes { .. })));
     }
 

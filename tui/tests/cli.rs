@@ -102,9 +102,6 @@ fn no_arguments_attach_and_need_a_terminal() {
     let o = run(&mut stallscope());
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("the live UI needs a terminal"), "{}", stderr(&o));
-    let o = run(stallscope().args(["replay", "x.stsc"]));
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("replay needs a terminal"), "{}", stderr(&o));
 }
 
 #[test]
@@ -462,13 +459,99 @@ fn a_pid_target_finds_its_socket() {
     let o = run(stallscope().args(["record", &pid, "-d", "1s", "-o"]).arg(&file).env("XDG_RUNTIME_DIR", rt.path()));
     assert!(o.status.success(), "{}", stderr(&o));
     server.join().unwrap();
-    let o = run(stallscope().args(["record", "999999", "-o", "x"]).env("XDG_RUNTIME_DIR", rt.path()));
+    // A live process without a probe (this test's parent), and a pid with no process at all.
+    let parent = std::os::unix::process::parent_id();
+    let o = run(stallscope().args(["record", &parent.to_string(), "-o", "x"]).env("XDG_RUNTIME_DIR", rt.path()));
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains(&format!("no probe with pid 999999 on this machine (probes: {pid} fakeprobe)")),
-        "{}",
-        stderr(&o)
-    );
+    let expected = format!("no probe with pid {parent} on this machine (probes: {pid} fakeprobe)");
+    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+    let dead = dead_pid();
+    let o = run(stallscope().args(["record", &dead.to_string(), "-o", "x"]).env("XDG_RUNTIME_DIR", rt.path()));
+    assert_eq!(o.status.code(), Some(1));
+    let expected = format!("no process with pid {dead} is running on this machine (probes: {pid} fakeprobe)");
+    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+}
+
+/// The pid of a process that has exited (and been reaped).
+fn dead_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+// === The command line as a newcomer meets it ===
+
+/// A missing recording: the OS error once, with the file it is about.
+#[test]
+fn report_on_a_missing_file_says_it_once() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing.stsc");
+    for args in [vec!["report"], vec!["report", "--json"], vec!["export", "--folded", "-"]] {
+        let o = run(stallscope().args(&args).arg(&missing));
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(
+            err,
+            format!(
+                "stallscope: while reading the recording {}: i/o error: No such file or directory (os error 2)\n",
+                missing.display()
+            ),
+            "{args:?}"
+        );
+    }
+}
+
+/// `replay` reads the file before it asks for a terminal: a missing file is named, without a
+/// suggestion to run `report` on it; a good file without a terminal gets the suggestion.
+#[test]
+fn replay_checks_the_file_before_the_terminal() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing.stsc");
+    let o = run(stallscope().arg("replay").arg(&missing));
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("while reading the recording {}: ", missing.display())), "{err}");
+    assert!(!err.contains("terminal") && !err.contains("report"), "{err}");
+    let file = dir.path().join("good.stsc");
+    std::fs::write(&file, support::recording_bytes(3)).unwrap();
+    let o = run(stallscope().arg("replay").arg(&file));
+    assert_eq!(o.status.code(), Some(1));
+    let expected = format!("replay needs a terminal; `stallscope report {}` prints a summary", file.display());
+    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+}
+
+/// `attach` to a pid with no process behind it ends at once with the reason and a failure
+/// status, instead of retrying for ever; `--record` works with and without `attach`.
+#[test]
+fn attach_to_a_pid_with_no_process_ends() {
+    let (rt, _dir) = runtime_dir();
+    let dead = dead_pid();
+    let started = Instant::now();
+    let o = run(stallscope().args(["attach", &dead.to_string()]).env("XDG_RUNTIME_DIR", rt.path()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(5), "no retrying");
+    let err = stderr(&o);
+    assert!(err.starts_with(&format!("stallscope: no process with pid {dead} is running on this machine")), "{err}");
+    assert!(!err.contains("Pid("), "no debug formatting: {err}");
+    // Its stale socket, left by a probe killed with SIGKILL, does not make it reachable.
+    std::fs::write(rt.path().join("stallscope").join(format!("{dead}-killed.sock")), b"").unwrap();
+    let o = run(stallscope().args(["attach", &dead.to_string()]).env("XDG_RUNTIME_DIR", rt.path()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains(&format!("the probe with pid {dead} has exited")), "{}", stderr(&o));
+}
+
+#[test]
+fn record_is_an_option_of_stallscope_alone_too() {
+    let dir = tempdir();
+    let file = dir.path().join("r.stsc");
+    for args in [vec!["--record"], vec!["attach", "--record"]] {
+        let o = run(stallscope().args(&args).arg(&file));
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("the live UI needs a terminal"), "{args:?}: {}", stderr(&o));
+    }
+    let o = run(stallscope().arg("--record").arg(&file).arg("list"));
+    assert_eq!(o.status.code(), Some(2), "not with another subcommand: {}", stderr(&o));
 }
 
 #[test]

@@ -188,3 +188,84 @@ fn sigterm_restores_the_terminal() {
     assert!(!parser.screen().alternate_screen(), "the alternate screen was left");
     assert!(!parser.screen().hide_cursor(), "the cursor is shown again");
 }
+
+/// Starts the demo service with its socket under `runtime_dir` (as `XDG_RUNTIME_DIR`).
+fn demo_service(runtime_dir: &std::path::Path) -> Child {
+    let mut service = Command::new(env!("CARGO_BIN_EXE_stallscope"))
+        .args(["__demo-service", "--secs", "90"])
+        .env("XDG_RUNTIME_DIR", runtime_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("service");
+    let mut line = String::new();
+    BufReader::new(service.stdout.take().expect("stdout")).read_line(&mut line).expect("socket line");
+    assert!(line.trim().starts_with(&runtime_dir.display().to_string()), "{line}");
+    service
+}
+
+fn wait_exit(ui: &mut Pty) -> std::process::ExitStatus {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = ui.child.try_wait().expect("wait") {
+            return st;
+        }
+        assert!(Instant::now() < until, "did not exit; screen:\n{}", ui.contents());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `stallscope` with two probes: the picker offers both; one is killed while it is shown and
+/// leaves the list (as it leaves `stallscope list`); Enter attaches to the one left.
+#[test]
+fn the_picker_offers_live_probes_only() {
+    let rt = tempfile::tempdir().expect("tempdir");
+    let mut first = demo_service(rt.path());
+    let mut second = demo_service(rt.path());
+    let mut ui = Pty::spawn(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_stallscope"));
+            c.env("XDG_RUNTIME_DIR", rt.path());
+            c
+        },
+        100,
+        30,
+    );
+    ui.wait_for("the picker", Duration::from_secs(20), |s| s.contains("2 probes are running on this machine"));
+    let screen = ui.contents();
+    assert!(screen.contains(&first.id().to_string()) && screen.contains(&second.id().to_string()), "{screen}");
+    assert!(screen.contains("Enter attach"), "{screen}");
+    // SIGKILL: the socket stays behind, as when a service crashes.
+    first.kill().expect("kill");
+    first.wait().expect("reap");
+    ui.wait_for("the dead probe to go", Duration::from_secs(10), |s| s.contains("1 probe is running on this machine"));
+    assert!(!ui.contents().contains(&format!(" {} ", first.id())), "{}", ui.contents());
+    ui.send("\r");
+    ui.wait_for("the UI on the probe left", Duration::from_secs(20), |s| {
+        s.contains("connected") && s.contains(&format!("(pid {})", second.id()))
+    });
+    ui.send("q");
+    assert!(wait_exit(&mut ui).success());
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+/// `stallscope --record FILE` (no subcommand) records what the UI receives, as `attach` does.
+#[test]
+fn stallscope_alone_records_with_record() {
+    let rt = tempfile::tempdir().expect("tempdir");
+    let mut service = demo_service(rt.path());
+    let file = rt.path().join("ui.stsc");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stallscope"));
+    cmd.arg("--record").arg(&file).env("XDG_RUNTIME_DIR", rt.path());
+    let mut ui = Pty::spawn(cmd, 120, 30);
+    ui.wait_for("recording", Duration::from_secs(20), |s| s.contains("connected") && s.contains("rec "));
+    ui.wait_for("an update", Duration::from_secs(20), |s| s.contains("Workers busy"));
+    ui.send("q");
+    assert!(wait_exit(&mut ui).success());
+    let _ = service.kill();
+    let _ = service.wait();
+    let o = Command::new(env!("CARGO_BIN_EXE_stallscope")).arg("report").arg(&file).output().expect("report");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(report.contains(&format!("pid {}", service.id())), "the recording is of the service:\n{report}");
+}

@@ -12,10 +12,13 @@ use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::Rect;
 use ratatui::Terminal;
+use stallscope::list::ProbeRow;
 use stallscope::ui::conn::{Feed, Live};
 use stallscope::ui::replay::Replay;
-use stallscope::ui::state::{App, DumpState, FlameWindow, View};
+use stallscope::ui::state::picker::Picker;
+use stallscope::ui::state::{App, ConnStatus, DumpState, FlameWindow, Source, Timeline, View};
 use stallscope::ui::{fixture, input, run, update, view, Driver, Event, RunOptions};
+use stallscope_wire::discovery::Found;
 use stallscope_wire::recording::{RecordingHeader, RecordingOptions, RecordingReader, RecordingWriter};
 use stallscope_wire::{Encoder, Received};
 
@@ -88,6 +91,117 @@ fn views_snapshot() {
         };
         insta::assert_snapshot!(format!("task_detail_{w}x{h}"), draw(&mut app, w, h));
     }
+}
+
+/// The states a session passes through besides the views above, at 80x24: nothing received yet,
+/// waiting for a probe, a probe lost after data came, a replay on its timeline, a task dump
+/// asked for and refused, a flame search being typed and kept, and the picker.
+#[test]
+fn states_snapshot() {
+    let (w, h) = (80, 24);
+    let mut empty = App::new(Source::Live { target: "pid 4242".into() });
+    insta::assert_snapshot!("empty_connecting", draw(&mut empty, w, h));
+    empty.status = ConnStatus::Reconnecting {
+        reason: "no probe with pid 4242 on this machine (no probes running; looked in /run/user/1000/stallscope)"
+            .into(),
+        attempt: 3,
+        retry_in_ms: 1000,
+    };
+    insta::assert_snapshot!("empty_reconnecting", draw(&mut empty, w, h));
+
+    let mut app = fixture::app();
+    stallscope::ui::receive_feed(
+        &mut app,
+        Feed::Lost {
+            reason: "the probe closed the connection".into(),
+            attempt: 2,
+            retry_in: Duration::from_millis(500),
+        },
+    );
+    insta::assert_snapshot!("reconnecting", draw(&mut app, w, h));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rep =
+        Replay::from_recording(RecordingReader::open(fixture_recording(dir.path())).expect("open").read_all());
+    let mut app = App::new(Source::Replay { path: "session.stsc".into() });
+    rep.start(&mut app);
+    rep.seek(&mut app, fixture::T0 + 21_000);
+    press(&mut app, &[KeyCode::Char('+'), KeyCode::Char('2')]);
+    assert_eq!(app.timeline.map(|t| (t.playing, t.speed)), Some((true, 2.0)));
+    insta::assert_snapshot!("replay_stalls", draw(&mut app, w, h));
+    press(&mut app, &[KeyCode::Char(' ')]);
+    assert_eq!(app.timeline.map(|t: Timeline| t.playing), Some(false));
+    press(&mut app, &[KeyCode::Char('1')]);
+    insta::assert_snapshot!("replay_overview_paused", draw(&mut app, w, h));
+
+    let mut app = fixture::app();
+    app.view = View::Tasks;
+    press(&mut app, &[KeyCode::Enter]);
+    let location = app.tasks_view.detail.clone().expect("Enter opens the busiest location");
+    app.tasks_view.dump = DumpState::Waiting { location };
+    insta::assert_snapshot!("task_dump_waiting", draw(&mut app, w, h));
+    stallscope::ui::receive(
+        &mut app,
+        Received::Error { message: "task dump refused: a worker is stalled (worker 0 for 120 ms); try again".into() },
+    );
+    assert!(matches!(app.tasks_view.dump, DumpState::Failed { .. }));
+    insta::assert_snapshot!("task_dump_failed", draw(&mut app, w, h));
+
+    let mut app = fixture::app();
+    press(&mut app, &[KeyCode::Char('3'), KeyCode::Char('/'), KeyCode::Char('m'), KeyCode::Char('u')]);
+    insta::assert_snapshot!("flame_search_typing", draw(&mut app, w, h));
+    press(&mut app, &[KeyCode::Char('t'), KeyCode::Enter]);
+    insta::assert_snapshot!("flame_search", draw(&mut app, w, h));
+
+    let mut picker = Picker::new(probe_rows(&[(101, "api", 3600), (202, "worker", 65), (303, "cron", 9)]));
+    picker.selected = 1;
+    insta::assert_snapshot!("picker", draw_picker(&picker, w, h));
+    picker.set_probes(Vec::new());
+    insta::assert_snapshot!("picker_empty", draw_picker(&picker, w, h));
+}
+
+fn draw_picker(p: &Picker, w: u16, h: u16) -> String {
+    let mut buf = Buffer::empty(Rect::new(0, 0, w, h));
+    view::render_picker_area(p, buf.area, &mut buf);
+    text(&buf)
+}
+
+/// The fixture session written through the real recording writer into `dir`.
+fn fixture_recording(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("session.stallscope");
+    let mut w =
+        RecordingWriter::create(&path, &RecordingHeader::new(fixture::process(), "test"), RecordingOptions::default())
+            .expect("create");
+    for r in fixture::updates() {
+        w.write_received(&r).expect("write");
+    }
+    w.into_inner().expect("flush").flush().expect("flush");
+    path
+}
+
+/// Help lines that wrap continue under their own text, never back at the popup's left edge:
+/// only section titles start there, at any scroll position.
+#[test]
+fn help_text_wraps_under_its_column() {
+    let mut titles: Vec<&str> = input::help_sections().map(|s| s.title).collect();
+    titles.push("Alerts");
+    let mut app = fixture::app();
+    app.help = true;
+    let mut seen_advice = false;
+    for scroll in (0..=80).step_by(10) {
+        app.help_scroll = scroll;
+        for line in draw(&mut app, 80, 24).lines().skip(2).take(20) {
+            // Inside the popup's borders.
+            let Some(inner) = line.split('│').nth(1) else { continue };
+            let text = inner.trim_end();
+            seen_advice |= text.contains("what to do:");
+            assert!(
+                text.is_empty() || text.starts_with("  ") || titles.contains(&text),
+                "scroll {scroll}: a line back at the edge: {text:?}"
+            );
+        }
+    }
+    assert!(seen_advice, "the alerts' advice was on screen");
 }
 
 #[test]
@@ -191,18 +305,25 @@ fn run_loop_follows_keys_and_quits() {
     assert_eq!(app.view, View::Stalls, "nothing after q is handled");
 }
 
+/// A pid whose process is gone before the first connection ends the run loop with the reason
+/// (the terminal is given back by the caller), where a lost probe would be retried.
+#[test]
+fn the_run_loop_ends_when_the_target_is_gone() {
+    let mut app = App::new(Source::Live { target: "pid 4242".into() });
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
+    let (tx, rx) = mpsc::channel();
+    let reason = "no process with pid 4242 is running on this machine (no probes running; looked in /x)";
+    tx.send(Event::Feed(Box::new(Feed::Gone { reason: reason.into() }))).expect("send");
+    let e = run(&mut terminal, &mut app, &rx, &mut Driver::None, &RunOptions::default(), &|| false)
+        .expect_err("the run loop ends with the reason");
+    assert_eq!(e.to_string(), reason);
+}
+
 /// A recording written through the real writer, read back and replayed on a timeline.
 #[test]
 fn replay_plays_seeks_and_rewinds() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("session.stallscope");
-    let mut w =
-        RecordingWriter::create(&path, &RecordingHeader::new(fixture::process(), "test"), RecordingOptions::default())
-            .expect("create");
-    for r in fixture::updates() {
-        w.write_received(&r).expect("write");
-    }
-    w.into_inner().expect("flush").flush().expect("flush");
+    let path = fixture_recording(dir.path());
     let mut rep = Replay::from_recording(RecordingReader::open(&path).expect("open").read_all());
     assert!(rep.damage.is_empty());
     let mut app = App::new(stallscope::ui::state::Source::Replay { path: path.display().to_string() });
@@ -278,6 +399,7 @@ fn live_connection_reports_loss_and_reconnects() {
             }
             Feed::Data(Received::Update(_)) => seen.push("update".into()),
             Feed::Lost { reason, .. } => seen.push(format!("lost: {reason}")),
+            Feed::Gone { reason } => panic!("a socket target is retried, not given up: {reason}"),
             Feed::Data(other) => seen.push(format!("{other:?}")),
         }
         stallscope::ui::receive_feed(&mut app, f);
@@ -296,32 +418,76 @@ fn live_connection_reports_loss_and_reconnects() {
     server.join().expect("server");
 }
 
+fn probe_rows(probes: &[(u32, &str, u64)]) -> Vec<ProbeRow> {
+    probes
+        .iter()
+        .map(|(pid, name, up)| ProbeRow {
+            found: Found {
+                pid: *pid,
+                name: name.to_string(),
+                path: format!("/run/user/1000/stallscope/{pid}-{name}.sock").into(),
+                alive: true,
+            },
+            uptime: Some(Duration::from_secs(*up)),
+        })
+        .collect()
+}
+
 /// With several probes and no target, the picker lists them and returns the one chosen.
 #[test]
 fn the_picker_lists_probes_and_returns_the_choice() {
-    use stallscope_wire::discovery::Found;
-    let probes: Vec<Found> = [(101, "api"), (202, "worker"), (303, "cron")]
-        .iter()
-        .map(|(pid, name)| Found {
-            pid: *pid,
-            name: name.to_string(),
-            path: format!("/tmp/stallscope-0/{pid}-{name}.sock").into(),
-            alive: true,
-        })
-        .collect();
+    let rows = probe_rows(&[(101, "api", 3600), (202, "worker", 65), (303, "cron", 9)]);
     let mut terminal = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
     let (tx, rx) = mpsc::channel();
     for k in [KeyCode::Down, KeyCode::Char('j'), KeyCode::Up, KeyCode::Enter] {
         tx.send(Event::Key(key(k))).expect("send");
     }
-    let chosen = stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker");
-    assert_eq!(chosen, Some(1), "down, down, up: the second probe");
+    let mut picker = Picker::new(rows.clone());
+    let list = || rows.clone();
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker");
+    assert_eq!(chosen.map(|f| f.pid), Some(202), "down, down, up: the second probe");
     let screen = text(terminal.backend().buffer());
     assert!(screen.contains("3 probes are running on this machine"), "{screen}");
     assert!(screen.contains("202  worker") && screen.contains("303  cron"), "{screen}");
+    assert!(screen.contains("j k ↑ ↓ choose · Enter attach · q Esc quit"), "keys from the table: {screen}");
     let (tx, rx) = mpsc::channel();
     tx.send(Event::Key(key(KeyCode::Char('q')))).expect("send");
-    assert_eq!(stallscope::ui::pick_loop(&mut terminal, &probes, &rx, &|| false).expect("picker"), None);
+    let mut picker = Picker::new(rows.clone());
+    assert_eq!(stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker"), None);
+}
+
+/// A probe whose process exits while the picker is open leaves the list, and is not the one
+/// attached to: the picker lists the real socket directory again, as `stallscope list` does.
+#[test]
+fn the_picker_drops_a_probe_that_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut doomed = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().expect("sleep");
+    // Sockets as probes leave them; discovery goes by the name and the process.
+    std::fs::write(dir.path().join(format!("{}-doomed.sock", doomed.id())), b"").expect("socket");
+    std::fs::write(dir.path().join(format!("{}-other.sock", other.id())), b"").expect("socket");
+    let mut picker = Picker::new(stallscope::list::probes(dir.path()));
+    picker.selected = picker.probes.iter().position(|r| r.found.pid == doomed.id()).expect("listed");
+    let mut terminal = Terminal::new(TestBackend::new(100, 12)).expect("terminal");
+    let (tx, rx) = mpsc::channel();
+    // Killed (SIGKILL: its socket stays behind) while the picker shows it; then Enter.
+    doomed.kill().expect("kill");
+    doomed.wait().expect("reap");
+    tx.send(Event::Key(key(KeyCode::Enter))).expect("send");
+    drop(tx);
+    let list = || stallscope::list::probes(dir.path());
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker");
+    assert_eq!(chosen, None, "neither the exited probe nor another one is attached to");
+    let screen = text(terminal.backend().buffer());
+    assert!(!screen.contains("doomed") && screen.contains("1 probe is running"), "{screen}");
+    assert!(screen.contains(&format!("{}  other", other.id())), "{screen}");
+    // Enter again: the one left, now selected.
+    let (tx, rx) = mpsc::channel();
+    tx.send(Event::Key(key(KeyCode::Enter))).expect("send");
+    let chosen = stallscope::ui::pick_loop(&mut terminal, &mut picker, &rx, &list, &|| false).expect("picker");
+    assert_eq!(chosen.map(|f| f.pid), Some(other.id()));
+    let _ = other.kill();
+    let _ = other.wait();
 }
 
 /// A task dump's answer reaches the Tasks view: its refusals by their documented prefix, other

@@ -1,6 +1,8 @@
 //! The live connection as a state machine on its own thread: resolve the target, connect,
 //! stream updates to the UI, and on any failure report it and retry with backoff. The UI never
 //! blocks on the network, and a dead probe shows as "disconnected", never as a frozen screen.
+//! The one failure not retried: a pid whose process is gone before the first connection
+//! ([`Feed::Gone`]), since no probe can ever answer for it.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -27,6 +29,13 @@ pub enum Feed {
         attempt: u32,
         /// Wait before the next attempt.
         retry_in: Duration,
+    },
+    /// The target was never reached and never will be (a pid whose process is gone); the
+    /// thread has stopped. A probe that was reached once and then lost gives [`Feed::Lost`] and is
+    /// retried instead.
+    Gone {
+        /// Why, for the user.
+        reason: String,
     },
 }
 
@@ -129,14 +138,20 @@ fn run(
 ) {
     let mut backoff = Backoff::new();
     let mut attempt = 0u32;
+    let mut reached = false;
     loop {
         let reason = match resolve_or_only(target.as_ref(), &dir) {
+            Err(e) if !reached && e.process_gone() => {
+                emit(Feed::Gone { reason: e.to_string() });
+                return;
+            }
             Err(e) => first_line(&e.to_string()),
             Ok(endpoint) => match Connection::open(&endpoint, &options) {
                 Err(e) => first_line(&e.to_string()),
                 Ok(mut conn) => {
                     backoff.reset();
                     attempt = 0;
+                    reached = true;
                     if !emit(Feed::Connected(conn.process().clone())) {
                         return;
                     }
@@ -237,5 +252,24 @@ mod tests {
         }
         assert_eq!(attempts, vec![(1, Duration::from_millis(250)), (2, Duration::from_millis(500))]);
         drop(live); // joins: Stop is answered during the wait
+    }
+
+    /// A pid with no process behind it is not retried: the thread says so once and stops.
+    #[test]
+    fn a_pid_whose_process_is_gone_is_not_retried() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        child.wait().expect("wait");
+        // Its stale socket, as a probe killed with SIGKILL leaves it.
+        std::fs::write(dir.path().join(format!("{pid}-gone.sock")), b"").expect("stale socket");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let live = Live::start(Some(Target::Pid(pid)), dir.path().to_path_buf(), ConnectOptions::default(), tx, |f| f);
+        match rx.recv_timeout(Duration::from_secs(5)).expect("a report within 5 s") {
+            Feed::Gone { reason } => assert!(reason.contains(&format!("pid {pid} has exited")), "{reason}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(rx.recv_timeout(Duration::from_millis(500)).is_err(), "nothing after Gone: the thread stopped");
+        drop(live);
     }
 }

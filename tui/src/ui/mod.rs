@@ -1,16 +1,17 @@
 //! The terminal UI: `stallscope attach` (live) and `stallscope replay FILE`.
 //!
-//! Layers (see `shared/STYLE.md`, "The terminal UI"):
-//! - [`state`]: everything shown, as plain data ([`state::App`]); no ratatui;
-//! - [`input`]: keys to [`input::Action`]s;
+//! Layers (`docs/architecture.md`, "The terminal UI"):
+//! - [`state`]: everything shown, as plain data ([`state::App`], and [`state::picker::Picker`]
+//!   before attaching); no ratatui;
+//! - [`input`]: keys to [`input::Action`]s, from the one table the Help view prints;
 //! - [`update`]: actions to state changes, plus [`update::Effect`]s that need I/O;
 //! - [`view`]: one module per screen, drawing `&App` into a buffer;
 //! - [`conn`]: the live connection thread (connect, stream, reconnect with backoff);
 //! - [`replay`]: a recording on a timeline;
 //! - [`term`]: the real terminal, restored on quit, panic and signals.
 //!
-//! [`run`] is generic over the ratatui backend, so tests drive it with `TestBackend` and a
-//! channel of events exactly as the real terminal does.
+//! [`run`] and [`pick_loop`] are generic over the ratatui backend, so tests drive them with
+//! `TestBackend` and a channel of events exactly as the real terminal does.
 
 pub mod conn;
 pub mod fixture;
@@ -34,6 +35,7 @@ use stallscope_wire::Received;
 
 use self::conn::{Command, Feed, Live};
 use self::replay::Replay;
+use self::state::picker::{Picked, Picker};
 use self::state::{App, ConnStatus, DumpState, Source, View};
 use self::update::Effect;
 use crate::conn::ConnectOptions;
@@ -185,6 +187,7 @@ fn handle(
                     }
                 }
                 Feed::Lost { .. } => {}
+                Feed::Gone { reason } => anyhow::bail!("{reason}"),
             }
             receive_feed(app, feed);
         }
@@ -206,6 +209,11 @@ pub fn receive_feed(app: &mut App, feed: Feed) {
             }
         }
         Feed::Data(r) => receive(app, r),
+        // The run loop ends on it before it gets here; a test feeding it directly sees it quit.
+        Feed::Gone { reason } => {
+            app.message = Some(reason);
+            app.quit = true;
+        }
     }
 }
 
@@ -323,42 +331,58 @@ pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
-/// `stallscope attach`: the live UI on `target` (or the only probe in `dir`).
+/// `stallscope attach`: the live UI on `target`, or with none on the only probe in `dir` (waiting
+/// for one when there is none yet). With several, the picker comes first, in the same terminal
+/// session and on the same input thread (a second reader would take the first key meant for
+/// the UI).
 pub fn attach(target: Option<Target>, dir: PathBuf, options: RunOptions) -> anyhow::Result<()> {
-    let shown = target.as_ref().map_or_else(|| "the local probe".to_string(), |t| format!("{t:?}"));
+    let several = target.is_none()
+        && matches!(crate::target::resolve_or_only(None, &dir), Err(crate::target::TargetError::Ambiguous { .. }));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mut guard, stop) = enter_terminal(tx.clone())?;
+    let target = if several {
+        let mut picker = Picker::new(crate::list::probes(&dir));
+        picker.no_color = no_color();
+        match pick_loop(&mut guard.terminal, &mut picker, &rx, &|| crate::list::probes(&dir), &stop)? {
+            Some(found) => Some(Target::Pid(found.pid)),
+            None => return Ok(()),
+        }
+    } else {
+        target
+    };
+    let shown = target.as_ref().map_or_else(|| "the local probe".to_string(), |t| t.to_string());
     let mut app = App::new(Source::Live { target: shown });
     app.no_color = no_color();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let live = Live::start(target, dir, ConnectOptions::default(), tx.clone(), |f| Event::Feed(Box::new(f)));
-    in_terminal(&mut app, Driver::Live(live), &options, tx, &rx)
-}
-
-/// Runs the UI in the real terminal until it ends, then gives the terminal back before the
-/// driver (the connection thread) is stopped.
-fn in_terminal(
-    app: &mut App,
-    mut driver: Driver,
-    options: &RunOptions,
-    tx: Sender<Event>,
-    rx: &Receiver<Event>,
-) -> anyhow::Result<()> {
-    let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
-    spawn_input(tx);
-    let signalled = guard.signalled.clone();
-    let result = run(&mut guard.terminal, app, rx, &mut driver, options, &|| {
-        signalled.load(std::sync::atomic::Ordering::Relaxed)
-    });
+    let live = Live::start(target, dir, ConnectOptions::default(), tx, |f| Event::Feed(Box::new(f)));
+    let mut driver = Driver::Live(live);
+    let result = run(&mut guard.terminal, &mut app, &rx, &mut driver, &options, &stop);
+    // The terminal is given back before the connection thread is stopped.
     drop(guard);
     drop(driver);
     result
 }
 
-/// `stallscope replay FILE`: the UI on a recording.
-pub fn replay(path: &Path, options: RunOptions) -> anyhow::Result<()> {
-    let mut rep = Replay::open(path).with_context(|| format!("while reading the recording {}", path.display()))?;
+/// Takes over the real terminal, with one input thread sending its keys to `tx`; returns the
+/// guard that gives it back and whether a termination signal arrived.
+fn enter_terminal(tx: Sender<Event>) -> anyhow::Result<(term::TerminalGuard, impl Fn() -> bool)> {
+    let guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
+    spawn_input(tx);
+    let signalled = guard.signalled.clone();
+    Ok((guard, move || signalled.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+/// Reads a recording for `stallscope replay`: fails when it cannot be read or holds nothing to
+/// replay, before any terminal is needed.
+pub fn open_replay(path: &Path) -> anyhow::Result<Replay> {
+    let rep = Replay::open(path).with_context(|| format!("while reading the recording {}", path.display()))?;
     if rep.is_empty() {
         anyhow::bail!("the recording {} holds no update to replay", path.display());
     }
+    Ok(rep)
+}
+
+/// `stallscope replay FILE`: the UI on a recording opened by [`open_replay`].
+pub fn replay(mut rep: Replay, path: &Path, options: RunOptions) -> anyhow::Result<()> {
     let mut app = App::new(Source::Replay { path: path.display().to_string() });
     app.no_color = no_color();
     if !rep.damage.is_empty() {
@@ -366,71 +390,59 @@ pub fn replay(path: &Path, options: RunOptions) -> anyhow::Result<()> {
     }
     rep.start(&mut app);
     let (tx, rx) = std::sync::mpsc::channel();
-    in_terminal(&mut app, Driver::Replay(rep), &options, tx, &rx)
-}
-
-/// The picker shown when several probes run and no target was given: returns the chosen one.
-pub fn pick_probe(
-    probes: &[stallscope_wire::discovery::Found],
-) -> anyhow::Result<Option<stallscope_wire::discovery::Found>> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let mut guard = term::TerminalGuard::enter().context("while setting up the terminal")?;
-    spawn_input(tx);
-    let signalled = guard.signalled.clone();
-    let choice = pick_loop(&mut guard.terminal, probes, &rx, &|| signalled.load(std::sync::atomic::Ordering::Relaxed))?;
+    let (mut guard, stop) = enter_terminal(tx)?;
+    let result = run(&mut guard.terminal, &mut app, &rx, &mut Driver::Replay(rep), &options, &stop);
     drop(guard);
-    Ok(choice.and_then(|i| probes.get(i).cloned()))
+    result
 }
 
-/// The picker's loop, generic over the backend: j/k or arrows move, Enter chooses, q or Esc
-/// gives up.
+/// How often the picker lists the probes again, so that one that exits leaves the list.
+const PICKER_REFRESH: Duration = Duration::from_millis(500);
+
+/// The picker's loop, generic over the backend: keys go through `input` and `update` like the
+/// other screens'; `list` is called every [`PICKER_REFRESH`] and before attaching, so a probe
+/// that has exited is neither shown nor attached to. Returns None when the user gives up.
 pub fn pick_loop<B: Backend>(
     terminal: &mut Terminal<B>,
-    probes: &[stallscope_wire::discovery::Found],
+    picker: &mut Picker,
     events: &Receiver<Event>,
+    list: &dyn Fn() -> Vec<crate::list::ProbeRow>,
     stop: &dyn Fn() -> bool,
-) -> anyhow::Result<Option<usize>> {
-    use ratatui::crossterm::event::KeyCode;
-    use ratatui::text::{Line, Span};
-    use ratatui::widgets::{Paragraph, Wrap};
-    let mut selected = 0usize;
-    let no_color = no_color();
+) -> anyhow::Result<Option<stallscope_wire::discovery::Found>> {
+    let mut listed = Instant::now();
     loop {
-        terminal.draw(|f| {
-            let theme = view::Theme { color: !no_color };
-            let mut lines = vec![
-                Line::from(Span::styled(
-                    format!("{} probes are running on this machine. Attach to:", probes.len()),
-                    theme.header(),
-                )),
-                Line::from(""),
-            ];
-            for (i, p) in probes.iter().enumerate() {
-                let up = crate::list::process_uptime(p.pid).map(crate::list::fmt_uptime).unwrap_or_default();
-                let text = format!("  {:>7}  {:<24} {:>10}  {}", p.pid, p.name, up, p.path.display());
-                let style = if i == selected { theme.selected() } else { Default::default() };
-                lines.push(Line::from(Span::styled(text, style)));
-            }
-            lines.push(Line::from(""));
-            lines.push(Line::from(Span::styled("j/k or ↑/↓ choose · Enter attach · q quit", theme.dim())));
-            f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), f.area());
-        })?;
+        terminal.draw(|f| view::render_picker(picker, f))?;
         if stop() {
             return Ok(None);
         }
         match events.recv_timeout(TICK) {
-            Ok(Event::Key(k)) => match k.code {
-                KeyCode::Up | KeyCode::Char('k') => selected = selected.saturating_sub(1),
-                KeyCode::Down | KeyCode::Char('j') => selected = (selected + 1).min(probes.len().saturating_sub(1)),
-                KeyCode::Enter => return Ok((!probes.is_empty()).then_some(selected)),
-                KeyCode::Char('q') | KeyCode::Esc => return Ok(None),
-                KeyCode::Char('c') if k.modifiers.contains(ratatui::crossterm::event::KeyModifiers::CONTROL) => {
-                    return Ok(None)
+            Ok(Event::Key(k)) => {
+                if let Some(action) = input::picker_key(k) {
+                    let mut gone = false;
+                    if action == input::Action::Enter {
+                        // The probe chosen may have exited since the last listing: then the
+                        // list is shown again, without it, rather than attaching to another.
+                        let before = picker.selection().map(|f| f.pid);
+                        picker.set_probes(list());
+                        listed = Instant::now();
+                        gone = picker.selection().map(|f| f.pid) != before;
+                    }
+                    if !gone {
+                        update::picker(picker, action);
+                    }
                 }
-                _ => {}
-            },
+            }
             Ok(_) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+        match picker.picked.take() {
+            Some(Picked::Probe(found)) => return Ok(Some(found)),
+            Some(Picked::Nothing) => return Ok(None),
+            None => {}
+        }
+        if listed.elapsed() >= PICKER_REFRESH {
+            picker.set_probes(list());
+            listed = Instant::now();
         }
     }
 }

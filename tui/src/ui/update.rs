@@ -2,6 +2,7 @@
 //! seeking in a recording) is returned as an [`Effect`] for the run loop to carry out.
 
 use super::input::Action;
+use super::state::picker::{Picked, Picker};
 use super::state::{cycle, App, DumpState, StallColumn, TaskColumn, View};
 
 /// Rows a page key moves.
@@ -82,6 +83,15 @@ pub fn update(app: &mut App, action: Action) -> Effect {
         _ => return view_action(app, action),
     }
     Effect::None
+}
+
+/// Applies `action` to the picker: move, attach to the selection, or give up.
+pub fn picker(p: &mut Picker, action: Action) {
+    match action {
+        Action::Quit => p.picked = Some(Picked::Nothing),
+        Action::Enter => p.picked = p.selection().cloned().map(Picked::Probe),
+        other => p.selected = move_sel(p.selected, p.probes.len(), &other),
+    }
 }
 
 fn goto(app: &mut App, v: View) {

@@ -6,6 +6,7 @@
 
 pub mod flame_tree;
 pub mod history;
+pub mod picker;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

@@ -1,12 +1,14 @@
 //! Drawing: one module per screen, all reading `&App` and nothing else.
 //!
 //! The frame is: a tab bar, the view, (in replay) a timeline, and a status line. Help is drawn
-//! over the view. Every screen works from 80x24 up.
+//! over the view. Every screen works from 80x24 up. The picker, shown before attaching when
+//! several probes run, is a screen of its own ([`render_picker`]).
 
 pub mod flame;
 mod flame_view;
 mod help;
 mod overview;
+mod picker;
 mod pools;
 mod stalls;
 mod tasks;
@@ -108,6 +110,16 @@ pub fn render_area(app: &App, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     }
 }
 
+/// Draws the picker (several probes, no target given).
+pub fn render_picker(p: &super::state::picker::Picker, frame: &mut Frame<'_>) {
+    picker::render(p, frame.area(), frame.buffer_mut());
+}
+
+/// Draws the picker into `buf` (for tests without a terminal).
+pub fn render_picker_area(p: &super::state::picker::Picker, area: Rect, buf: &mut ratatui::buffer::Buffer) {
+    picker::render(p, area, buf);
+}
+
 fn render_tabs(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer::Buffer) {
     let mut spans = vec![Span::styled(" stallscope ", theme.header())];
     for (i, v) in View::ALL.iter().enumerate() {
@@ -195,6 +207,46 @@ pub(crate) fn fmt_secs(ms: u64) -> String {
     }
 }
 
+/// `text` after `prefix`, word-wrapped to `width` columns; the lines after the first start
+/// `indent` columns in, so wrapped text stays in its column instead of going back to the edge.
+/// A word longer than a line is cut. When the indent leaves too little room (under 12 columns),
+/// continuation lines start 2 columns in.
+pub(crate) fn wrap_indented<'a>(prefix: Vec<Span<'a>>, text: &str, width: usize, indent: usize) -> Vec<Line<'a>> {
+    let first_w = width.saturating_sub(prefix.iter().map(|s| s.width()).sum());
+    let indent = if width.saturating_sub(indent) < 12 { 2.min(width) } else { indent };
+    let room = |rows: &Vec<String>| if rows.is_empty() { first_w } else { width - indent }.max(1);
+    let mut rows: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        let cur_w = cur.chars().count();
+        let need = if cur_w > 0 { cur_w + 1 + word.chars().count() } else { word.chars().count() };
+        // A full line, or a first line with too little room after the prefix: go to the next.
+        if need > room(&rows) && (cur_w > 0 || rows.is_empty()) {
+            rows.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+        while cur.chars().count() > room(&rows) {
+            let r = room(&rows);
+            let tail: String = cur.chars().skip(r).collect();
+            cur.truncate(cur.char_indices().nth(r).map_or(cur.len(), |(i, _)| i));
+            rows.push(std::mem::replace(&mut cur, tail));
+        }
+    }
+    if !cur.is_empty() || rows.is_empty() {
+        rows.push(cur);
+    }
+    let mut lines = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter();
+    let mut first = prefix;
+    first.push(Span::raw(rows.next().unwrap_or_default()));
+    lines.push(Line::from(first));
+    lines.extend(rows.map(|r| Line::from(format!("{}{r}", " ".repeat(indent)))));
+    lines
+}
+
 /// Truncates `s` to `w` columns with an ellipsis.
 pub(crate) fn clip(s: &str, w: usize) -> String {
     let n = s.chars().count();
@@ -234,5 +286,28 @@ pub(crate) fn scroll_for(selected: usize, height: usize) -> usize {
         0
     } else {
         selected.saturating_sub(height - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(lines: &[Line<'_>]) -> Vec<String> {
+        lines.iter().map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect()).collect()
+    }
+
+    #[test]
+    fn wrapped_text_stays_in_its_column() {
+        let lines = wrap_indented(vec![Span::raw("  key  ")], "one two three four five", 24, 7);
+        assert_eq!(rows(&lines), ["  key  one two three", "       four five"]);
+        // Too little room after the indent: continuation lines start 2 columns in, and a word
+        // that does not fit after the prefix starts the next line.
+        let lines = wrap_indented(vec![Span::raw("  a long label: ")], "alpha beta", 20, 16);
+        assert_eq!(rows(&lines), ["  a long label: ", "  alpha beta"]);
+        // A word longer than a line is cut, never lost.
+        let lines = wrap_indented(vec![Span::raw("> ")], "abcdefghij", 6, 2);
+        assert_eq!(rows(&lines), ["> ", "  abcd", "  efgh", "  ij"]);
+        assert_eq!(rows(&wrap_indented(vec![Span::raw("x ")], "", 10, 2)), ["x "]);
     }
 }
