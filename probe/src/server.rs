@@ -44,6 +44,11 @@ const ACCEPT_WAIT: Duration = Duration::from_secs(1);
 /// A client must finish the handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Connections that may be in their handshake at once, beyond `max_clients`. Each has a thread
+/// for up to `HANDSHAKE_TIMEOUT`; further connections are closed at once, uncounted by any
+/// thread (1,000 silent connections once made a service run 1,007 threads).
+const MAX_HANDSHAKING: usize = 16;
+
 /// A connected stream, Unix or TCP.
 enum Conn {
     Unix(UnixStream),
@@ -315,15 +320,24 @@ fn accept_loop(
                 &mut accepted,
             );
         }
+        let prune = |clients: &mut Vec<Client>| {
+            clients.retain_mut(|c| {
+                c.threads.retain(|t| !t.is_finished());
+                !c.threads.is_empty()
+            })
+        };
+        prune(&mut clients);
+        let cap = probe.shared.config.max_clients + MAX_HANDSHAKING;
         for (conn, is_unix) in accepted {
+            if clients.len() >= cap {
+                conn.shutdown();
+                probe.shared.clients_refused.fetch_add(1, Relaxed);
+                continue;
+            }
             if let Some(c) = serve(&probe, conn, is_unix, &live, &stop, &dumper) {
                 clients.push(c);
             }
         }
-        clients.retain_mut(|c| {
-            c.threads.retain(|t| !t.is_finished());
-            !c.threads.is_empty()
-        });
         if stop.load(Acquire) {
             break;
         }
@@ -396,7 +410,12 @@ fn client(
         },
         _ => None,
     }
-    .or_else(|| (live.load(Acquire) >= max).then(|| format!("too many clients ({max}) attached to this probe")));
+    .or_else(|| {
+        // Claimed before the handshake, atomically: two clients handshaking at once used to both
+        // pass a plain `live < max` check. Given back below if the handshake fails.
+        let claimed = live.fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1)).is_ok();
+        (!claimed).then(|| format!("too many clients ({max}) attached to this probe"))
+    });
     let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let process = crate::aggregator::process_info(shared);
     let hello = proto::server_handshake_with(&mut conn, |_| match &refusal {
@@ -408,6 +427,8 @@ fn client(
         Err(_) => {
             if refusal.is_some() {
                 shared.clients_refused.fetch_add(1, Relaxed);
+            } else {
+                live.fetch_sub(1, AcqRel);
             }
             conn.shutdown();
             return;
@@ -416,7 +437,6 @@ fn client(
     // What this connection may carry: the smaller of the two minors.
     let minor = ProtocolVersion::CURRENT.common(hello.protocol).minor;
     let _ = conn.set_read_timeout(None);
-    live.fetch_add(1, AcqRel);
     let sub = probe.subscribe(shared.config.client_queue);
     let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
     let writer_done = Arc::new(AtomicBool::new(false));

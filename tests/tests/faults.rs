@@ -51,3 +51,57 @@ fn a_recording_onto_a_full_disk_loses_updates_counted_and_resumes_when_there_is_
     assert!(ends >= 10, "{ends} stalls in the resumed recording");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn threads_of_this_process() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap()
+}
+
+/// 1,000 connections that never say hello (P7 defect 6: each got a thread before any check, and
+/// a service ran 1,007 threads). The probe holds at most `max_clients` + 16 handshakes at once
+/// and closes the rest; the service's work goes on; once the flood is over, a client attaches.
+#[test]
+fn a_thousand_silent_connections_cost_a_bounded_number_of_threads() {
+    let _s = stallscope_tests::serial();
+    let dir = std::env::temp_dir().join(format!("stallscope-flood-{}", std::process::id()));
+    let probe = stallscope_probe::Probe::builder().socket_dir(&dir).build().unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    probe.install(&mut b);
+    let rt = b.build().unwrap();
+    let guard = probe.start(rt.handle());
+    let path = probe.socket_path().unwrap();
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = ticks.clone();
+    rt.spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            t.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let before = threads_of_this_process();
+    let flood: Vec<_> = (0..1000).filter_map(|_| std::os::unix::net::UnixStream::connect(&path).ok()).collect();
+    assert!(flood.len() >= 900, "only {} connections made", flood.len());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let during = threads_of_this_process();
+    let cap = stallscope_probe::DEFAULT_MAX_CLIENTS + 16;
+    assert!(during <= before + cap + 2, "{during} threads with the flood, {before} before (cap {cap})");
+    // The service's own work went on.
+    let t0 = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > t0 + 10, "the service stopped");
+    // The flood ends; the handshakes it held time out; a real client attaches.
+    drop(flood);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let attached = loop {
+        match stallscope_tests::Client::connect(&path) {
+            Ok(c) => break Some(c),
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(200)),
+            Err(_) => break None,
+        }
+    };
+    assert!(attached.is_some(), "no client could attach after the flood");
+    drop(attached);
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
+}
