@@ -744,8 +744,21 @@ impl Probe {
     pub fn refresh(&self, timeout: Duration) -> Option<Arc<Snapshot>> {
         let control = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
         let (tx, rx) = mpsc::sync_channel(1);
-        control.send(Msg::Refresh(tx)).ok()?;
-        rx.recv_timeout(timeout).ok()?;
+        // Never a blocking send: with the aggregator's queue full (it waits on the symbolizer,
+        // say) that would hold the host's thread past `timeout`. `report()` comes through here.
+        let deadline = std::time::Instant::now() + timeout;
+        let mut msg = Msg::Refresh(tx);
+        loop {
+            match control.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return None,
+            }
+        }
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).ok()?;
         self.snapshot()
     }
 
