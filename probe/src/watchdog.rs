@@ -43,6 +43,9 @@ struct Watch {
     /// CPU" and stretched it.
     blocked_stack: Option<(u64, InSyscall, Vec<u64>)>,
     unhooked: Unhooked,
+    /// The end of a stall that did not fit in the aggregator's queue, sent again at each scan:
+    /// dropped, it left the stall open for good ("stalled now", never counted).
+    unsent_end: Option<Msg>,
 }
 
 impl Watch {
@@ -462,6 +465,16 @@ fn scan(
     let timed_mask = u64::from(shared.timed_every - 1);
     let mut drain_asked = false;
     for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
+        if let Some(msg) = w.unsent_end.take() {
+            match tx.try_send(msg) {
+                Err(std::sync::mpsc::TrySendError::Full(msg)) => {
+                    w.unsent_end = Some(msg);
+                    next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
+                }
+                // Sent, or the aggregator is gone (the probe is stopping).
+                _ => {}
+            }
+        }
         let generation = slot.generation.load(Acquire);
         if generation != w.generation {
             w.generation = generation;
@@ -523,7 +536,15 @@ fn scan(
                 let end = Some(a.ended_at).filter(|&e| e != 0);
                 w.active = None;
                 let raw = finish_track(w, seq, tid, now);
-                send(tx, shared, Msg::StallEnded { slot: i, seq: key, anatomy: raw, end });
+                let msg = Msg::StallEnded { slot: i, seq: key, anatomy: raw, end };
+                if w.unsent_end.is_some() {
+                    // An older end waits: keep the order (at most one waits per slot; this
+                    // one is counted lost, which needs two full queues a stall apart).
+                    shared.stall_msgs_dropped.fetch_add(1, Relaxed);
+                } else if let Err(std::sync::mpsc::TrySendError::Full(msg)) = tx.try_send(msg) {
+                    w.unsent_end = Some(msg);
+                    next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
+                }
             } else {
                 // Its next sample (taken below if due now), or another look for the end of its
                 // last one. Never "now": a due sample is taken in this scan.
