@@ -440,8 +440,20 @@ fn sample(
             stack: bounds,
             now,
         };
-        if signal::request(signal, req).is_err() {
-            shared.samples_lost.fetch_add(1, Relaxed);
+        match signal::request(signal, req) {
+            Ok(()) => {}
+            Err(signal::RequestError::NotOurs) => {
+                shared.samples_lost.fetch_add(1, Relaxed);
+                shared.note_problem(format!(
+                    "stack sampling: the handler of signal {signal} (SIGRTMIN+{}) was replaced after the probe \
+                     started, so no stack is sampled (signalling would kill the process or run another handler); \
+                     choose another signal_offset if the service uses this one",
+                    shared.config.signal_offset
+                ));
+            }
+            Err(_) => {
+                shared.samples_lost.fetch_add(1, Relaxed);
+            }
         }
         a.last_sample = now;
     }

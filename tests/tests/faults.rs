@@ -105,3 +105,46 @@ fn a_thousand_silent_connections_cost_a_bounded_number_of_threads() {
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[inline(never)]
+fn stalls_after_the_handler_was_reset() {
+    std::thread::sleep(std::hint::black_box(std::time::Duration::from_millis(40)));
+    std::hint::black_box(());
+}
+
+/// The host resets the probe's sample signal to `SIG_DFL` after the probe started (P7 defect 9:
+/// the disposition was checked only at `build()`, and the next stall's sample request killed the
+/// process: a real-time signal's default action terminates it). The stall is still reported,
+/// without samples, and `process.missing` says why.
+#[test]
+fn a_host_that_resets_the_sample_signal_is_not_killed() {
+    let _s = stallscope_tests::serial();
+    let probe = stallscope_probe::Probe::builder().server(false).build().unwrap();
+    let signal = libc::SIGRTMIN() + probe.config().signal_offset;
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    probe.install(&mut b);
+    let rt = b.build().unwrap();
+    let guard = probe.start(rt.handle());
+    // SAFETY: swaps the disposition of a signal this test owns, and restores it below, so that
+    // the other tests of this binary keep the probe's handler.
+    let saved = unsafe {
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signal, &dfl, &mut old), 0);
+        old
+    };
+    rt.block_on(async { tokio::spawn(async { stalls_after_the_handler_was_reset() }).await.unwrap() });
+    let snap = probe.refresh(std::time::Duration::from_secs(5)).unwrap();
+    // SAFETY: restores the handler saved above.
+    unsafe { assert_eq!(libc::sigaction(signal, &saved, std::ptr::null_mut()), 0) };
+    drop(guard);
+    assert_eq!(snap.stall_count, 1, "{}", stallscope_tests::describe(&snap));
+    assert!(snap.stalls.iter().all(|s| s.stacks.is_empty()), "sampled with the handler gone");
+    assert!(
+        snap.process.missing.iter().any(|m| m.contains("was replaced after the probe started")),
+        "{:?}",
+        snap.process.missing
+    );
+}

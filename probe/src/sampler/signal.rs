@@ -249,10 +249,27 @@ pub(crate) enum RequestError {
     NoBuffer,
     /// The thread is gone.
     NoThread,
+    /// The signal's handler is no longer the probe's: the host replaced or reset it after
+    /// `build()`. Signalling now could kill the process (`SIG_DFL` for a real-time signal
+    /// terminates it) or run someone else's handler.
+    NotOurs,
+}
+
+/// Whether `signal`'s handler is still the probe's. One `sigaction` query, on the watchdog.
+pub(crate) fn still_ours(signal: i32) -> bool {
+    // SAFETY: a query-only sigaction into a zeroed struct we own.
+    unsafe {
+        let mut cur: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut cur) == 0 && cur.sa_sigaction == handler as *const () as usize
+    }
 }
 
 /// Claims a free buffer and signals the thread.
 pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
+    // Checked before every request, not only at `build()`: the host may have changed it since.
+    if !still_ours(signal) {
+        return Err(RequestError::NotOurs);
+    }
     let table = table();
     let Some(e) = table
         .iter()
