@@ -431,6 +431,8 @@ fn validate(c: &Config) -> Result<(), BuildError> {
     lim("max_clients", c.max_clients, 1, 1024)?;
     lim("client_queue", c.client_queue, 1, 1 << 16)?;
     lim("record_max_bytes", c.record_max_bytes.min(usize::MAX as u64) as usize, 64 << 10, 1 << 40)?;
+    // Each rotation renames every kept file: u32::MAX of them would stall the recorder for good.
+    lim("record_keep", c.record_keep as usize, 0, 1000)?;
     #[cfg(target_os = "linux")]
     {
         let max = libc::SIGRTMAX() - libc::SIGRTMIN();

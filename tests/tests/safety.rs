@@ -17,6 +17,8 @@ fn build_errors_name_the_bad_value() {
     assert!(e.to_string().contains("max_threads") && e.to_string().contains("got 0"), "{e}");
     let e = Probe::builder().signal_offset(1000).build().unwrap_err();
     assert!(matches!(e, BuildError::SignalOffset { offset: 1000, .. }), "{e:?}");
+    let e = Probe::builder().record_keep(u32::MAX).build().unwrap_err();
+    assert!(matches!(e, BuildError::Limit { name: "record_keep", max: 1000, .. }), "{e:?}");
 }
 
 #[test]
