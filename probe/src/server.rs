@@ -86,10 +86,25 @@ impl io::Read for Conn {
 }
 
 impl io::Write for Conn {
+    /// `send` with `MSG_NOSIGNAL`, never a plain `write`: a client that hung up makes a write
+    /// raise SIGPIPE, which kills a host whose SIGPIPE is not ignored (Rust ignores it only in
+    /// Rust `main`s, and a host may reset it).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::Unix(s) => s.as_raw_fd(),
+            Conn::Tcp(s) => s.as_raw_fd(),
+        };
+        loop {
+            // SAFETY: sends from a valid buffer of `buf.len()` bytes on a socket we own.
+            let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
     fn flush(&mut self) -> io::Result<()> {
