@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use stallscope_wire::{FrameKind, Histogram, Snapshot};
+use stallscope_wire::{Histogram, Snapshot};
 
-use crate::alerts::{culprit, fmt_ns, short_path};
+use crate::alerts::fmt_ns;
 
 fn pct(h: &Histogram, q: f64) -> String {
     h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
@@ -39,26 +39,23 @@ pub fn render(s: &Snapshot) -> String {
     for st in stalls.iter().take(20) {
         let state = if st.duration_ns.is_some() { "" } else { " (still running)" };
         let bip = if st.in_block_in_place { " [in block_in_place]" } else { "" };
-        let what = match (st.task, st.unhooked_origin()) {
-            (_, Some(origin)) => format!("{origin} (no task hook)"),
-            (Some(t), None) => format!("task {t}  spawned at {}", short_path(&st.spawned_at)),
-            (None, None) => format!("instrumented future  spawned at {}", short_path(&st.spawned_at)),
-        };
+        let what = st.origin_text();
         let _ = writeln!(o, "  {:>9}{state}{bip}  worker {} {what}", fmt_ns(st.elapsed_ns), st.worker);
         match st.no_blame_reason() {
             Some(why) => {
                 let _ = writeln!(o, "            ({why})");
             }
             None => {
-                let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
+                let _ = writeln!(o, "            in {}   [{} samples]", st.culprit_text(), st.sample_count());
             }
         }
         if let Some(a) = &st.anatomy {
             let _ = writeln!(o, "            anatomy: {}", a.describe());
         }
-        if let Some(top) = st.stacks.first().filter(|_| st.blames_code()) {
-            for f in top.frames.iter().filter(|f| f.kind == FrameKind::User).skip(1).take(3) {
-                let _ = writeln!(o, "               called from {}", f.function);
+        // The callers come from the culprit's stack (`Stall::callers`), as in `stallscope report`.
+        if st.blames_code() {
+            for f in st.callers().take(3) {
+                let _ = writeln!(o, "               called from {}", f.place());
             }
         }
     }

@@ -16,7 +16,7 @@ use stallscope_wire::recording::{RecordingOptions, RecordingReader, RecordingWri
 use crate::conn::{ConnectOptions, Connection};
 use crate::flame::{Flame, FlameOptions};
 use crate::record::{self, Ended};
-use crate::summary::{stall_end_ms, Summary};
+use crate::summary::Summary;
 use crate::target::{self, Target};
 use crate::timefmt::{self, short_utc, TimeSpec};
 use crate::{list, report};
@@ -383,7 +383,7 @@ fn cmd_export(
     // Stalls that blame code: a poll that only waited for a CPU shows whatever code was
     // preempted, which is not to blame (the UI's Flame view folds the same set).
     let stalls: Vec<_> =
-        summary.stalls.iter().filter(|s| s.blames_code() && stall_end_ms(s) >= from && s.start_unix_ms <= to).collect();
+        summary.stalls.iter().filter(|s| s.blames_code() && s.end_unix_ms() >= from && s.start_unix_ms <= to).collect();
     let flame = Flame::from_stalls(stalls.iter().copied());
     if flame.is_empty() {
         bail!(

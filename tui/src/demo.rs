@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use stallscope_wire::{Received, Stall, Update};
+use stallscope_wire::{Received, Update};
 
 use crate::conn::Connection;
 use crate::timefmt::fmt_ns;
@@ -107,10 +107,6 @@ pub fn run_service(limit: Duration) -> Result<()> {
     Ok(())
 }
 
-fn top_user_frame(s: &Stall) -> String {
-    s.top_user_frame().map(crate::report::frame_text).unwrap_or_else(|| crate::summary::NO_STACK.to_string())
-}
-
 /// Prints stalls and alerts as they arrive, until `duration` or `stop`.
 pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &AtomicBool) -> Result<()> {
     let deadline = duration.map(|d| Instant::now() + d);
@@ -123,9 +119,9 @@ pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &Atom
                 stalls += 1;
                 println!(
                     "stall  {:>9}  worker {}  in {}  (spawned at {})",
-                    fmt_ns(s.duration_ns.unwrap_or(s.elapsed_ns)),
+                    fmt_ns(s.length_ns()),
                     s.worker,
-                    top_user_frame(&s),
+                    s.culprit_text(),
                     s.spawned_at
                 );
             }

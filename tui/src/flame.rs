@@ -32,7 +32,7 @@ use inferno::flamegraph::color::{BackgroundColor, Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
 use stallscope_wire::{is_off_cpu_label, Frame, FrameKind, Stall};
 
-use crate::report::short_path;
+use stallscope_wire::names::short_path;
 
 /// Options of the SVG.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,11 +10,8 @@ use std::collections::HashMap;
 
 use stallscope_wire::recording::{Recording, RecordingHeader, Skipped, Stop};
 use stallscope_wire::{
-    Alert, AlertFigure, AlertKind, AlertRecord, Drops, Frame, FrameKind, Received, Snapshot, Stall, Update,
+    Alert, AlertFigure, AlertKind, AlertRecord, Drops, FrameKind, Received, Snapshot, Stall, Update,
 };
-
-/// What a stall with no frame in any sample is blamed on (the probe's alerts use the same words).
-pub const NO_STACK: &str = "(no stack sample)";
 
 /// An alert as seen over a recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,31 +152,10 @@ pub struct Folder {
     errors: Vec<String>,
 }
 
-/// Stall duration: final when ended, elapsed so far when it was still running.
-pub fn stall_ns(s: &Stall) -> u64 {
-    s.duration_ns.unwrap_or(s.elapsed_ns)
-}
-
-/// Wall-clock end of a stall (or of what was seen of it), ms since the Unix epoch.
-pub fn stall_end_ms(s: &Stall) -> u64 {
-    s.start_unix_ms.saturating_add(stall_ns(s) / 1_000_000)
-}
-
 /// Whether `new` is a more complete copy of a stall than `old`.
 fn better(new: &Stall, old: &Stall) -> bool {
     let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns);
     rank(new) > rank(old)
-}
-
-/// The stack a stall is blamed on ([`Stall::main_stack`]: the most sampled stack with frames).
-pub fn main_stack(s: &Stall) -> Option<&[Frame]> {
-    s.main_stack()
-}
-
-/// The frame a stall is blamed on ([`Stall::culprit_frame`]): the innermost user frame of
-/// [`main_stack`], else that stack's innermost frame.
-pub fn culprit(s: &Stall) -> Option<&Frame> {
-    s.culprit_frame()
 }
 
 impl Folder {
@@ -225,7 +201,7 @@ impl Folder {
 
     fn stall(&mut self, s: &Stall) {
         self.seen_at(s.start_unix_ms);
-        self.seen_at(stall_end_ms(s));
+        self.seen_at(s.end_unix_ms());
         match self.stalls.get_mut(&s.id) {
             Some(old) if better(s, old) => *old = s.clone(),
             Some(_) => {}
@@ -340,7 +316,7 @@ impl Folder {
             self.stalls.into_values().partition(|s| created == 0 || s.start_unix_ms >= created || live.contains(&s.id));
         earlier_stalls.sort_by_key(|s| (s.start_unix_ms, s.id));
         stalls.sort_by(|a, b| {
-            stall_ns(b).cmp(&stall_ns(a)).then(a.start_unix_ms.cmp(&b.start_unix_ms)).then(a.id.cmp(&b.id))
+            b.length_ns().cmp(&a.length_ns()).then(a.start_unix_ms.cmp(&b.start_unix_ms)).then(a.id.cmp(&b.id))
         });
         Summary {
             header: self.header,
@@ -405,9 +381,8 @@ impl Summary {
     /// The stalls of the recording blamed on `function` (as [`Summary::functions`] groups
     /// them): how many, and the longest.
     pub fn stalls_of(&self, function: &str) -> (u64, Option<&Stall>) {
-        let of: Vec<&Stall> =
-            self.stalls.iter().filter(|s| culprit(s).map_or(NO_STACK, |f| f.function.as_str()) == function).collect();
-        (of.len() as u64, of.into_iter().max_by_key(|s| stall_ns(s)))
+        let of: Vec<&Stall> = self.stalls.iter().filter(|s| s.culprit_function() == function).collect();
+        (of.len() as u64, of.into_iter().max_by_key(|s| s.length_ns()))
     }
 
     /// When the last event happened (or the start, with no events).
@@ -425,7 +400,7 @@ impl Summary {
 
     /// Total stalled time of the stalls seen, nanoseconds.
     pub fn stalled_ns(&self) -> u64 {
-        self.stalls.iter().map(stall_ns).fold(0u64, u64::saturating_add)
+        self.stalls.iter().map(Stall::length_ns).fold(0u64, u64::saturating_add)
     }
 
     /// Stalled time per top user frame, most first.
@@ -435,9 +410,9 @@ impl Summary {
         // `self.stalls` is longest first, so the first stall of each group is its longest. A stall
         // that blames no code (it waited for a CPU, or was never observed) names no function.
         for s in self.stalls.iter().filter(|s| s.blames_code()) {
-            let frame = culprit(s);
-            let function = frame.map(|f| f.function.clone()).unwrap_or_else(|| NO_STACK.to_string());
-            let ns = stall_ns(s);
+            let frame = s.culprit_frame();
+            let function = s.culprit_function().to_string();
+            let ns = s.length_ns();
             match index.get(&function) {
                 Some(&i) => {
                     let f = &mut by[i].0;

@@ -16,7 +16,6 @@ use stallscope_wire::{
 
 use self::flame_tree::{FlameCursor, FlameTree};
 use self::history::{History, TickPoint};
-use crate::summary::{culprit, stall_end_ms, stall_ns};
 
 /// Stalls kept for the Stalls and Flame views; the oldest go first, and are counted.
 pub const MAX_STALLS: usize = 10_000;
@@ -569,7 +568,7 @@ impl App {
                 }
             }
             Update::StallStarted(s) | Update::StallEnded(s) => {
-                self.now_unix_ms = self.now_unix_ms.max(stall_end_ms(&s));
+                self.now_unix_ms = self.now_unix_ms.max(s.end_unix_ms());
                 self.keep_stall(&s);
             }
         }
@@ -681,7 +680,7 @@ impl App {
         rows.sort_by(|a, b| {
             let o = match sort.column {
                 StallColumn::Time => a.start_unix_ms.cmp(&b.start_unix_ms),
-                StallColumn::Duration => stall_ns(a).cmp(&stall_ns(b)),
+                StallColumn::Duration => a.length_ns().cmp(&b.length_ns()),
                 StallColumn::Worker => a.worker.cmp(&b.worker),
                 StallColumn::Location => a.spawned_at.cmp(&b.spawned_at),
                 StallColumn::Frame => frame_name(a).cmp(&frame_name(b)),
@@ -705,7 +704,7 @@ impl App {
     /// waited for a CPU shows whatever code was preempted, which is not to blame).
     pub fn flame_stalls(&self) -> Vec<&Stall> {
         let from = self.flame.window.millis().map(|w| self.now_unix_ms.saturating_sub(w));
-        self.stalls.values().filter(|s| s.blames_code() && from.is_none_or(|f| stall_end_ms(s) >= f)).collect()
+        self.stalls.values().filter(|s| s.blames_code() && from.is_none_or(|f| s.end_unix_ms() >= f)).collect()
     }
 
     /// Rebuilds the flame tree if stalls or the window changed, keeping zoom and selection on the
@@ -766,7 +765,7 @@ impl App {
         let Some(s) = &self.snapshot else { return Vec::new() };
         let mut rows = Vec::new();
         if let Some(r) = &s.runtime {
-            let starved = r.blocking_queue_depth > 0 && r.idle_blocking_threads == 0;
+            let starved = r.blocking_pool_starved();
             rows.push(PoolRow {
                 name: "tokio blocking pool".to_string(),
                 in_use: r.blocking_threads.saturating_sub(r.idle_blocking_threads),
@@ -828,7 +827,7 @@ pub fn live_tasks(s: &Snapshot) -> u64 {
 
 /// The name a stall is blamed on, for tables and sorting.
 pub fn frame_name(s: &Stall) -> String {
-    culprit(s).map_or_else(String::new, |f| f.short_name())
+    s.culprit_frame().map_or_else(String::new, |f| f.short_name())
 }
 
 fn stall_matches(s: &Stall, needle: &str) -> bool {

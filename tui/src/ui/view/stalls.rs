@@ -6,11 +6,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Widget};
-use stallscope_wire::{fmt_ns, FrameKind, Stall};
+use stallscope_wire::{fmt_ns, Frame, FrameKind, Stall};
 
 use super::flame::FlameWidget;
 use super::{clip, clip_left, scroll_for, Theme};
-use crate::summary::stall_ns;
 use crate::ui::state::flame_tree::FlameTree;
 use crate::ui::state::{frame_name, App, Sort, StallColumn};
 
@@ -73,7 +72,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         .take(body_h)
         .map(|(i, s)| {
             let running = s.duration_ns.is_none();
-            let dur = if running { format!("{}…", fmt_ns(s.elapsed_ns)) } else { fmt_ns(stall_ns(s)) };
+            let dur = if running { format!("{}…", fmt_ns(s.elapsed_ns)) } else { fmt_ns(s.length_ns()) };
             let frame = frame_name(s);
             let frame = match s.no_blame_reason() {
                 Some(why) => format!("({why})"),
@@ -196,16 +195,7 @@ fn render_top_frames(stall: &Stall, theme: Theme, area: Rect, buf: &mut Buffer) 
     let mut lines = Vec::new();
     for st in stacks.iter().take(inner.height as usize) {
         let f = st.frames.iter().find(|f| f.kind == FrameKind::User).or(st.frames.first());
-        let name = f.map_or_else(
-            || "?".to_string(),
-            |f| {
-                let loc = match (&f.file, f.line) {
-                    (Some(file), Some(line)) => format!(" ({}:{line})", file.rsplit('/').next().unwrap_or(file)),
-                    _ => String::new(),
-                };
-                format!("{}{loc}", f.short_name())
-            },
-        );
+        let name = f.map_or_else(|| "?".to_string(), Frame::place);
         let pct = st.count as f64 * 100.0 / total as f64;
         let text = format!("{:>5.1}% {:>5}  {}", pct, st.count, name);
         lines.push(Line::from(clip(&text, w)));
