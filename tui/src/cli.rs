@@ -14,12 +14,12 @@ use stallscope_wire::discovery;
 use stallscope_wire::recording::{RecordingOptions, RecordingReader, RecordingWriter};
 
 use crate::conn::{ConnectOptions, Connection};
-use crate::flame::{Flame, FlameOptions};
+use crate::flame::{Flame, FlameOptions, FlameSvg};
 use crate::record::{self, Ended};
-use crate::summary::Summary;
 use crate::target::{self, Target};
 use crate::timefmt::{self, short_utc, TimeSpec};
 use crate::{list, report};
+use stallscope_wire::model::Summary;
 
 /// Find what blocks your Tokio event loop and which tasks never finish.
 ///

@@ -1,4 +1,4 @@
-//! `stallscope report`: a [`Summary`] as text, or as the stable JSON documented in
+//! `stallscope report`: the model's [`Summary`] as text, or as the stable JSON documented in
 //! `docs/report-json.md`.
 
 use std::fmt::Write;
@@ -8,8 +8,8 @@ use stallscope_wire::{AlertFigure, AlertKind, Frame, FrameKind, Histogram, Locat
 
 use stallscope_wire::names::short_path;
 
-use crate::summary::{SeenAlert, Summary};
 use crate::timefmt::{fmt_ns, ns_to_ms, rfc3339_ms};
+use stallscope_wire::model::{SeenAlert, Summary};
 
 /// Options of the text report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

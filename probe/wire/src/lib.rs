@@ -28,6 +28,7 @@ pub mod discovery;
 mod error;
 pub mod frame;
 pub mod intern;
+pub mod model;
 pub mod names;
 pub mod proto;
 pub mod recording;

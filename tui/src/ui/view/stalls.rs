@@ -10,7 +10,6 @@ use stallscope_wire::{fmt_ns, Frame, FrameKind, Stall};
 
 use super::flame::FlameWidget;
 use super::{clip, clip_left, scroll_for, Theme};
-use crate::ui::state::flame_tree::FlameTree;
 use crate::ui::state::{frame_name, App, Sort, StallColumn};
 
 pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
@@ -21,7 +20,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let rows = app.stall_rows();
     let [head, table] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
     let f = &app.stalls_view.filter;
-    let mut spans = vec![Span::styled(format!("Stalls ({} of {})", rows.len(), app.stalls.len()), theme.header())];
+    let mut spans = vec![Span::styled(format!("Stalls ({} of {})", rows.len(), app.stalls().len()), theme.header())];
     if f.editing || !f.text.is_empty() {
         spans.push(Span::raw("  filter: "));
         spans.push(Span::styled(f.text.clone(), theme.warn()));
@@ -96,7 +95,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     if rows.is_empty() {
-        let msg = if app.stalls.is_empty() {
+        let msg = if app.stalls().is_empty() {
             "No stall yet: no poll has run longer than the threshold."
         } else {
             "No stall matches the filter."
@@ -161,7 +160,7 @@ fn render_detail(app: &App, stall: &Stall, theme: Theme, area: Rect, buf: &mut B
         )),
     ];
     Paragraph::new(lines).render(head, buf);
-    let tree = FlameTree::from_stalls([stall]);
+    let tree = &app.stalls_view.detail_tree;
     let wide = body.width >= 110;
     let (flame_area, top_area) = if wide {
         let [a, b] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
@@ -177,7 +176,7 @@ fn render_detail(app: &App, stall: &Stall, theme: Theme, area: Rect, buf: &mut B
         ))
         .render(flame_area, buf);
     } else {
-        FlameWidget { tree: &tree, cursor: &app.stalls_view.detail_cursor, color: theme.color }.render(flame_area, buf);
+        FlameWidget { tree, cursor: &app.stalls_view.detail_cursor, color: theme.color }.render(flame_area, buf);
     }
     render_top_frames(stall, theme, top_area, buf);
 }
