@@ -110,7 +110,7 @@ pub fn run_service(limit: Duration) -> Result<()> {
 /// Prints stalls and alerts as they arrive, until `duration` or `stop`.
 pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &AtomicBool) -> Result<()> {
     let deadline = duration.map(|d| Instant::now() + d);
-    let mut seen_alerts: HashSet<String> = HashSet::new();
+    let mut seen_alerts: HashSet<stallscope_wire::model::AlertKey> = HashSet::new();
     let mut stalls = 0u64;
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         let Some(received) = conn.recv()? else { continue };
@@ -128,8 +128,8 @@ pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &Atom
             Received::Update(Update::Tick { snapshot, .. }) => {
                 for a in &snapshot.alerts {
                     // Alerts repeat every tick while active, with changing figures; print each
-                    // (kind, subject) once.
-                    let key = format!("{:?}:{}", a.kind, if a.subject.is_empty() { &a.summary } else { &a.subject });
+                    // once, keyed as the model keys them.
+                    let key = stallscope_wire::model::alert_key(a);
                     if seen_alerts.insert(key) {
                         println!("ALERT  {}\n       what to do: {}", a.summary, a.what_to_do);
                     }
