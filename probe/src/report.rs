@@ -7,10 +7,6 @@ use stallscope_wire::{Histogram, Snapshot};
 
 use crate::alerts::fmt_ns;
 
-fn pct(h: &Histogram, q: f64) -> String {
-    h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
-}
-
 /// The workers' busy share since the probe started, from the watchdog's per-worker busy time
 /// ([`stallscope_wire::Snapshot::busy_ratio`]).
 fn busy_text(s: &Snapshot) -> String {
@@ -84,8 +80,8 @@ pub fn render(s: &Snapshot) -> String {
             l.live,
             l.spawned,
             l.completed,
-            pct(&l.poll_time, 0.5),
-            pct(&l.poll_time, 0.99),
+            l.poll_time.quantile_text(0.5),
+            l.poll_time.quantile_text(0.99),
             fmt_ns(l.poll_time.max_ns),
             l.location
         );
@@ -101,7 +97,7 @@ pub fn render(s: &Snapshot) -> String {
             pl.max,
             pl.idle,
             pl.waiters,
-            pct(&pl.wait_time, 0.99),
+            pl.wait_time.quantile_text(0.99),
             if pl.saturated() { "  SATURATED" } else { "" }
         );
     }
@@ -123,24 +119,13 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
 
-    let all_polls = s.workers.iter().fold(Histogram::default(), |mut acc, w| {
-        if acc.counts.is_empty() {
-            acc = w.poll_time.clone();
-        } else {
-            for (a, b) in acc.counts.iter_mut().zip(&w.poll_time.counts) {
-                *a += b;
-            }
-            acc.count += w.poll_time.count;
-            acc.sum_ns += w.poll_time.sum_ns;
-            acc.max_ns = acc.max_ns.max(w.poll_time.max_ns);
-        }
-        acc
-    });
+    // The same merge as `stallscope report`'s.
+    let all_polls = Histogram::merged(s.workers.iter().map(|w| &w.poll_time));
     let _ = writeln!(
         o,
         "\nloop lag: p50 {} p99 {} max {} (heartbeat every {})",
-        pct(&s.lag.lag, 0.5),
-        pct(&s.lag.lag, 0.99),
+        s.lag.lag.quantile_text(0.5),
+        s.lag.lag.quantile_text(0.99),
         fmt_ns(s.lag.lag.max_ns),
         fmt_ns(s.lag.period_ns)
     );
@@ -148,9 +133,9 @@ pub fn render(s: &Snapshot) -> String {
         o,
         "polls: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls and every stall)",
         s.worker_polls(),
-        pct(&all_polls, 0.5),
-        pct(&all_polls, 0.99),
-        pct(&all_polls, 0.999),
+        all_polls.quantile_text(0.5),
+        all_polls.quantile_text(0.99),
+        all_polls.quantile_text(0.999),
         fmt_ns(all_polls.max_ns)
     );
 

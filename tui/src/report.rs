@@ -25,10 +25,6 @@ impl Default for TextOptions {
     }
 }
 
-fn pct(h: &Histogram, q: f64) -> String {
-    h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
-}
-
 /// `+1.234 s` from the recording's start.
 fn offset(start_ms: u64, at_ms: u64) -> String {
     if at_ms >= start_ms {
@@ -36,24 +32,6 @@ fn offset(start_ms: u64, at_ms: u64) -> String {
     } else {
         format!("-{:.3} s", (start_ms - at_ms) as f64 / 1e3)
     }
-}
-
-/// Sums histograms that share bucket bounds with the first one (others are skipped).
-pub fn merge_histograms<'a>(hs: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
-    let mut acc = Histogram::default();
-    for h in hs {
-        if acc.counts.is_empty() && acc.count == 0 {
-            acc = h.clone();
-        } else if h.upper_ns == acc.upper_ns && h.counts.len() == acc.counts.len() {
-            for (a, b) in acc.counts.iter_mut().zip(&h.counts) {
-                *a = a.saturating_add(*b);
-            }
-            acc.count = acc.count.saturating_add(h.count);
-            acc.sum_ns = acc.sum_ns.saturating_add(h.sum_ns);
-            acc.max_ns = acc.max_ns.max(h.max_ns);
-        }
-    }
-    acc
 }
 
 fn locations_by_p99(s: &Snapshot) -> Vec<&LocationStats> {
@@ -262,8 +240,8 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             pl.idle,
             pl.waiters,
             pl.acquired,
-            pct(&pl.wait_time, 0.5),
-            pct(&pl.wait_time, 0.99),
+            pl.wait_time.quantile_text(0.5),
+            pl.wait_time.quantile_text(0.99),
             if pl.saturated() { "  SATURATED" } else { "" }
         );
     }
@@ -292,21 +270,21 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     let _ = writeln!(
         o,
         "\nloop lag: p50 {} p99 {} max {} last {} ({} heartbeats, one every {})",
-        pct(&lag.lag, 0.5),
-        pct(&lag.lag, 0.99),
+        lag.lag.quantile_text(0.5),
+        lag.lag.quantile_text(0.99),
         fmt_ns(lag.lag.max_ns),
         fmt_ns(lag.last_ns),
         lag.lag.count,
         fmt_ns(lag.period_ns)
     );
-    let all = merge_histograms(last.workers.iter().map(|w| &w.poll_time));
+    let all = Histogram::merged(last.workers.iter().map(|w| &w.poll_time));
     let _ = writeln!(
         o,
         "polls since the probe started: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls)",
         last.worker_polls(),
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        pct(&all, 0.999),
+        all.quantile_text(0.5),
+        all.quantile_text(0.99),
+        all.quantile_text(0.999),
         fmt_ns(all.max_ns)
     );
     let locs = locations_by_p99(last);
@@ -323,8 +301,8 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             o,
             "  {:>9} {:>9} {:>9} {:>9}  {:>6} / {:<7}  {}",
             l.polls,
-            pct(&l.poll_time, 0.5),
-            pct(&l.poll_time, 0.99),
+            l.poll_time.quantile_text(0.5),
+            l.poll_time.quantile_text(0.99),
             fmt_ns(l.poll_time.max_ns),
             l.live,
             l.spawned,
@@ -812,7 +790,7 @@ fn build(sum: &Summary) -> JsonReport {
             lag: (&s.lag.lag).into(),
         }),
         polls: last.map(|s| JsonPolls {
-            all: (&merge_histograms(s.workers.iter().map(|w| &w.poll_time))).into(),
+            all: (&Histogram::merged(s.workers.iter().map(|w| &w.poll_time))).into(),
             by_location: locations_by_p99(s)
                 .into_iter()
                 .map(|l| JsonLocationPolls {

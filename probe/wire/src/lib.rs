@@ -113,6 +113,32 @@ impl Histogram {
     }
 }
 
+impl Histogram {
+    /// The sum of histograms that share bucket bounds with the first one (others are skipped):
+    /// all workers' poll times as one, in both reports.
+    pub fn merged<'a>(hs: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
+        let mut acc = Histogram::default();
+        for h in hs {
+            if acc.counts.is_empty() && acc.count == 0 {
+                acc = h.clone();
+            } else if h.upper_ns == acc.upper_ns && h.counts.len() == acc.counts.len() {
+                for (a, b) in acc.counts.iter_mut().zip(&h.counts) {
+                    *a = a.saturating_add(*b);
+                }
+                acc.count = acc.count.saturating_add(h.count);
+                acc.sum_ns = acc.sum_ns.saturating_add(h.sum_ns);
+                acc.max_ns = acc.max_ns.max(h.max_ns);
+            }
+        }
+        acc
+    }
+
+    /// A quantile for people (`53.2 ms`), `-` for an empty histogram.
+    pub fn quantile_text(&self, q: f64) -> String {
+        self.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
+    }
+}
+
 /// A duration for people: "53.2 ms", "1.20 s", "850 µs", "12 ns". Shared by the probe's report and
 /// the client's.
 ///
