@@ -124,7 +124,7 @@ impl Check for BlockingPoll {
 struct LeakSuspect;
 impl Check for LeakSuspect {
     fn check(&self, s: &Snapshot, _: &Interval, c: &Config, out: &mut Vec<Raised>) {
-        for l in s.locations.iter().filter(|l| l.leak_suspect && !l.internal) {
+        for l in s.leak_suspects() {
             let age = l.oldest_live_ns.map(|a| format!(", oldest {}", fmt_ns(a))).unwrap_or_default();
             let alert = Alert {
                 kind: AlertKind::LeakSuspect,

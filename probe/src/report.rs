@@ -56,18 +56,10 @@ pub fn render(s: &Snapshot) -> String {
         }
     }
 
-    let leaks: Vec<_> = s.locations.iter().filter(|l| l.leak_suspect && !l.internal).collect();
+    let leaks: Vec<_> = s.leak_suspects().collect();
     let _ = writeln!(o, "\nleak suspects: {}", leaks.len());
     for l in leaks {
-        let _ = writeln!(
-            o,
-            "  {}  live {} (spawned {}, completed {}), oldest {}",
-            l.location,
-            l.live,
-            l.spawned,
-            l.completed,
-            l.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
-        );
+        let _ = writeln!(o, "  {}", l.leak_text());
     }
 
     let _ = writeln!(o, "\ntasks by spawn location (live / spawned / completed, poll p50 p99 max):");

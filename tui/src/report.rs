@@ -211,18 +211,10 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     };
 
     // Leaks.
-    let leaks: Vec<_> = last.locations.iter().filter(|l| l.leak_suspect && !l.internal).collect();
+    let leaks: Vec<_> = last.leak_suspects().collect();
     let _ = writeln!(o, "\nleak suspects: {}", leaks.len());
     for l in leaks {
-        let _ = writeln!(
-            o,
-            "  {}  live {} (spawned {}, completed {}), oldest {}",
-            l.location,
-            l.live,
-            l.spawned,
-            l.completed,
-            l.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
-        );
+        let _ = writeln!(o, "  {}", l.leak_text());
     }
 
     // Pools.
@@ -746,9 +738,7 @@ fn build(sum: &Summary) -> JsonReport {
             .collect(),
         leak_suspects: last
             .map(|s| {
-                s.locations
-                    .iter()
-                    .filter(|l| l.leak_suspect && !l.internal)
+                s.leak_suspects()
                     .map(|l| JsonLeak {
                         location: l.location.clone(),
                         live: l.live,

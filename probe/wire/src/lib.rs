@@ -699,6 +699,21 @@ pub struct PoolStats {
     pub wait_time: Histogram,
 }
 
+impl LocationStats {
+    /// A leak suspect for people: `src/conn.rs:9:9  live 30 (spawned 40, completed 10),
+    /// oldest 3.00 s`, as both text reports print it.
+    pub fn leak_text(&self) -> String {
+        format!(
+            "{}  live {} (spawned {}, completed {}), oldest {}",
+            self.location,
+            self.live,
+            self.spawned,
+            self.completed,
+            self.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
+        )
+    }
+}
+
 impl RuntimeStats {
     /// Tasks wait in the blocking pool's queue and no thread of it is idle: the "blocking pool
     /// starved" alert, the reports' `STARVED` and the Pools view's saturated row.
@@ -974,6 +989,11 @@ impl Snapshot {
         self.locations.iter().find(|l| {
             l.location.ends_with(suffix) || l.location.rsplit_once(':').is_some_and(|(fl, _)| fl.ends_with(suffix))
         })
+    }
+
+    /// The locations flagged as leak suspects, leaving out the probe's own and Tokio's.
+    pub fn leak_suspects(&self) -> impl Iterator<Item = &LocationStats> {
+        self.locations.iter().filter(|l| l.leak_suspect && !l.internal)
     }
 
     /// Stalls that have ended.
