@@ -49,8 +49,8 @@ pub struct FlameNode {
     /// The frame's label, as in the SVG
     /// ([`frame_label`](stallscope_wire::model::folded::frame_label)); [`ROOT_LABEL`] for the root.
     pub label: String,
-    /// What kind of code the frame is (of the first frame seen with this label on this path;
-    /// `Unknown` for the root).
+    /// What kind of code the frame is (the kind the folded map keeps for its label: that of
+    /// the first frame folded with it, as in the SVG; `Unknown` for the root).
     pub kind: FrameKind,
     /// Samples whose stack passes through this node.
     pub total: u64,
