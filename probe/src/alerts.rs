@@ -69,33 +69,6 @@ impl Checks {
 
 pub(crate) use stallscope_wire::fmt_ns;
 
-/// What a stall with no frame in any sample is blamed on.
-pub(crate) const NO_STACK: &str = "(no stack sample)";
-
-/// "culprit (src/main.rs:42)" for the culprit frame of a stall ([`Stall::culprit_frame`]), or
-/// "(no stack sample)" when no sample has a frame (never an empty name).
-pub(crate) fn culprit(s: &Stall) -> String {
-    match s.culprit_frame() {
-        Some(f) => match (&f.file, f.line) {
-            (Some(file), Some(line)) => format!("{} ({}:{})", f.short_name(), short_path(file), line),
-            _ => f.short_name(),
-        },
-        None => NO_STACK.to_string(),
-    }
-}
-
-/// The function a stall is grouped under: one alert per culprit function (not per line: a loop
-/// samples several lines of it), the same grouping as the client's "stalled time by function".
-fn culprit_function(s: &Stall) -> String {
-    s.culprit_frame().map(|f| f.function.clone()).unwrap_or_else(|| NO_STACK.to_string())
-}
-
-/// The last two components of a path.
-pub(crate) fn short_path(p: &str) -> String {
-    let parts: Vec<&str> = p.rsplit('/').take(2).collect();
-    parts.into_iter().rev().collect::<Vec<_>>().join("/")
-}
-
 struct BlockingPoll;
 impl Check for BlockingPoll {
     fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Raised>) {
@@ -112,7 +85,7 @@ impl Check for BlockingPoll {
             .collect();
         let mut by_culprit: Vec<(String, Vec<&Stall>)> = Vec::new();
         for st in recent {
-            let key = culprit_function(st);
+            let key = st.culprit_function().to_string();
             match by_culprit.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, v)) => v.push(st),
                 None => by_culprit.push((key, vec![st])),
@@ -121,7 +94,7 @@ impl Check for BlockingPoll {
         for (subject, stalls) in by_culprit {
             let Some(worst) = stalls.iter().max_by_key(|s| s.elapsed_ns).copied() else { continue };
             let longest = worst.elapsed_ns;
-            let mut summary = format!("blocking poll: {} in {}", fmt_ns(longest), culprit(worst));
+            let mut summary = format!("blocking poll: {} in {}", fmt_ns(longest), worst.culprit_text());
             if stalls.len() > 1 {
                 let _ = write!(summary, " ({} stalls in the last 10 s)", stalls.len());
             }
@@ -130,7 +103,8 @@ impl Check for BlockingPoll {
                     let _ = write!(summary, ", in a {origin} (no task hook)");
                 }
                 None => {
-                    let _ = write!(summary, ", task spawned at {}", short_path(&worst.spawned_at));
+                    let _ =
+                        write!(summary, ", task spawned at {}", stallscope_wire::names::short_path(&worst.spawned_at));
                 }
             }
             if let Some(a) = &worst.anatomy {
@@ -150,7 +124,7 @@ impl Check for BlockingPoll {
 struct LeakSuspect;
 impl Check for LeakSuspect {
     fn check(&self, s: &Snapshot, _: &Interval, c: &Config, out: &mut Vec<Raised>) {
-        for l in s.locations.iter().filter(|l| l.leak_suspect && !l.internal) {
+        for l in s.leak_suspects() {
             let age = l.oldest_live_ns.map(|a| format!(", oldest {}", fmt_ns(a))).unwrap_or_default();
             let alert = Alert {
                 kind: AlertKind::LeakSuspect,
@@ -192,7 +166,7 @@ struct BlockingPoolStarved;
 impl Check for BlockingPoolStarved {
     fn check(&self, s: &Snapshot, _: &Interval, _: &Config, out: &mut Vec<Raised>) {
         let Some(r) = &s.runtime else { return };
-        if r.blocking_queue_depth > 0 && r.idle_blocking_threads == 0 {
+        if r.blocking_pool_starved() {
             let alert = Alert {
                 kind: AlertKind::BlockingPoolStarved,
                 subject: "blocking pool".to_string(),
@@ -394,6 +368,7 @@ impl Check for CpuStarvation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use stallscope_wire::NO_STACK;
     use stallscope_wire::{Frame, FrameKind, ProcessInfo, StackCount};
 
     fn stall(id: u64, ms: u64, ended: bool, stacks: Vec<StackCount>) -> Stall {

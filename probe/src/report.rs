@@ -3,13 +3,9 @@
 
 use std::fmt::Write;
 
-use stallscope_wire::{FrameKind, Histogram, Snapshot};
+use stallscope_wire::{Histogram, Snapshot};
 
-use crate::alerts::{culprit, fmt_ns, short_path};
-
-fn pct(h: &Histogram, q: f64) -> String {
-    h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
-}
+use crate::alerts::fmt_ns;
 
 /// The workers' busy share since the probe started, from the watchdog's per-worker busy time
 /// ([`stallscope_wire::Snapshot::busy_ratio`]).
@@ -39,42 +35,31 @@ pub fn render(s: &Snapshot) -> String {
     for st in stalls.iter().take(20) {
         let state = if st.duration_ns.is_some() { "" } else { " (still running)" };
         let bip = if st.in_block_in_place { " [in block_in_place]" } else { "" };
-        let what = match (st.task, st.unhooked_origin()) {
-            (_, Some(origin)) => format!("{origin} (no task hook)"),
-            (Some(t), None) => format!("task {t}  spawned at {}", short_path(&st.spawned_at)),
-            (None, None) => format!("instrumented future  spawned at {}", short_path(&st.spawned_at)),
-        };
+        let what = st.origin_text();
         let _ = writeln!(o, "  {:>9}{state}{bip}  worker {} {what}", fmt_ns(st.elapsed_ns), st.worker);
         match st.no_blame_reason() {
             Some(why) => {
                 let _ = writeln!(o, "            ({why})");
             }
             None => {
-                let _ = writeln!(o, "            in {}   [{} samples]", culprit(st), st.sample_count());
+                let _ = writeln!(o, "            in {}   [{} samples]", st.culprit_text(), st.sample_count());
             }
         }
         if let Some(a) = &st.anatomy {
             let _ = writeln!(o, "            anatomy: {}", a.describe());
         }
-        if let Some(top) = st.stacks.first().filter(|_| st.blames_code()) {
-            for f in top.frames.iter().filter(|f| f.kind == FrameKind::User).skip(1).take(3) {
-                let _ = writeln!(o, "               called from {}", f.function);
+        // The callers come from the culprit's stack (`Stall::callers`), as in `stallscope report`.
+        if st.blames_code() {
+            for f in st.callers().take(3) {
+                let _ = writeln!(o, "               called from {}", f.place());
             }
         }
     }
 
-    let leaks: Vec<_> = s.locations.iter().filter(|l| l.leak_suspect && !l.internal).collect();
+    let leaks: Vec<_> = s.leak_suspects().collect();
     let _ = writeln!(o, "\nleak suspects: {}", leaks.len());
     for l in leaks {
-        let _ = writeln!(
-            o,
-            "  {}  live {} (spawned {}, completed {}), oldest {}",
-            l.location,
-            l.live,
-            l.spawned,
-            l.completed,
-            l.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
-        );
+        let _ = writeln!(o, "  {}", l.leak_text());
     }
 
     let _ = writeln!(o, "\ntasks by spawn location (live / spawned / completed, poll p50 p99 max):");
@@ -87,8 +72,8 @@ pub fn render(s: &Snapshot) -> String {
             l.live,
             l.spawned,
             l.completed,
-            pct(&l.poll_time, 0.5),
-            pct(&l.poll_time, 0.99),
+            l.poll_time.quantile_text(0.5),
+            l.poll_time.quantile_text(0.99),
             fmt_ns(l.poll_time.max_ns),
             l.location
         );
@@ -104,7 +89,7 @@ pub fn render(s: &Snapshot) -> String {
             pl.max,
             pl.idle,
             pl.waiters,
-            pct(&pl.wait_time, 0.99),
+            pl.wait_time.quantile_text(0.99),
             if pl.saturated() { "  SATURATED" } else { "" }
         );
     }
@@ -126,24 +111,13 @@ pub fn render(s: &Snapshot) -> String {
         );
     }
 
-    let all_polls = s.workers.iter().fold(Histogram::default(), |mut acc, w| {
-        if acc.counts.is_empty() {
-            acc = w.poll_time.clone();
-        } else {
-            for (a, b) in acc.counts.iter_mut().zip(&w.poll_time.counts) {
-                *a += b;
-            }
-            acc.count += w.poll_time.count;
-            acc.sum_ns += w.poll_time.sum_ns;
-            acc.max_ns = acc.max_ns.max(w.poll_time.max_ns);
-        }
-        acc
-    });
+    // The same merge as `stallscope report`'s.
+    let all_polls = Histogram::merged(s.workers.iter().map(|w| &w.poll_time));
     let _ = writeln!(
         o,
         "\nloop lag: p50 {} p99 {} max {} (heartbeat every {})",
-        pct(&s.lag.lag, 0.5),
-        pct(&s.lag.lag, 0.99),
+        s.lag.lag.quantile_text(0.5),
+        s.lag.lag.quantile_text(0.99),
         fmt_ns(s.lag.lag.max_ns),
         fmt_ns(s.lag.period_ns)
     );
@@ -151,9 +125,9 @@ pub fn render(s: &Snapshot) -> String {
         o,
         "polls: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls and every stall)",
         s.worker_polls(),
-        pct(&all_polls, 0.5),
-        pct(&all_polls, 0.99),
-        pct(&all_polls, 0.999),
+        all_polls.quantile_text(0.5),
+        all_polls.quantile_text(0.99),
+        all_polls.quantile_text(0.999),
         fmt_ns(all_polls.max_ns)
     );
 
@@ -180,4 +154,190 @@ pub fn render(s: &Snapshot) -> String {
         let _ = writeln!(o, "\ndropped: {:?}", s.drops);
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stallscope_wire::{
+        Alert, AlertFigure, AlertKind, AlertRecord, BlockedIn, Frame, FrameKind, LagStats, LocationStats, PeakUnit,
+        PoolStats, ProcessInfo, RuntimeStats, StackCount, Stall, StallAnatomy, WorkerStats,
+    };
+
+    fn hist(counts: [u64; 3], max_ns: u64) -> Histogram {
+        let upper_ns = vec![1_000_000, 10_000_000, 100_000_000];
+        let sum_ns = counts.iter().zip(&upper_ns).map(|(c, u)| c * u / 2).sum();
+        Histogram { upper_ns, counts: counts.to_vec(), count: counts.iter().sum(), sum_ns, max_ns }
+    }
+
+    fn frame(function: &str, file: Option<&str>, line: Option<u32>, kind: FrameKind) -> Frame {
+        Frame { function: function.into(), file: file.map(Into::into), line, inlined: false, kind }
+    }
+
+    /// A snapshot with one of everything the report prints.
+    fn snapshot() -> Snapshot {
+        let at = 1_764_000_000_000;
+        let stall = Stall {
+            id: 3,
+            start_unix_ms: at - 4_000,
+            duration_ns: Some(52_000_000),
+            elapsed_ns: 52_000_000,
+            worker: 1,
+            tid: 4243,
+            task: Some(17),
+            spawned_at: "/w/shopd/src/main.rs:40:5".into(),
+            in_block_in_place: false,
+            stacks: vec![
+                StackCount {
+                    frames: vec![
+                        frame(
+                            "std::thread::sleep",
+                            Some("/rustc/library/std/src/thread/mod.rs"),
+                            Some(8),
+                            FrameKind::Std,
+                        ),
+                        frame("shopd::cache::refresh", Some("/w/shopd/src/cache.rs"), Some(51), FrameKind::User),
+                        frame(
+                            "shopd::handler::{async fn body}",
+                            Some("/w/shopd/src/handler.rs"),
+                            Some(12),
+                            FrameKind::User,
+                        ),
+                    ],
+                    count: 9,
+                },
+                StackCount { frames: vec![frame("shopd::other", None, None, FrameKind::User)], count: 1 },
+            ],
+            samples_lost: 0,
+            anatomy: Some(StallAnatomy {
+                on_cpu_ns: 200_000,
+                waiting_ns: 0,
+                blocked_ns: 51_800_000,
+                measured_ns: 50_000_000,
+                throttled_ns: None,
+                blocked_in: vec![BlockedIn { syscall: "clock_nanosleep(2)".into(), target: None, samples: 9 }],
+                cpu_starved: false,
+            }),
+            unobserved: false,
+        };
+        let location = |name: &str, live, leak| LocationStats {
+            location: name.into(),
+            spawned: 40,
+            completed: 40 - live,
+            live,
+            oldest_live_ns: Some(3_000_000_000),
+            polls: 100,
+            poll_time: hist([90, 9, 1], 52_000_000),
+            schedule_latency: None,
+            leak_suspect: leak,
+            internal: false,
+            blocking: false,
+        };
+        let lag = |value| AlertFigure { value, unit: PeakUnit::Nanos };
+        Snapshot {
+            at_unix_ms: at,
+            uptime_ns: 30_000_000_000,
+            process: ProcessInfo {
+                pid: 4242,
+                name: "shopd".into(),
+                probe_version: "0.1.0".into(),
+                stall_threshold_ns: 10_000_000,
+                ..ProcessInfo::default()
+            },
+            workers: (0..2)
+                .map(|index| WorkerStats {
+                    index,
+                    tid: 4242 + index as i32,
+                    polls: 50,
+                    busy_ns: 3_000_000_000,
+                    poll_time: hist([45, 4, index as u64], 52_000_000),
+                })
+                .collect(),
+            locations: vec![
+                location("/w/shopd/src/main.rs:40:5", 2, false),
+                location("/w/shopd/src/conn.rs:9:9", 30, true),
+            ],
+            stalls: vec![stall],
+            stall_count: 1,
+            stalled_ns: 52_000_000,
+            lag: LagStats {
+                lag: hist([20, 0, 0], 400_000),
+                last_ns: 120_000,
+                period_ns: 100_000_000,
+                ..LagStats::default()
+            },
+            runtime: Some(RuntimeStats {
+                workers: 2,
+                live_tasks: 32,
+                blocking_threads: 2,
+                idle_blocking_threads: 0,
+                blocking_queue_depth: 3,
+                ..RuntimeStats::default()
+            }),
+            pools: vec![PoolStats {
+                name: "db".into(),
+                in_use: 4,
+                idle: 0,
+                max: 4,
+                waiters: 2,
+                acquired: 80,
+                wait_time: hist([10, 5, 1], 30_000_000),
+            }],
+            alerts: vec![Alert {
+                kind: AlertKind::BlockingPoll,
+                subject: "shopd::cache::refresh".into(),
+                summary: "blocking poll: 52.0 ms in refresh (src/cache.rs:51)".into(),
+                what_to_do: AlertKind::BlockingPoll.what_to_do().into(),
+            }],
+            alert_history: vec![
+                AlertRecord {
+                    kind: AlertKind::BlockingPoll,
+                    subject: "shopd::cache::refresh".into(),
+                    first_unix_ms: at - 4_000,
+                    last_unix_ms: at,
+                    count: 1,
+                    active_ns: 4_000_000_000,
+                    peak: lag(52_000_000),
+                    peak_unix_ms: at - 3_900,
+                    peak_summary: "blocking poll: 52.0 ms in refresh (src/cache.rs:51)".into(),
+                    latest: lag(52_000_000),
+                    latest_summary: "blocking poll: 52.0 ms in refresh (src/cache.rs:51)".into(),
+                    what_to_do: AlertKind::BlockingPoll.what_to_do().into(),
+                    active: true,
+                },
+                AlertRecord {
+                    kind: AlertKind::LoopLag,
+                    subject: "heartbeat".into(),
+                    first_unix_ms: at - 20_000,
+                    last_unix_ms: at - 19_000,
+                    count: 1,
+                    active_ns: 1_000_000_000,
+                    peak: lag(80_000_000),
+                    peak_unix_ms: at - 19_500,
+                    peak_summary: "loop lag: a heartbeat fired 80.0 ms late".into(),
+                    latest: lag(30_000_000),
+                    latest_summary: "loop lag: a heartbeat fired 30.0 ms late".into(),
+                    what_to_do: AlertKind::LoopLag.what_to_do().into(),
+                    active: false,
+                },
+            ],
+            ..Snapshot::default()
+        }
+    }
+
+    /// `probe.report()`'s text for a fixed snapshot, against `tests/data/report.txt`.
+    /// `BLESS=1 cargo test -p stallscope-probe --lib report` rewrites it.
+    #[test]
+    fn report_golden() {
+        let actual = render(&snapshot());
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/report.txt");
+        if std::env::var_os("BLESS").is_some_and(|v| v != "0") {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}; run the test with BLESS=1 to create it", path.display()));
+        assert_eq!(actual, expected, "probe.report() changed; BLESS=1 rewrites {}", path.display());
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use stallscope::flame::{Flame, FlameOptions};
+use stallscope::flame::{Flame, FlameOptions, FlameSvg};
 use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
 
 fn frame(name: String, kind: FrameKind) -> Frame {

@@ -36,8 +36,8 @@ fn main() {
         println!("render: smoke run only (pass --bench to measure)");
         return;
     }
-    let live: u64 = app.snapshot.as_ref().map_or(0, |s| s.locations.iter().map(|l| l.live).sum());
-    let locations = app.snapshot.as_ref().map_or(0, |s| s.locations.len());
+    let live: u64 = app.snapshot().map_or(0, |s| s.locations.iter().map(|l| l.live).sum());
+    let locations = app.snapshot().map_or(0, |s| s.locations.len());
     println!("state: {live} live tasks, {locations} spawn locations, flame graph of {nodes} nodes");
     println!("flame tree build from the stalls (once per change): {:.2} ms", build.as_secs_f64() * 1e3);
     println!();

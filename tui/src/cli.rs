@@ -14,12 +14,12 @@ use stallscope_wire::discovery;
 use stallscope_wire::recording::{RecordingOptions, RecordingReader, RecordingWriter};
 
 use crate::conn::{ConnectOptions, Connection};
-use crate::flame::{Flame, FlameOptions};
+use crate::flame::{Flame, FlameOptions, FlameSvg};
 use crate::record::{self, Ended};
-use crate::summary::{stall_end_ms, Summary};
 use crate::target::{self, Target};
 use crate::timefmt::{self, short_utc, TimeSpec};
 use crate::{list, report};
+use stallscope_wire::model::Summary;
 
 /// Find what blocks your Tokio event loop and which tasks never finish.
 ///
@@ -383,7 +383,7 @@ fn cmd_export(
     // Stalls that blame code: a poll that only waited for a CPU shows whatever code was
     // preempted, which is not to blame (the UI's Flame view folds the same set).
     let stalls: Vec<_> =
-        summary.stalls.iter().filter(|s| s.blames_code() && stall_end_ms(s) >= from && s.start_unix_ms <= to).collect();
+        summary.stalls.iter().filter(|s| s.blames_code() && s.end_unix_ms() >= from && s.start_unix_ms <= to).collect();
     let flame = Flame::from_stalls(stalls.iter().copied());
     if flame.is_empty() {
         bail!(

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use stallscope_wire::{Received, Stall, Update};
+use stallscope_wire::{Received, Update};
 
 use crate::conn::Connection;
 use crate::timefmt::fmt_ns;
@@ -107,14 +107,10 @@ pub fn run_service(limit: Duration) -> Result<()> {
     Ok(())
 }
 
-fn top_user_frame(s: &Stall) -> String {
-    s.top_user_frame().map(crate::report::frame_text).unwrap_or_else(|| crate::summary::NO_STACK.to_string())
-}
-
 /// Prints stalls and alerts as they arrive, until `duration` or `stop`.
 pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &AtomicBool) -> Result<()> {
     let deadline = duration.map(|d| Instant::now() + d);
-    let mut seen_alerts: HashSet<String> = HashSet::new();
+    let mut seen_alerts: HashSet<stallscope_wire::model::AlertKey> = HashSet::new();
     let mut stalls = 0u64;
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         let Some(received) = conn.recv()? else { continue };
@@ -123,17 +119,17 @@ pub fn print_live(conn: &mut Connection, duration: Option<Duration>, stop: &Atom
                 stalls += 1;
                 println!(
                     "stall  {:>9}  worker {}  in {}  (spawned at {})",
-                    fmt_ns(s.duration_ns.unwrap_or(s.elapsed_ns)),
+                    fmt_ns(s.length_ns()),
                     s.worker,
-                    top_user_frame(&s),
+                    s.culprit_text(),
                     s.spawned_at
                 );
             }
             Received::Update(Update::Tick { snapshot, .. }) => {
                 for a in &snapshot.alerts {
                     // Alerts repeat every tick while active, with changing figures; print each
-                    // (kind, subject) once.
-                    let key = format!("{:?}:{}", a.kind, if a.subject.is_empty() { &a.summary } else { &a.subject });
+                    // once, keyed as the model keys them.
+                    let key = stallscope_wire::model::alert_key(a);
                     if seen_alerts.insert(key) {
                         println!("ALERT  {}\n       what to do: {}", a.summary, a.what_to_do);
                     }

@@ -1,10 +1,6 @@
-//! The flame graph of stalled time: the one place that builds folded stacks and hands them to
+//! The flame graph of stalled time as an SVG: the model's folded stacks
+//! ([`stallscope_wire::model::folded`], the one stack fold, `outer;…;inner count`) handed to
 //! inferno.
-//!
-//! Every sampled stack of every stall becomes one folded line, `outer;…;inner count`
-//! (outermost frame first, as inferno expects), weighted by its sample count; identical stacks
-//! are summed. A frame's label is its function name; user frames also carry their source line
-//! (`app::handler (src/main.rs:42)`), since the line that blocks is what the graph is for.
 //!
 //! Colours say what kind of code a frame is (its [`FrameKind`]): user code in reds and oranges,
 //! Tokio in purples, the standard library in blues, other libraries in greens, unsymbolized
@@ -13,7 +9,7 @@
 //! [`PaletteMap`], so the output is byte-for-byte reproducible.
 //!
 //! ```
-//! use stallscope::flame::Flame;
+//! use stallscope::flame::{Flame, FlameSvg, FlameOptions};
 //! use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
 //! let f = |name: &str, kind| Frame { function: name.into(), file: None, line: None, inlined: false, kind };
 //! let stall = Stall {
@@ -23,16 +19,17 @@
 //! };
 //! let flame = Flame::from_stalls([&stall]);
 //! assert_eq!(flame.folded(), "app::work;std::thread::sleep 4\n");
+//! let mut svg = Vec::new();
+//! flame.write_svg(&FlameOptions::default(), &mut svg).unwrap();
+//! assert!(String::from_utf8(svg).unwrap().contains("app::work"));
 //! ```
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use inferno::flamegraph::color::{BackgroundColor, Color, PaletteMap};
 use inferno::flamegraph::{self, Options};
-use stallscope_wire::{is_off_cpu_label, Frame, FrameKind, Stall};
-
-use crate::report::short_path;
+pub use stallscope_wire::model::folded::{frame_label, Folded};
+use stallscope_wire::{is_off_cpu_label, FrameKind};
 
 /// Options of the SVG.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,40 +78,6 @@ impl FlameOptions {
     }
 }
 
-/// The label of a frame in the graph (no `;`, which separates frames).
-///
-/// ```
-/// use stallscope::flame::frame_label;
-/// use stallscope_wire::{Frame, FrameKind};
-/// let user = Frame { function: "app::f".into(), file: Some("/src/app/src/main.rs".into()), line: Some(42), inlined: false, kind: FrameKind::User };
-/// assert_eq!(frame_label(&user), "app::f (src/main.rs:42)");
-/// let lib = Frame { function: "<[u8; 4] as x::Y>::z".into(), file: None, line: None, inlined: false, kind: FrameKind::Library };
-/// assert_eq!(frame_label(&lib), "<[u8, 4] as x::Y>::z");
-/// ```
-pub fn frame_label(f: &Frame) -> String {
-    let function = if f.function.trim().is_empty() { "[unknown]" } else { f.function.trim() };
-    let mut label: String = function
-        .chars()
-        .map(|c| {
-            if c == ';' {
-                ','
-            } else if c.is_control() {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    if f.kind == FrameKind::User {
-        match (&f.file, f.line) {
-            (Some(file), Some(line)) => label.push_str(&format!(" ({}:{line})", short_path(file).replace(';', ","))),
-            (Some(file), None) => label.push_str(&format!(" ({})", short_path(file).replace(';', ","))),
-            _ => {}
-        }
-    }
-    label
-}
-
 /// The colour of a label of this kind: a fixed hue per kind, the shade picked by an FNV-1a hash
 /// of the label.
 pub fn kind_color(kind: FrameKind, label: &str) -> Color {
@@ -144,139 +107,30 @@ pub fn kind_color(kind: FrameKind, label: &str) -> Color {
     }
 }
 
-/// Folded stacks of stalled time, ready for inferno.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Flame {
-    /// Folded stack (outermost first, `;`-separated) → samples, sorted by stack.
-    stacks: BTreeMap<String, u64>,
-    /// Label → kind of the first frame seen with that label.
-    kinds: BTreeMap<String, FrameKind>,
-    stalls: usize,
-    stalls_with_samples: usize,
+/// The model's folded stacks ([`Folded`]), the seam every flame graph is drawn from.
+pub type Flame = Folded;
+
+/// Draws folded stacks with inferno.
+pub trait FlameSvg {
+    /// The colour of every label, as inferno's palette map.
+    fn palette(&self) -> PaletteMap;
+
+    /// Renders the SVG. Fails with `InvalidData` when there is no sample to draw.
+    fn write_svg<W: Write>(&self, options: &FlameOptions, w: W) -> io::Result<()>;
 }
 
-impl Flame {
-    /// Folds the sampled stacks of `stalls`.
-    pub fn from_stalls<'a>(stalls: impl IntoIterator<Item = &'a Stall>) -> Flame {
-        let mut flame = Flame::default();
-        for stall in stalls {
-            flame.stalls += 1;
-            let mut sampled = false;
-            for stack in stall.stacks.iter().filter(|s| s.count > 0 && !s.frames.is_empty()) {
-                sampled = true;
-                let mut key = String::new();
-                for f in stack.frames.iter().rev() {
-                    let label = frame_label(f);
-                    if !key.is_empty() {
-                        key.push(';');
-                    }
-                    key.push_str(&label);
-                    flame.kinds.entry(label).or_insert(f.kind);
-                }
-                *flame.stacks.entry(key).or_insert(0) += stack.count;
-            }
-            if sampled {
-                flame.stalls_with_samples += 1;
-            }
-        }
-        flame
-    }
-
-    /// Only the stacks through the frame at `path` (labels as [`frame_label`] gives them,
-    /// outermost first), kept whole: as when zooming in inferno's SVG, the frames above it stay,
-    /// as a full-width chain. An empty path keeps everything; a path that is not in the graph
-    /// leaves it empty. [`stalls`](Self::stalls) and
-    /// [`stalls_with_samples`](Self::stalls_with_samples) are left as they were (they count the
-    /// stalls folded, not those under the path).
-    ///
-    /// ```
-    /// use stallscope::flame::Flame;
-    /// use stallscope_wire::{Frame, FrameKind, StackCount, Stall};
-    /// let f = |name: &str| Frame { function: name.into(), file: None, line: None, inlined: false, kind: FrameKind::Std };
-    /// let stack = |frames: [&str; 2], count| StackCount { frames: frames.iter().rev().map(|&n| f(n)).collect(), count };
-    /// let stall = Stall {
-    ///     id: 1, start_unix_ms: 0, duration_ns: Some(50_000_000), elapsed_ns: 50_000_000, worker: 0, tid: 1,
-    ///     task: Some(7), spawned_at: "src/main.rs:3:5".into(), in_block_in_place: false, samples_lost: 0, anatomy: None, unobserved: false,
-    ///     stacks: vec![stack(["main", "read"], 3), stack(["main", "read_all"], 1), stack(["other", "read"], 2)],
-    /// };
-    /// let flame = Flame::from_stalls([&stall]);
-    /// assert_eq!(flame.zoomed(&["main".into(), "read".into()]).folded(), "main;read 3\n");
-    /// assert_eq!(flame.zoomed(&["main".into()]).samples(), 4);
-    /// assert!(flame.zoomed(&["read".into()]).is_empty());
-    /// ```
-    pub fn zoomed(&self, path: &[String]) -> Flame {
-        if path.is_empty() {
-            return self.clone();
-        }
-        let prefix = path.join(";");
-        // Keys starting with `prefix` are contiguous in sorted order; of those, keep the ones that
-        // continue with a frame boundary.
-        let stacks: BTreeMap<String, u64> = self
-            .stacks
-            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .filter(|(k, _)| k.len() == prefix.len() || k.as_bytes().get(prefix.len()) == Some(&b';'))
-            .map(|(k, n)| (k.clone(), *n))
-            .collect();
-        let mut kinds = BTreeMap::new();
-        for label in stacks.keys().flat_map(|k| k.split(';')) {
-            if !kinds.contains_key(label) {
-                if let Some(kind) = self.kinds.get(label) {
-                    kinds.insert(label.to_string(), *kind);
-                }
-            }
-        }
-        Flame { stacks, kinds, stalls: self.stalls, stalls_with_samples: self.stalls_with_samples }
-    }
-
-    /// Stalls folded.
-    pub fn stalls(&self) -> usize {
-        self.stalls
-    }
-
-    /// Stalls that had at least one stack sample.
-    pub fn stalls_with_samples(&self) -> usize {
-        self.stalls_with_samples
-    }
-
-    /// Total samples.
-    pub fn samples(&self) -> u64 {
-        self.stacks.values().sum()
-    }
-
-    /// Whether there is nothing to draw.
-    pub fn is_empty(&self) -> bool {
-        self.stacks.is_empty()
-    }
-
-    /// The folded lines (`frame;frame;frame count`, outermost first), sorted.
-    pub fn lines(&self) -> Vec<String> {
-        self.stacks.iter().map(|(k, n)| format!("{k} {n}")).collect()
-    }
-
-    /// The folded lines as one text, one per line.
-    pub fn folded(&self) -> String {
-        let mut s = String::new();
-        for line in self.lines() {
-            s.push_str(&line);
-            s.push('\n');
-        }
-        s
-    }
-
-    /// The colour of every label, as inferno's palette map.
-    pub fn palette(&self) -> PaletteMap {
+impl FlameSvg for Folded {
+    fn palette(&self) -> PaletteMap {
         let mut map = PaletteMap::default();
         // inferno's root frame ("all") has an empty name.
         map.insert("", Color { r: 200, g: 200, b: 200 });
-        for (label, kind) in &self.kinds {
-            map.insert(label, kind_color(*kind, label));
+        for (label, kind) in self.kinds() {
+            map.insert(label, kind_color(kind, label));
         }
         map
     }
 
-    /// Renders the SVG. Fails with `InvalidData` when there is no sample to draw.
-    pub fn write_svg<W: Write>(&self, options: &FlameOptions, w: W) -> io::Result<()> {
+    fn write_svg<W: Write>(&self, options: &FlameOptions, w: W) -> io::Result<()> {
         if self.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "no stack samples to draw"));
         }

@@ -7,9 +7,9 @@
 //! - [`conn`]: connecting, the client handshake, and decoded updates;
 //! - [`list`]: the probes on this machine;
 //! - [`record`]: a connection into a recording file;
-//! - [`summary`]: a recording folded into stalls, functions, the last snapshot, alerts, drops;
-//! - [`report`]: that summary as text or as the JSON documented in `docs/report-json.md`;
-//! - [`flame`]: folded stacks of stalled time and the SVG flame graph (through inferno);
+//! - [`report`]: the model's summary ([`stallscope_wire::model`], the one fold of the update
+//!   stream, which the UI reads too) as text or as the JSON documented in `docs/report-json.md`;
+//! - [`flame`]: the model's folded stacks as an SVG flame graph (through inferno);
 //! - [`timefmt`]: durations and times on the command line and in output;
 //! - [`cli`]: the clap command line and one function per subcommand.
 //!
@@ -24,7 +24,6 @@ pub mod flame;
 pub mod list;
 pub mod record;
 pub mod report;
-pub mod summary;
 pub mod target;
 pub mod timefmt;
 pub mod ui;

@@ -9,8 +9,8 @@ use stallscope_wire::recording::{Append, RecordingHeader, RecordingWriter};
 use stallscope_wire::Received;
 
 use crate::conn::{ConnError, Connection};
-use crate::summary::Folder;
 use crate::timefmt::fmt_ns;
+use stallscope_wire::model::Model;
 
 /// Why recording stopped.
 #[derive(Debug)]
@@ -86,7 +86,7 @@ pub fn record<W: Write>(
 ) -> Result<Outcome, stallscope_wire::Error> {
     let started = Instant::now();
     let deadline = duration.map(|d| started + d);
-    let mut folder = Folder::new(header_for(conn));
+    let mut folder = Model::new(header_for(conn));
     let mut ticks = 0u64;
     let mut errors = 0u64;
     let ended = loop {

@@ -1,4 +1,4 @@
-//! `stallscope report`: a [`Summary`] as text, or as the stable JSON documented in
+//! `stallscope report`: the model's [`Summary`] as text, or as the stable JSON documented in
 //! `docs/report-json.md`.
 
 use std::fmt::Write;
@@ -6,8 +6,10 @@ use std::fmt::Write;
 use serde::Serialize;
 use stallscope_wire::{AlertFigure, AlertKind, Frame, FrameKind, Histogram, LocationStats, PeakUnit, Snapshot, Stall};
 
-use crate::summary::{culprit, main_stack, stall_ns, SeenAlert, Summary, NO_STACK};
+use stallscope_wire::names::short_path;
+
 use crate::timefmt::{fmt_ns, ns_to_ms, rfc3339_ms};
+use stallscope_wire::model::{SeenAlert, Summary};
 
 /// Options of the text report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,25 +25,6 @@ impl Default for TextOptions {
     }
 }
 
-fn pct(h: &Histogram, q: f64) -> String {
-    h.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
-}
-
-/// The last two components of a path: `src/main.rs`.
-pub fn short_path(p: &str) -> String {
-    let parts: Vec<&str> = p.rsplit('/').take(2).collect();
-    parts.into_iter().rev().collect::<Vec<_>>().join("/")
-}
-
-/// `function (src/main.rs:42)`.
-pub fn frame_text(f: &Frame) -> String {
-    match (&f.file, f.line) {
-        (Some(file), Some(line)) => format!("{} ({}:{})", f.short_name(), short_path(file), line),
-        (Some(file), None) => format!("{} ({})", f.short_name(), short_path(file)),
-        _ => f.short_name(),
-    }
-}
-
 /// `+1.234 s` from the recording's start.
 fn offset(start_ms: u64, at_ms: u64) -> String {
     if at_ms >= start_ms {
@@ -49,24 +32,6 @@ fn offset(start_ms: u64, at_ms: u64) -> String {
     } else {
         format!("-{:.3} s", (start_ms - at_ms) as f64 / 1e3)
     }
-}
-
-/// Sums histograms that share bucket bounds with the first one (others are skipped).
-pub fn merge_histograms<'a>(hs: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
-    let mut acc = Histogram::default();
-    for h in hs {
-        if acc.counts.is_empty() && acc.count == 0 {
-            acc = h.clone();
-        } else if h.upper_ns == acc.upper_ns && h.counts.len() == acc.counts.len() {
-            for (a, b) in acc.counts.iter_mut().zip(&h.counts) {
-                *a = a.saturating_add(*b);
-            }
-            acc.count = acc.count.saturating_add(h.count);
-            acc.sum_ns = acc.sum_ns.saturating_add(h.sum_ns);
-            acc.max_ns = acc.max_ns.max(h.max_ns);
-        }
-    }
-    acc
 }
 
 fn locations_by_p99(s: &Snapshot) -> Vec<&LocationStats> {
@@ -98,16 +63,6 @@ pub fn frame_kind_name(k: FrameKind) -> &'static str {
         FrameKind::Tokio => "tokio",
         FrameKind::Library => "library",
         FrameKind::Unknown => "unknown",
-    }
-}
-
-/// What stalled and where it came from: "task 7  spawned at src/main.rs:3:5", "instrumented
-/// future  spawned at ...", or for code no task hook saw, "LocalSet task (no task hook)".
-fn origin_text(s: &Stall) -> String {
-    match (s.task, s.unhooked_origin()) {
-        (_, Some(origin)) => format!("{origin} (no task hook)"),
-        (Some(t), None) => format!("task {t}  spawned at {}", short_path(&s.spawned_at)),
-        (None, None) => format!("instrumented future  spawned at {}", short_path(&s.spawned_at)),
     }
 }
 
@@ -170,22 +125,21 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
         let _ = writeln!(
             o,
             "  {:>9}{running}{bip}  at {} ({})  worker {}  {}",
-            fmt_ns(stall_ns(s)),
+            fmt_ns(s.length_ns()),
             rfc3339_ms(s.start_unix_ms),
             offset(start, s.start_unix_ms),
             s.worker,
-            origin_text(s),
+            s.origin_text(),
         );
         let samples = s.sample_count();
-        match (culprit(s), main_stack(s)) {
+        match s.culprit_frame() {
             _ if s.no_blame_reason().is_some() => {
                 let _ = writeln!(o, "      ({})", s.no_blame_reason().unwrap_or_default());
             }
-            (Some(c), Some(stack)) => {
-                let _ = writeln!(o, "      in {}   [{} samples]", frame_text(c), samples);
-                let callers = stack.iter().skip_while(|f| !std::ptr::eq(*f, c)).skip(1);
-                for f in callers.filter(|f| f.kind == FrameKind::User).take(3) {
-                    let _ = writeln!(o, "         called from {}", frame_text(f));
+            Some(c) => {
+                let _ = writeln!(o, "      in {}   [{} samples]", c.place(), samples);
+                for f in s.callers().take(3) {
+                    let _ = writeln!(o, "         called from {}", f.place());
                 }
             }
             _ => {
@@ -236,8 +190,8 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
         ("not observed (the probe's watchdog got no CPU while they ran): no code blamed", |s: &Stall| s.unobserved),
     ] {
         let picked: Vec<&Stall> = sum.stalls.iter().filter(|s| pick(s)).collect();
-        if let Some(longest) = picked.iter().map(|s| stall_ns(s)).max() {
-            let total: u64 = picked.iter().map(|s| stall_ns(s)).sum();
+        if let Some(longest) = picked.iter().map(|s| s.length_ns()).max() {
+            let total: u64 = picked.iter().map(|s| s.length_ns()).sum();
             let n = picked.len();
             let _ = writeln!(
                 o,
@@ -257,18 +211,10 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     };
 
     // Leaks.
-    let leaks: Vec<_> = last.locations.iter().filter(|l| l.leak_suspect && !l.internal).collect();
+    let leaks: Vec<_> = last.leak_suspects().collect();
     let _ = writeln!(o, "\nleak suspects: {}", leaks.len());
     for l in leaks {
-        let _ = writeln!(
-            o,
-            "  {}  live {} (spawned {}, completed {}), oldest {}",
-            l.location,
-            l.live,
-            l.spawned,
-            l.completed,
-            l.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
-        );
+        let _ = writeln!(o, "  {}", l.leak_text());
     }
 
     // Pools.
@@ -286,8 +232,8 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             pl.idle,
             pl.waiters,
             pl.acquired,
-            pct(&pl.wait_time, 0.5),
-            pct(&pl.wait_time, 0.99),
+            pl.wait_time.quantile_text(0.5),
+            pl.wait_time.quantile_text(0.99),
             if pl.saturated() { "  SATURATED" } else { "" }
         );
     }
@@ -298,7 +244,7 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             r.blocking_threads,
             r.idle_blocking_threads,
             r.blocking_queue_depth,
-            if r.blocking_queue_depth > 0 && r.idle_blocking_threads == 0 { "  STARVED" } else { "" }
+            if r.blocking_pool_starved() { "  STARVED" } else { "" }
         );
         let _ = writeln!(
             o,
@@ -316,21 +262,21 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
     let _ = writeln!(
         o,
         "\nloop lag: p50 {} p99 {} max {} last {} ({} heartbeats, one every {})",
-        pct(&lag.lag, 0.5),
-        pct(&lag.lag, 0.99),
+        lag.lag.quantile_text(0.5),
+        lag.lag.quantile_text(0.99),
         fmt_ns(lag.lag.max_ns),
         fmt_ns(lag.last_ns),
         lag.lag.count,
         fmt_ns(lag.period_ns)
     );
-    let all = merge_histograms(last.workers.iter().map(|w| &w.poll_time));
+    let all = Histogram::merged(last.workers.iter().map(|w| &w.poll_time));
     let _ = writeln!(
         o,
         "polls since the probe started: {} in all (every poll counted), p50 {} p99 {} p99.9 {} max {} (from timed polls)",
         last.worker_polls(),
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        pct(&all, 0.999),
+        all.quantile_text(0.5),
+        all.quantile_text(0.99),
+        all.quantile_text(0.999),
         fmt_ns(all.max_ns)
     );
     let locs = locations_by_p99(last);
@@ -347,8 +293,8 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
             o,
             "  {:>9} {:>9} {:>9} {:>9}  {:>6} / {:<7}  {}",
             l.polls,
-            pct(&l.poll_time, 0.5),
-            pct(&l.poll_time, 0.99),
+            l.poll_time.quantile_text(0.5),
+            l.poll_time.quantile_text(0.99),
             fmt_ns(l.poll_time.max_ns),
             l.live,
             l.spawned,
@@ -376,10 +322,10 @@ pub fn alert_line(sum: &Summary, a: &SeenAlert) -> String {
     );
     if a.alert.kind == AlertKind::BlockingPoll {
         if let (n, Some(worst)) = sum.stalls_of(&a.alert.subject) {
-            let place = culprit(worst).map(frame_text).unwrap_or_else(|| NO_STACK.to_string());
+            let place = worst.culprit_text();
             return format!(
                 "blocking poll: {} in {}, {} stall{} in this recording, task spawned at {}  {when}",
-                fmt_ns(stall_ns(worst)),
+                fmt_ns(worst.length_ns()),
                 place,
                 n,
                 if n == 1 { "" } else { "s" },
@@ -734,7 +680,7 @@ struct JsonStop {
 fn json_stall(s: &Stall, start_ms: u64) -> JsonStall {
     JsonStall {
         id: s.id,
-        duration_ms: ns_to_ms(stall_ns(s)),
+        duration_ms: ns_to_ms(s.length_ns()),
         ended: s.duration_ns.is_some(),
         start: rfc3339_ms(s.start_unix_ms),
         start_unix_ms: s.start_unix_ms,
@@ -748,7 +694,7 @@ fn json_stall(s: &Stall, start_ms: u64) -> JsonStall {
         samples_lost: s.samples_lost,
         // Both from the same stack (`Stall::main_stack`).
         top_user_frame: s.top_user_frame().map(JsonFrame::from),
-        frames: main_stack(s).unwrap_or_default().iter().map(JsonFrame::from).collect(),
+        frames: s.main_stack().unwrap_or_default().iter().map(JsonFrame::from).collect(),
         kind: s.kind_label(),
         blames_code: s.blames_code(),
         unobserved: s.unobserved,
@@ -792,9 +738,7 @@ fn build(sum: &Summary) -> JsonReport {
             .collect(),
         leak_suspects: last
             .map(|s| {
-                s.locations
-                    .iter()
-                    .filter(|l| l.leak_suspect && !l.internal)
+                s.leak_suspects()
                     .map(|l| JsonLeak {
                         location: l.location.clone(),
                         live: l.live,
@@ -827,7 +771,7 @@ fn build(sum: &Summary) -> JsonReport {
                 threads: r.blocking_threads,
                 idle: r.idle_blocking_threads,
                 queued: r.blocking_queue_depth,
-                starved: r.blocking_queue_depth > 0 && r.idle_blocking_threads == 0,
+                starved: r.blocking_pool_starved(),
             }),
         },
         lag: last.map(|s| JsonLag {
@@ -836,7 +780,7 @@ fn build(sum: &Summary) -> JsonReport {
             lag: (&s.lag.lag).into(),
         }),
         polls: last.map(|s| JsonPolls {
-            all: (&merge_histograms(s.workers.iter().map(|w| &w.poll_time))).into(),
+            all: (&Histogram::merged(s.workers.iter().map(|w| &w.poll_time))).into(),
             by_location: locations_by_p99(s)
                 .into_iter()
                 .map(|l| JsonLocationPolls {

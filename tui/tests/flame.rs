@@ -3,7 +3,7 @@
 
 mod support;
 
-use stallscope::flame::{kind_color, Flame, FlameOptions};
+use stallscope::flame::{kind_color, Flame, FlameOptions, FlameSvg};
 use stallscope_wire::FrameKind;
 
 fn flame() -> Flame {

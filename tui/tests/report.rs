@@ -4,7 +4,7 @@
 mod support;
 
 use stallscope::report::{self, TextOptions};
-use stallscope::summary::Summary;
+use stallscope_wire::model::Summary;
 use stallscope_wire::RecordingReader;
 
 fn summary_of(bytes: &[u8]) -> Summary {

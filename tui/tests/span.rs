@@ -2,7 +2,7 @@
 //! from in-memory updates the way `stallscope record` receives them.
 
 use stallscope::report::{self, TextOptions};
-use stallscope::summary::{Damage, Folder, Summary};
+use stallscope_wire::model::{Damage, Model, Summary};
 use stallscope_wire::recording::RecordingHeader;
 use stallscope_wire::{
     Alert, AlertFigure, AlertKind, AlertRecord, Frame, FrameKind, Interval, PeakUnit, ProcessInfo, Received,
@@ -86,7 +86,7 @@ fn blocking_alert(summary: &str) -> Alert {
 
 fn fold(updates: Vec<Received>) -> Summary {
     let header = RecordingHeader { created_unix_ms: T0, ..RecordingHeader::new(ProcessInfo::default(), "test") };
-    let mut f = Folder::new(header);
+    let mut f = Model::new(header);
     for u in &updates {
         f.push(u);
     }

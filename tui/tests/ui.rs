@@ -330,20 +330,20 @@ fn replay_plays_seeks_and_rewinds() {
     rep.start(&mut app);
     let t = app.timeline.expect("timeline");
     assert_eq!((t.start_unix_ms, t.end_unix_ms), (fixture::T0, fixture::T0 + 30_000));
-    assert!(app.stalls.is_empty());
+    assert!(app.stalls().is_empty());
     // Ten seconds at 2x: 20 s of data, past the first stall (12.25 s) only.
     press(&mut app, &[KeyCode::Char('+')]);
     for _ in 0..10 {
         rep.advance(&mut app, 1000.0);
     }
     assert_eq!(app.timeline.map(|t| t.at_unix_ms), Some(fixture::T0 + 20_000));
-    assert_eq!(app.stalls.keys().copied().collect::<Vec<_>>(), vec![1]);
+    assert_eq!(app.stalls().keys().copied().collect::<Vec<_>>(), vec![1]);
     // Seek to the end, then back to the start: the data is rebuilt, the view state kept.
     app.view = View::Tasks;
     rep.seek(&mut app, fixture::T0 + 30_000);
-    assert_eq!(app.stalls.len(), 3);
+    assert_eq!(app.stalls().len(), 3);
     rep.seek(&mut app, fixture::T0 + 5_000);
-    assert!(app.stalls.is_empty(), "rewound before the first stall");
+    assert!(app.stalls().is_empty(), "rewound before the first stall");
     assert_eq!(app.view, View::Tasks);
     let screen = draw(&mut app, 80, 24);
     assert!(screen.contains("replay") && screen.contains("5.0 s / 30.0 s"), "{screen}");
@@ -352,7 +352,7 @@ fn replay_plays_seeks_and_rewinds() {
         rep.advance(&mut app, 1000.0);
     }
     assert_eq!(app.timeline.map(|t| t.playing), Some(false));
-    assert_eq!(app.stalls.len(), 3);
+    assert_eq!(app.stalls().len(), 3);
 }
 
 /// A probe that answers one connection, sends one update and hangs up; then answers again.
@@ -413,7 +413,7 @@ fn live_connection_reports_loss_and_reconnects() {
     assert_eq!(seen[1], "update");
     assert!(seen[2].starts_with("lost: "), "{seen:?}");
     assert_eq!(seen[3], "connected");
-    assert!(app.snapshot.is_some());
+    assert!(app.snapshot().is_some());
     drop(live);
     server.join().expect("server");
 }

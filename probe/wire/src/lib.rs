@@ -28,6 +28,7 @@ pub mod discovery;
 mod error;
 pub mod frame;
 pub mod intern;
+pub mod model;
 pub mod names;
 pub mod proto;
 pub mod recording;
@@ -112,6 +113,32 @@ impl Histogram {
     }
 }
 
+impl Histogram {
+    /// The sum of histograms that share bucket bounds with the first one (others are skipped):
+    /// all workers' poll times as one, in both reports.
+    pub fn merged<'a>(hs: impl IntoIterator<Item = &'a Histogram>) -> Histogram {
+        let mut acc = Histogram::default();
+        for h in hs {
+            if acc.counts.is_empty() && acc.count == 0 {
+                acc = h.clone();
+            } else if h.upper_ns == acc.upper_ns && h.counts.len() == acc.counts.len() {
+                for (a, b) in acc.counts.iter_mut().zip(&h.counts) {
+                    *a = a.saturating_add(*b);
+                }
+                acc.count = acc.count.saturating_add(h.count);
+                acc.sum_ns = acc.sum_ns.saturating_add(h.sum_ns);
+                acc.max_ns = acc.max_ns.max(h.max_ns);
+            }
+        }
+        acc
+    }
+
+    /// A quantile for people (`53.2 ms`), `-` for an empty histogram.
+    pub fn quantile_text(&self, q: f64) -> String {
+        self.quantile_ns(q).map(fmt_ns).unwrap_or_else(|| "-".to_string())
+    }
+}
+
 /// A duration for people: "53.2 ms", "1.20 s", "850 µs", "12 ns". Shared by the probe's report and
 /// the client's.
 ///
@@ -189,6 +216,24 @@ impl Frame {
         names::short_name(&self.function)
     }
 
+    /// The frame for people: its [`short_name`](Self::short_name) and where it is,
+    /// `handle_login (async fn) (src/main.rs:42)`, with the file's
+    /// [`short_path`](names::short_path). Alerts, reports, the demo and the UI all name a
+    /// frame this way.
+    ///
+    /// ```
+    /// use stallscope_wire::{Frame, FrameKind};
+    /// let f = Frame { function: "svc::work".into(), file: Some("/w/svc/src/main.rs".into()), line: Some(42), inlined: false, kind: FrameKind::User };
+    /// assert_eq!(f.place(), "work (src/main.rs:42)");
+    /// ```
+    pub fn place(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => format!("{} ({}:{})", self.short_name(), names::short_path(file), line),
+            (Some(file), None) => format!("{} ({})", self.short_name(), names::short_path(file)),
+            _ => self.short_name(),
+        }
+    }
+
     /// Whether this frame was recovered from a tail call (its function jumped to the next inner
     /// frame's, so it had no frame of its own on the stack).
     pub fn is_tail_call(&self) -> bool {
@@ -204,6 +249,9 @@ pub const OFF_CPU_PREFIX: &str = "[off CPU] ";
 pub fn is_off_cpu_label(kind: FrameKind, label: &str) -> bool {
     kind == FrameKind::Unknown && label.starts_with(OFF_CPU_PREFIX)
 }
+
+/// What a stall with no frame in any sample is blamed on ([`Stall::culprit_text`]).
+pub const NO_STACK: &str = "(no stack sample)";
 
 /// A distinct stack and how many samples landed on it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -454,6 +502,53 @@ impl Stall {
         stack.iter().find(|f| f.kind == FrameKind::User).or(stack.first())
     }
 
+    /// The function a stall is grouped under: the full name of its
+    /// [`culprit_frame`](Self::culprit_frame), or [`NO_STACK`]. One blocking-poll alert and one
+    /// row of the reports' "stalled time by function" per function (not per line: a loop
+    /// samples several lines of it).
+    pub fn culprit_function(&self) -> &str {
+        self.culprit_frame().map_or(NO_STACK, |f| f.function.as_str())
+    }
+
+    /// The culprit for people: [`Frame::place`] of the [`culprit_frame`](Self::culprit_frame),
+    /// or [`NO_STACK`] (never an empty name).
+    pub fn culprit_text(&self) -> String {
+        self.culprit_frame().map_or_else(|| NO_STACK.to_string(), Frame::place)
+    }
+
+    /// The user frames that called the culprit, innermost first, from the same stack
+    /// ([`main_stack`](Self::main_stack)): the "called from" lines of the reports.
+    pub fn callers(&self) -> impl Iterator<Item = &Frame> {
+        let stack = self.main_stack().unwrap_or_default();
+        let culprit = self.culprit_frame();
+        stack
+            .iter()
+            .skip_while(move |f| !culprit.is_some_and(|c| std::ptr::eq(*f, c)))
+            .skip(1)
+            .filter(|f| f.kind == FrameKind::User)
+    }
+
+    /// What stalled and where it came from: `task 7  spawned at src/main.rs:3:5`,
+    /// `instrumented future  spawned at ...`, or for code no task hook saw,
+    /// `LocalSet task (no task hook)`.
+    pub fn origin_text(&self) -> String {
+        match (self.task, self.unhooked_origin()) {
+            (_, Some(origin)) => format!("{origin} (no task hook)"),
+            (Some(t), None) => format!("task {t}  spawned at {}", names::short_path(&self.spawned_at)),
+            (None, None) => format!("instrumented future  spawned at {}", names::short_path(&self.spawned_at)),
+        }
+    }
+
+    /// Its length: the final duration once it ended, what had elapsed while it ran.
+    pub fn length_ns(&self) -> u64 {
+        self.duration_ns.unwrap_or(self.elapsed_ns)
+    }
+
+    /// Wall-clock end of the stall (or of what was seen of it), ms since the Unix epoch.
+    pub fn end_unix_ms(&self) -> u64 {
+        self.start_unix_ms.saturating_add(self.length_ns() / 1_000_000)
+    }
+
     /// Whether any sample of this stall has a frame.
     pub fn has_stack(&self) -> bool {
         self.stacks.iter().any(|s| !s.frames.is_empty())
@@ -602,6 +697,29 @@ pub struct PoolStats {
     pub acquired: u64,
     /// How long acquisitions waited.
     pub wait_time: Histogram,
+}
+
+impl LocationStats {
+    /// A leak suspect for people: `src/conn.rs:9:9  live 30 (spawned 40, completed 10),
+    /// oldest 3.00 s`, as both text reports print it.
+    pub fn leak_text(&self) -> String {
+        format!(
+            "{}  live {} (spawned {}, completed {}), oldest {}",
+            self.location,
+            self.live,
+            self.spawned,
+            self.completed,
+            self.oldest_live_ns.map(fmt_ns).unwrap_or_else(|| "-".into())
+        )
+    }
+}
+
+impl RuntimeStats {
+    /// Tasks wait in the blocking pool's queue and no thread of it is idle: the "blocking pool
+    /// starved" alert, the reports' `STARVED` and the Pools view's saturated row.
+    pub fn blocking_pool_starved(&self) -> bool {
+        self.blocking_queue_depth > 0 && self.idle_blocking_threads == 0
+    }
 }
 
 impl PoolStats {
@@ -871,6 +989,11 @@ impl Snapshot {
         self.locations.iter().find(|l| {
             l.location.ends_with(suffix) || l.location.rsplit_once(':').is_some_and(|(fl, _)| fl.ends_with(suffix))
         })
+    }
+
+    /// The locations flagged as leak suspects, leaving out the probe's own and Tokio's.
+    pub fn leak_suspects(&self) -> impl Iterator<Item = &LocationStats> {
+        self.locations.iter().filter(|l| l.leak_suspect && !l.internal)
     }
 
     /// Stalls that have ended.

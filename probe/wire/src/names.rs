@@ -28,6 +28,18 @@ pub const ASYNC_BLOCK: &str = "{async block}";
 /// The segment that names a closure's body.
 pub const CLOSURE: &str = "{closure}";
 
+/// The last two components of a path, as alerts, reports and tables print a source file or a
+/// spawn location: `/home/me/svc/src/main.rs` → `src/main.rs`.
+///
+/// ```
+/// assert_eq!(stallscope_wire::names::short_path("/home/me/svc/src/main.rs"), "src/main.rs");
+/// assert_eq!(stallscope_wire::names::short_path("main.rs"), "main.rs");
+/// ```
+pub fn short_path(p: &str) -> String {
+    let parts: Vec<&str> = p.rsplit('/').take(2).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
+}
+
 /// The short name of a full frame name. See the module docs for the forms.
 pub fn short_name(full: &str) -> String {
     let (name, tail) = match full.strip_suffix(TAIL_CALL_SUFFIX) {

@@ -272,7 +272,10 @@ fn run_effect(app: &mut App, effect: Effect, driver: &mut Driver, options: &RunO
             }
             _ => app.tasks_view.dump = DumpState::Failed { reason: "task dumps need a live probe".into() },
         },
-        Effect::ExportFlame => app.message = Some(export_flame(app, options.export_dir.as_deref())),
+        Effect::ExportFlame => {
+            app.refresh_flame();
+            app.message = Some(export_flame(app, options.export_dir.as_deref()));
+        }
         Effect::Seek(to) => {
             if let Driver::Replay(r) = driver {
                 r.seek(app, to);
@@ -282,19 +285,17 @@ fn run_effect(app: &mut App, effect: Effect, driver: &mut Driver, options: &RunO
 }
 
 /// Writes the Flame view (its window and zoom) as an SVG through the same code as `stallscope
-/// export`; returns the message for the status line.
+/// export`, from the folded stacks the view was built from (refresh it first with
+/// [`App::refresh_flame`]); returns the message for the status line.
 pub fn export_flame(app: &App, dir: Option<&Path>) -> String {
-    let stalls = app.flame_stalls();
-    let mut flame = crate::flame::Flame::from_stalls(stalls.iter().copied());
+    use crate::flame::FlameSvg;
     let zoom = app.flame.tree.path_labels(app.flame.cursor.zoom);
-    if !zoom.is_empty() {
-        flame = flame.zoomed(&zoom);
-    }
+    let flame = app.flame.folded.zoomed(&zoom);
     if flame.is_empty() {
         return "export: no stack sample in this view".to_string();
     }
     let pid = app.process.as_ref().map_or(0, |p| p.pid);
-    let name = format!("stallscope-flame-{pid}-{}.svg", app.now_unix_ms);
+    let name = format!("stallscope-flame-{pid}-{}.svg", app.now_unix_ms());
     let path = dir.map_or_else(|| PathBuf::from(&name), |d| d.join(&name));
     let mut title = format!("stalled time, {}", app.flame.window.label());
     if let Some(last) = zoom.last() {

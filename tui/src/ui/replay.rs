@@ -12,7 +12,6 @@ use stallscope_wire::recording::{Recording, RecordingReader};
 use stallscope_wire::{Received, Update};
 
 use super::state::{App, Timeline};
-use crate::summary::stall_end_ms;
 
 /// A loaded recording and where playback is in it.
 #[derive(Debug)]
@@ -117,7 +116,7 @@ impl Replay {
 fn data_time(r: &Received) -> Option<u64> {
     match r {
         Received::Update(Update::Tick { snapshot, .. }) => Some(snapshot.at_unix_ms),
-        Received::Update(Update::StallStarted(s)) | Received::Update(Update::StallEnded(s)) => Some(stall_end_ms(s)),
+        Received::Update(Update::StallStarted(s)) | Received::Update(Update::StallEnded(s)) => Some(s.end_unix_ms()),
         _ => None,
     }
 }

@@ -151,22 +151,23 @@ fn stalls_action(app: &mut App, action: Action) -> Effect {
     }
     if v.detail.is_some() {
         // In a stall's detail the keys move in its flame graph.
-        if let Some(stall) = app.stall_detail() {
-            let tree = super::state::flame_tree::FlameTree::from_stalls([stall]);
-            let c = &mut app.stalls_view.detail_cursor;
+        app.refresh_detail();
+        if app.stall_detail().is_some() {
+            // The tree is the model's, cached until the stall changes (`App::refresh_detail`).
+            let (tree, c) = (&app.stalls_view.detail_tree, &mut app.stalls_view.detail_cursor);
             match action {
                 Action::Back => {
                     if c.zoom != 0 {
-                        c.zoom_out(&tree);
+                        c.zoom_out(tree);
                     } else {
                         app.stalls_view.detail = None;
                     }
                 }
-                Action::Up => c.up(&tree),
-                Action::Down => c.down(&tree),
-                Action::Left => c.left(&tree),
-                Action::Right => c.right(&tree),
-                Action::Enter => c.zoom_in(&tree),
+                Action::Up => c.up(tree),
+                Action::Down => c.down(tree),
+                Action::Left => c.left(tree),
+                Action::Right => c.right(tree),
+                Action::Enter => c.zoom_in(tree),
                 _ => {}
             }
         } else {
@@ -186,6 +187,7 @@ fn stalls_action(app: &mut App, action: Action) -> Effect {
             let id = app.stall_rows().get(app.stalls_view.selected).map(|s| s.id);
             app.stalls_view.detail = id;
             app.stalls_view.detail_cursor = Default::default();
+            app.refresh_detail();
         }
         other => v.selected = move_sel(v.selected, n, &other),
     }
@@ -299,10 +301,10 @@ mod tests {
         update(&mut app, Action::TogglePause);
         assert!(app.paused);
         app.apply(stallscope_wire::Received::Dropped { intervals: 3 });
-        assert_eq!(app.dropped_intervals, 0, "paused: nothing applied");
+        assert_eq!(app.model.dropped_intervals(), 0, "paused: nothing applied");
         assert_eq!(app.pending(), 1);
         update(&mut app, Action::TogglePause);
-        assert_eq!(app.dropped_intervals, 3);
+        assert_eq!(app.model.dropped_intervals(), 3);
         assert_eq!(app.pending(), 0);
     }
 

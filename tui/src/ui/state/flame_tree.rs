@@ -1,9 +1,8 @@
 //! The flame graph of stalled time as a tree, and the cursor that walks it: pure data, no
 //! terminal code.
 //!
-//! [`FlameTree::from_stalls`] folds the same stacks as [`crate::flame::Flame::from_stalls`]
-//! (outermost frame first, labels from [`frame_label`], so every label matches the SVG export),
-//! but keeps them as a tree: node 0 is the root (`all`, every sample), each other node is one
+//! [`FlameTree::from_folded`] is built from the one stack fold, the model's [`Folded`] map (the
+//! same one the SVG and `--folded` exports write, so every label matches them), kept as a tree: node 0 is the root (`all`, every sample), each other node is one
 //! frame on one path, with the samples that passed through it (`total`) and those that ended in
 //! it (`self_count`). Children are ordered by label, so the same samples always give the same
 //! tree, and nodes are numbered in that order, depth first: a node's subtree is the contiguous
@@ -38,9 +37,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
-use stallscope_wire::{Frame, FrameKind, Stall};
-
-use crate::flame::frame_label;
+use stallscope_wire::model::folded::Folded;
+use stallscope_wire::{FrameKind, Stall};
 
 /// The label of the root node.
 pub const ROOT_LABEL: &str = "all";
@@ -48,10 +46,11 @@ pub const ROOT_LABEL: &str = "all";
 /// One frame on one path of the flame graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlameNode {
-    /// The frame's label, as in the SVG ([`frame_label`]); [`ROOT_LABEL`] for the root.
+    /// The frame's label, as in the SVG
+    /// ([`frame_label`](stallscope_wire::model::folded::frame_label)); [`ROOT_LABEL`] for the root.
     pub label: String,
-    /// What kind of code the frame is (of the first frame seen with this label on this path;
-    /// `Unknown` for the root).
+    /// What kind of code the frame is (the kind the folded map keeps for its label: that of
+    /// the first frame folded with it, as in the SVG; `Unknown` for the root).
     pub kind: FrameKind,
     /// Samples whose stack passes through this node.
     pub total: u64,
@@ -119,7 +118,7 @@ impl Eq for FlameTree {}
 impl Default for FlameTree {
     /// A tree with no sample: the bare root.
     fn default() -> Self {
-        FlameTree::from_stalls(std::iter::empty())
+        FlameTree::from_folded(&Folded::default())
     }
 }
 
@@ -131,8 +130,8 @@ struct Building {
     children: Vec<usize>,
 }
 
-/// The maps used while folding.
-struct Builder<'a> {
+/// The maps used while building.
+struct Builder {
     nodes: Vec<Building>,
     /// Samples through each node, by index (apart from `nodes`: the hot loop touches only this).
     totals: Vec<u64>,
@@ -140,46 +139,39 @@ struct Builder<'a> {
     self_counts: Vec<u64>,
     /// Distinct labels, by id (0 is the root's).
     labels: Vec<String>,
-    /// Label id of each distinct frame: a frame seen again costs a hash, not a `frame_label`.
-    frame_ids: FastMap<&'a Frame, usize>,
     /// Label → id (different frames can share a label).
     label_ids: FastMap<String, usize>,
     /// (parent node, label id) → node.
     child_of: FastMap<(usize, usize), usize>,
 }
 
-impl<'a> Builder<'a> {
+impl Builder {
     fn new() -> Self {
         Builder {
             nodes: vec![Building { label: 0, kind: FrameKind::Unknown, parent: 0, children: Vec::new() }],
             totals: vec![0],
             self_counts: vec![0],
             labels: vec![ROOT_LABEL.to_string()],
-            frame_ids: FastMap::default(),
             label_ids: FastMap::default(),
             child_of: FastMap::default(),
         }
     }
 
-    /// The node for `frame` under node `at`, made if needed.
-    fn child(&mut self, at: usize, frame: &'a Frame) -> usize {
-        let (labels, label_ids) = (&mut self.labels, &mut self.label_ids);
-        let label = *self.frame_ids.entry(frame).or_insert_with(|| {
-            let text = frame_label(frame);
-            match label_ids.get(&text) {
-                Some(&id) => id,
-                None => {
-                    let id = labels.len();
-                    labels.push(text.clone());
-                    label_ids.insert(text, id);
-                    id
-                }
+    /// The node for `label` (of this kind) under node `at`, made if needed.
+    fn child(&mut self, at: usize, text: &str, kind: FrameKind) -> usize {
+        let label = match self.label_ids.get(text) {
+            Some(&id) => id,
+            None => {
+                let id = self.labels.len();
+                self.labels.push(text.to_string());
+                self.label_ids.insert(text.to_string(), id);
+                id
             }
-        });
+        };
         let (nodes, totals, self_counts) = (&mut self.nodes, &mut self.totals, &mut self.self_counts);
         *self.child_of.entry((at, label)).or_insert_with(|| {
             let id = nodes.len();
-            nodes.push(Building { label, kind: frame.kind, parent: at, children: Vec::new() });
+            nodes.push(Building { label, kind, parent: at, children: Vec::new() });
             totals.push(0);
             self_counts.push(0);
             nodes[at].children.push(id);
@@ -189,37 +181,41 @@ impl<'a> Builder<'a> {
 }
 
 impl FlameTree {
-    /// Folds the sampled stacks of `stalls` (empty stacks and zero counts are skipped, as in the
-    /// SVG).
+    /// The tree of the sampled stacks of `stalls`, through their [`Folded`] map.
     pub fn from_stalls<'a>(stalls: impl IntoIterator<Item = &'a Stall>) -> FlameTree {
+        FlameTree::from_folded(&Folded::from_stalls(stalls))
+    }
+
+    /// The tree of folded stacks: each line is a path from the root, its count the samples
+    /// that ended there. A node's kind is the kind [`Folded`] kept for its label.
+    pub fn from_folded(folded: &Folded) -> FlameTree {
         let mut b = Builder::new();
-        // The previous stack's frames and nodes, outermost first: stacks that follow each other
-        // mostly share their outer frames, which then cost a comparison instead of two lookups.
-        let mut prev: Vec<(&'a Frame, usize)> = Vec::new();
-        for stall in stalls {
-            for stack in stall.stacks.iter().filter(|s| s.count > 0 && !s.frames.is_empty()) {
-                let count = stack.count;
-                b.totals[0] = b.totals[0].saturating_add(count);
-                let mut at = 0;
-                let mut shared = true;
-                for (depth, frame) in stack.frames.iter().rev().enumerate() {
-                    let next = match prev.get(depth) {
-                        Some(&(f, node)) if shared && f == frame => node,
-                        _ => {
-                            shared = false;
-                            b.child(at, frame)
-                        }
-                    };
-                    match prev.get_mut(depth) {
-                        Some(slot) => *slot = (frame, next),
-                        None => prev.push((frame, next)),
+        // The previous stack's labels and nodes, outermost first: folded lines are sorted, so
+        // neighbours share their outer frames, which then cost a comparison, not a lookup.
+        let mut prev: Vec<(&str, usize)> = Vec::new();
+        for (stack, count) in folded.stacks() {
+            b.totals[0] = b.totals[0].saturating_add(count);
+            let mut at = 0;
+            let mut shared = true;
+            let mut depth = 0;
+            for label in stack.split(';') {
+                let next = match prev.get(depth) {
+                    Some(&(l, node)) if shared && l == label => node,
+                    _ => {
+                        shared = false;
+                        b.child(at, label, folded.kind(label).unwrap_or(FrameKind::Unknown))
                     }
-                    b.totals[next] = b.totals[next].saturating_add(count);
-                    at = next;
+                };
+                match prev.get_mut(depth) {
+                    Some(slot) => *slot = (label, next),
+                    None => prev.push((label, next)),
                 }
-                prev.truncate(stack.frames.len());
-                b.self_counts[at] = b.self_counts[at].saturating_add(count);
+                b.totals[next] = b.totals[next].saturating_add(count);
+                at = next;
+                depth += 1;
             }
+            prev.truncate(depth);
+            b.self_counts[at] = b.self_counts[at].saturating_add(count);
         }
         let label_of: Vec<usize> = b.nodes.iter().map(|n| n.label).collect();
         for node in &mut b.nodes {
@@ -229,7 +225,7 @@ impl FlameTree {
     }
 
     /// Numbers the built nodes depth first (children in the order given) and fills the indexes.
-    fn renumber(b: Builder<'_>) -> FlameTree {
+    fn renumber(b: Builder) -> FlameTree {
         let Builder { nodes: mut built, totals, self_counts, labels, .. } = b;
         // Depth-first order, by old index.
         let mut order = Vec::with_capacity(built.len());
@@ -652,7 +648,8 @@ pub fn scroll_top(tree: &FlameTree, cursor: &FlameCursor, height: usize) -> usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stallscope_wire::StackCount;
+    use stallscope_wire::model::folded::frame_label;
+    use stallscope_wire::{Frame, StackCount};
 
     fn frame(name: &str) -> Frame {
         let kind = if name.starts_with("app::") { FrameKind::User } else { FrameKind::Std };
@@ -754,7 +751,7 @@ mod tests {
         let tree = FlameTree::from_stalls([&s]);
         assert_eq!(tree.path_labels(2), [frame_label(&user), "std::thread::sleep".to_string()]);
         assert_eq!(tree.nodes()[1].kind, FrameKind::User);
-        let folded = crate::flame::Flame::from_stalls([&s]).folded();
+        let folded = Folded::from_stalls([&s]).folded();
         assert_eq!(folded, format!("{} 2\n", tree.path_labels(2).join(";")));
     }
 
@@ -762,7 +759,7 @@ mod tests {
     fn every_node_total_matches_the_zoomed_svg_export() {
         let s = stall(&[("m;a;x", 3), ("m;a", 1), ("m;ab;x", 2), ("m;a;x;y", 4), ("n", 5)]);
         let tree = FlameTree::from_stalls([&s]);
-        let flame = crate::flame::Flame::from_stalls([&s]);
+        let flame = Folded::from_stalls([&s]);
         for (i, node) in tree.nodes().iter().enumerate() {
             let zoomed = flame.zoomed(&tree.path_labels(i));
             assert_eq!(zoomed.samples(), node.total, "{:?}", tree.path_labels(i));

@@ -1,8 +1,12 @@
 //! Everything the UI shows, as plain data: no ratatui, no I/O.
 //!
-//! [`App::apply`] folds what the probe sends (live or from a recording) into the state;
-//! `ui::update` changes it in answer to keys; `ui::view` draws it. Keeping this pure is what lets
-//! every view be tested from a fixture.
+//! [`App`] is the client's [`Model`] (the one fold of what the probe sends, live or from a
+//! recording, shared with `stallscope report` and `export`) plus what each view adds: its
+//! selection, sorting, filters, the flame cursor, and views derived from the model and cached
+//! until it changes (the flame trees, the sparkline history, smoothed rates). [`App::apply`]
+//! hands each message to the model and updates those; `ui::update` changes the state in answer
+//! to keys; `ui::view` draws it. Keeping this pure is what lets every view be tested from a
+//! fixture.
 
 pub mod flame_tree;
 pub mod history;
@@ -10,13 +14,15 @@ pub mod picker;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use stallscope_wire::model::folded::Folded;
+use stallscope_wire::model::Model;
+use stallscope_wire::recording::RecordingHeader;
 use stallscope_wire::{
-    Alert, AlertKind, Histogram, LocationStats, PoolStats, ProcessInfo, Received, Snapshot, Stall, Update,
+    Alert, AlertKind, AlertRecord, Histogram, LocationStats, PoolStats, ProcessInfo, Received, Snapshot, Stall, Update,
 };
 
 use self::flame_tree::{FlameCursor, FlameTree};
 use self::history::{History, TickPoint};
-use crate::summary::{culprit, stall_end_ms, stall_ns};
 
 /// Stalls kept for the Stalls and Flame views; the oldest go first, and are counted.
 pub const MAX_STALLS: usize = 10_000;
@@ -188,6 +194,11 @@ pub struct StallsView {
     pub detail: Option<u64>,
     /// Cursor in the detail's flame graph.
     pub detail_cursor: FlameCursor,
+    /// The detail's flame graph, from the stall's folded stacks; rebuilt only when another
+    /// stall is opened or the model replaces this one.
+    pub detail_tree: FlameTree,
+    /// (stall id, model revision) `detail_tree` was built for.
+    detail_built: Option<(u64, u64)>,
 }
 
 impl Default for StallsView {
@@ -198,6 +209,8 @@ impl Default for StallsView {
             filter: Input::default(),
             detail: None,
             detail_cursor: FlameCursor::default(),
+            detail_tree: FlameTree::default(),
+            detail_built: None,
         }
     }
 }
@@ -303,7 +316,9 @@ impl FlameWindow {
 pub struct FlameState {
     /// Which stalls are folded.
     pub window: FlameWindow,
-    /// The folded stacks.
+    /// Their folded stacks (what `e` exports, zoomed).
+    pub folded: Folded,
+    /// The tree built from `folded`, which the view draws.
     pub tree: FlameTree,
     /// Zoom, selection and search.
     pub cursor: FlameCursor,
@@ -319,6 +334,7 @@ impl Default for FlameState {
     fn default() -> Self {
         FlameState {
             window: FlameWindow::All,
+            folded: Folded::default(),
             tree: FlameTree::default(),
             cursor: FlameCursor::default(),
             search: Input::default(),
@@ -369,28 +385,23 @@ pub struct App {
     pub source: Source,
     /// Connection state.
     pub status: ConnStatus,
-    /// The process behind the probe, once known.
+    /// The process behind the probe, once known (from the connection, then each snapshot).
     pub process: Option<ProcessInfo>,
-    /// Latest cumulative snapshot.
-    pub snapshot: Option<Snapshot>,
+    /// The fold of everything received: stalls (at most [`MAX_STALLS`]), snapshots, alerts,
+    /// drops, errors.
+    pub model: Model,
     /// Per-second series for the sparklines.
     pub history: History,
-    /// Stalls seen, by id (in-progress ones are replaced as they grow and end).
-    pub stalls: BTreeMap<u64, Stall>,
-    /// Stalls dropped from `stalls` to stay within [`MAX_STALLS`].
-    pub stalls_evicted: u64,
-    /// Active alerts, newest first.
+    /// Active alerts, newest first (from the model, at each tick).
     pub alerts: Vec<ActiveAlert>,
     /// Incidents of the probe's alert history that have passed, most recent first.
-    pub passed_alerts: Vec<stallscope_wire::AlertRecord>,
+    pub passed_alerts: Vec<AlertRecord>,
     /// Busy ratio of each worker over the last interval (index = worker index).
     pub worker_busy: Vec<(u32, f64)>,
     prev_workers: HashMap<u32, u64>,
     prev_at_ms: Option<u64>,
     /// Spawn and completion rates per location.
     pub rates: HashMap<String, Rates>,
-    /// Updates the probe dropped for this client.
-    pub dropped_intervals: u64,
     /// Updates this UI dropped while paused.
     pub paused_dropped: u64,
     /// Client-side recording file, when recording.
@@ -414,14 +425,8 @@ pub struct App {
     pub flame: FlameState,
     /// A one-line message for the user (an export written, an error).
     pub message: Option<String>,
-    /// Latest data time (unix ms): "now" for windows, so replay behaves like live.
-    pub now_unix_ms: u64,
     /// Replay timeline, when replaying.
     pub timeline: Option<Timeline>,
-    /// Updates applied.
-    pub updates: u64,
-    /// Errors the probe sent.
-    pub probe_errors: Vec<String>,
     /// Draw without colours (`NO_COLOR`).
     pub no_color: bool,
     /// Set by `q`: the run loop ends.
@@ -439,17 +444,14 @@ impl App {
             source,
             status,
             process: None,
-            snapshot: None,
+            model: new_model(),
             history: History::default(),
-            stalls: BTreeMap::new(),
-            stalls_evicted: 0,
             alerts: Vec::new(),
             passed_alerts: Vec::new(),
             worker_busy: Vec::new(),
             prev_workers: HashMap::new(),
             prev_at_ms: None,
             rates: HashMap::new(),
-            dropped_intervals: 0,
             paused_dropped: 0,
             recording: None,
             view: View::Overview,
@@ -462,10 +464,7 @@ impl App {
             pools_selected: 0,
             flame: FlameState::default(),
             message: None,
-            now_unix_ms: 0,
             timeline: None,
-            updates: 0,
-            probe_errors: Vec::new(),
             no_color: false,
             quit: false,
         }
@@ -480,6 +479,8 @@ impl App {
         fresh.view = self.view;
         fresh.help = self.help;
         fresh.stalls_view = std::mem::take(&mut self.stalls_view);
+        // The new model's revisions start again: the open stall's tree is rebuilt.
+        fresh.stalls_view.detail_built = None;
         fresh.tasks_view = std::mem::take(&mut self.tasks_view);
         fresh.pools_selected = self.pools_selected;
         fresh.flame.window = self.flame.window;
@@ -520,28 +521,10 @@ impl App {
     }
 
     fn apply_now(&mut self, r: Received) {
+        let revision = self.model.stalls_revision();
+        self.model.push(&r);
         match r {
-            Received::Update(u) => {
-                self.updates += 1;
-                self.apply_update(u);
-            }
-            Received::Dropped { intervals } => self.dropped_intervals += intervals,
-            Received::Error { message } => {
-                self.message = Some(format!("probe: {message}"));
-                if self.probe_errors.len() < 100 {
-                    self.probe_errors.push(message);
-                }
-            }
-            #[allow(unreachable_patterns)]
-            _ => {}
-        }
-    }
-
-    fn apply_update(&mut self, u: Update) {
-        match u {
-            Update::Tick { snapshot, interval } => {
-                let snapshot = *snapshot;
-                self.now_unix_ms = self.now_unix_ms.max(snapshot.at_unix_ms);
+            Received::Update(Update::Tick { snapshot, interval }) => {
                 self.process = Some(snapshot.process.clone());
                 let lag_p99 = interval.lag.quantile_ns(0.99).unwrap_or(0);
                 self.history.push(TickPoint {
@@ -554,50 +537,37 @@ impl App {
                 });
                 self.update_workers(&snapshot);
                 self.update_rates(&snapshot);
-                // Every tick repeats the probe's recent stalls: copy only what is new or more complete.
-                for s in snapshot.stalls.iter().chain(interval.stalls.iter()) {
-                    self.keep_stall(s);
-                }
-                self.update_alerts(&snapshot.alerts, snapshot.at_unix_ms);
+                self.update_alerts();
                 let mut passed: Vec<_> = snapshot.alert_history.iter().filter(|r| !r.active).cloned().collect();
                 passed.sort_by_key(|r| std::cmp::Reverse(r.last_unix_ms));
                 self.passed_alerts = passed;
-                self.snapshot = Some(snapshot);
                 if self.flame.window != FlameWindow::All {
                     // The window slides even when no stall comes.
                     self.flame.stale = true;
                 }
             }
-            Update::StallStarted(s) | Update::StallEnded(s) => {
-                self.now_unix_ms = self.now_unix_ms.max(stall_end_ms(&s));
-                self.keep_stall(&s);
-            }
+            Received::Error { message } => self.message = Some(format!("probe: {message}")),
+            _ => {}
+        }
+        if self.model.stalls_revision() != revision {
+            self.flame.stale = true;
+            self.refresh_detail();
         }
     }
 
-    fn keep_stall(&mut self, s: &Stall) {
-        use std::collections::btree_map::Entry;
-        let oldest_kept = self.stalls.first_key_value().map(|(k, _)| *k);
-        match self.stalls.entry(s.id) {
-            Entry::Occupied(mut e) => {
-                if better(s, e.get()) {
-                    e.insert(s.clone());
-                    self.flame.stale = true;
-                }
-            }
-            Entry::Vacant(e) => {
-                if self.stalls_evicted > 0 && oldest_kept.is_some_and(|k| s.id < k) {
-                    // Older than everything kept: it was evicted before; do not bring it back.
-                    return;
-                }
-                e.insert(s.clone());
-                self.flame.stale = true;
-            }
-        }
-        while self.stalls.len() > MAX_STALLS {
-            self.stalls.pop_first();
-            self.stalls_evicted += 1;
-        }
+    /// Latest cumulative snapshot.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.model.last()
+    }
+
+    /// Stalls kept, by id (each in its most complete copy).
+    pub fn stalls(&self) -> &BTreeMap<u64, Stall> {
+        self.model.stalls()
+    }
+
+    /// Latest data time (unix ms): "now" for windows, so replay behaves like live.
+    pub fn now_unix_ms(&self) -> u64 {
+        self.model.end_unix_ms().unwrap_or(0)
     }
 
     /// Busy ratio per worker, smoothed over about a second. The source is Tokio's own busy time
@@ -649,17 +619,12 @@ impl App {
         }
     }
 
-    fn update_alerts(&mut self, alerts: &[Alert], at: u64) {
-        let mut next: Vec<ActiveAlert> = alerts
-            .iter()
-            .map(|a| {
-                let since = self
-                    .alerts
-                    .iter()
-                    .find(|o| o.alert.kind == a.kind && o.alert.subject == a.subject)
-                    .map_or(at, |o| o.since_unix_ms);
-                ActiveAlert { alert: a.clone(), since_unix_ms: since }
-            })
+    /// The Overview's list: the model's active alerts, with when their episode began.
+    fn update_alerts(&mut self) {
+        let mut next: Vec<ActiveAlert> = self
+            .model
+            .active_alerts()
+            .map(|a| ActiveAlert { alert: a.alert.clone(), since_unix_ms: a.since_unix_ms })
             .collect();
         next.sort_by(|a, b| b.since_unix_ms.cmp(&a.since_unix_ms).then_with(|| a.alert.subject.cmp(&b.alert.subject)));
         self.alerts = next;
@@ -669,19 +634,19 @@ impl App {
 
     /// Stalls in progress right now (started, not ended).
     pub fn stalls_in_progress(&self) -> impl Iterator<Item = &Stall> {
-        self.stalls.values().filter(|s| s.duration_ns.is_none())
+        self.stalls().values().filter(|s| s.duration_ns.is_none())
     }
 
     /// The Stalls table: filtered and sorted.
     pub fn stall_rows(&self) -> Vec<&Stall> {
         let needle = self.stalls_view.filter.text.to_lowercase();
         let mut rows: Vec<&Stall> =
-            self.stalls.values().filter(|s| needle.is_empty() || stall_matches(s, &needle)).collect();
+            self.stalls().values().filter(|s| needle.is_empty() || stall_matches(s, &needle)).collect();
         let sort = self.stalls_view.sort;
         rows.sort_by(|a, b| {
             let o = match sort.column {
                 StallColumn::Time => a.start_unix_ms.cmp(&b.start_unix_ms),
-                StallColumn::Duration => stall_ns(a).cmp(&stall_ns(b)),
+                StallColumn::Duration => a.length_ns().cmp(&b.length_ns()),
                 StallColumn::Worker => a.worker.cmp(&b.worker),
                 StallColumn::Location => a.spawned_at.cmp(&b.spawned_at),
                 StallColumn::Frame => frame_name(a).cmp(&frame_name(b)),
@@ -698,14 +663,14 @@ impl App {
 
     /// The stall open in the Stalls view's detail.
     pub fn stall_detail(&self) -> Option<&Stall> {
-        self.stalls_view.detail.and_then(|id| self.stalls.get(&id))
+        self.stalls_view.detail.and_then(|id| self.model.stall(id))
     }
 
     /// Stalls the Flame view folds for its window: those that blame code (a poll that only
     /// waited for a CPU shows whatever code was preempted, which is not to blame).
     pub fn flame_stalls(&self) -> Vec<&Stall> {
-        let from = self.flame.window.millis().map(|w| self.now_unix_ms.saturating_sub(w));
-        self.stalls.values().filter(|s| s.blames_code() && from.is_none_or(|f| stall_end_ms(s) >= f)).collect()
+        let from = self.flame.window.millis().map(|w| self.now_unix_ms().saturating_sub(w));
+        self.stalls().values().filter(|s| s.blames_code() && from.is_none_or(|f| s.end_unix_ms() >= f)).collect()
     }
 
     /// Rebuilds the flame tree if stalls or the window changed, keeping zoom and selection on the
@@ -715,16 +680,34 @@ impl App {
             return;
         }
         let stalls = self.flame_stalls();
-        let tree = FlameTree::from_stalls(stalls.iter().copied());
+        let folded = Folded::from_stalls(stalls.iter().copied());
+        let tree = FlameTree::from_folded(&folded);
         self.flame.stalls = stalls.len();
         self.flame.cursor = self.flame.cursor.rebase(&self.flame.tree, &tree);
+        self.flame.folded = folded;
         self.flame.tree = tree;
         self.flame.stale = false;
     }
 
+    /// Rebuilds the open stall's flame tree if another stall was opened or the model replaced
+    /// it (a running stall that got samples or ended); otherwise keeps it.
+    pub fn refresh_detail(&mut self) {
+        let built = self.stalls_view.detail.map(|id| (id, self.model.stalls_revision()));
+        if built == self.stalls_view.detail_built {
+            return;
+        }
+        let tree = match self.stall_detail() {
+            Some(s) => FlameTree::from_folded(&Folded::from_stalls([s])),
+            None => FlameTree::default(),
+        };
+        self.stalls_view.detail_cursor = self.stalls_view.detail_cursor.rebase(&self.stalls_view.detail_tree, &tree);
+        self.stalls_view.detail_tree = tree;
+        self.stalls_view.detail_built = built;
+    }
+
     /// The Tasks table: sorted locations (without internal ones unless asked).
     pub fn task_rows(&self) -> Vec<&LocationStats> {
-        let Some(s) = &self.snapshot else { return Vec::new() };
+        let Some(s) = self.snapshot() else { return Vec::new() };
         let mut rows: Vec<&LocationStats> =
             s.locations.iter().filter(|l| self.tasks_view.show_internal || !l.internal).collect();
         let sort = self.tasks_view.sort;
@@ -758,15 +741,15 @@ impl App {
     /// The location open in the Tasks view's detail.
     pub fn task_detail(&self) -> Option<&LocationStats> {
         let loc = self.tasks_view.detail.as_ref()?;
-        self.snapshot.as_ref()?.locations.iter().find(|l| &l.location == loc)
+        self.snapshot()?.locations.iter().find(|l| &l.location == loc)
     }
 
     /// The Pools table: the blocking pool first, then user pools by name.
     pub fn pool_rows(&self) -> Vec<PoolRow> {
-        let Some(s) = &self.snapshot else { return Vec::new() };
+        let Some(s) = self.snapshot() else { return Vec::new() };
         let mut rows = Vec::new();
         if let Some(r) = &s.runtime {
-            let starved = r.blocking_queue_depth > 0 && r.idle_blocking_threads == 0;
+            let starved = r.blocking_pool_starved();
             rows.push(PoolRow {
                 name: "tokio blocking pool".to_string(),
                 in_use: r.blocking_threads.saturating_sub(r.idle_blocking_threads),
@@ -828,7 +811,7 @@ pub fn live_tasks(s: &Snapshot) -> u64 {
 
 /// The name a stall is blamed on, for tables and sorting.
 pub fn frame_name(s: &Stall) -> String {
-    culprit(s).map_or_else(String::new, |f| f.short_name())
+    s.culprit_frame().map_or_else(String::new, |f| f.short_name())
 }
 
 fn stall_matches(s: &Stall, needle: &str) -> bool {
@@ -838,10 +821,9 @@ fn stall_matches(s: &Stall, needle: &str) -> bool {
         || s.task.is_some_and(|t| t.to_string().contains(needle))
 }
 
-/// Whether `new` is a more complete copy of a stall than `old` (an equal copy is not).
-fn better(new: &Stall, old: &Stall) -> bool {
-    let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns, s.stacks.len());
-    rank(new) > rank(old)
+/// An empty model bounded to [`MAX_STALLS`] (a live client sees no recording header).
+fn new_model() -> Model {
+    Model::new(RecordingHeader::new(ProcessInfo::default(), String::new())).with_stall_limit(MAX_STALLS)
 }
 
 #[cfg(test)]
@@ -872,13 +854,13 @@ mod tests {
         for id in 1..=(MAX_STALLS as u64 + 5) {
             app.apply(Received::Update(Update::StallEnded(stall(id, 20))));
         }
-        assert_eq!(app.stalls.len(), MAX_STALLS);
-        assert_eq!(app.stalls_evicted, 5);
-        assert_eq!(app.stalls.keys().next(), Some(&6), "the oldest went first");
+        assert_eq!(app.stalls().len(), MAX_STALLS);
+        assert_eq!(app.model.stalls_evicted(), 5);
+        assert_eq!(app.stalls().keys().next(), Some(&6), "the oldest went first");
         // The probe repeats its recent stalls every tick; an evicted one does not come back.
         app.apply(Received::Update(Update::StallEnded(stall(3, 20))));
-        assert!(!app.stalls.contains_key(&3));
-        assert_eq!(app.stalls.len(), MAX_STALLS);
+        assert!(!app.stalls().contains_key(&3));
+        assert_eq!(app.stalls().len(), MAX_STALLS);
     }
 
     #[test]
@@ -889,10 +871,10 @@ mod tests {
         app.apply(Received::Update(Update::StallStarted(running.clone())));
         assert!(app.stalls_in_progress().next().is_some());
         app.apply(Received::Update(Update::StallEnded(stall(1, 40))));
-        assert_eq!(app.stalls[&1].duration_ns, Some(40_000_000));
+        assert_eq!(app.stalls()[&1].duration_ns, Some(40_000_000));
         // A late copy of the running state does not undo the end.
         app.apply(Received::Update(Update::StallStarted(running)));
-        assert_eq!(app.stalls[&1].duration_ns, Some(40_000_000));
+        assert_eq!(app.stalls()[&1].duration_ns, Some(40_000_000));
         assert!(app.stalls_in_progress().next().is_none());
     }
 }

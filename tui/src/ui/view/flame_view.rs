@@ -32,7 +32,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     };
     Paragraph::new(info_line).render(info, buf);
     if samples == 0 {
-        let msg = if app.stalls.is_empty() {
+        let msg = if app.stalls().is_empty() {
             "No stall yet. When a poll blocks a worker for longer than the threshold, its sampled stacks appear here."
         } else {
             "No stack sample in this window (w changes the window)."

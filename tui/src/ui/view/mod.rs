@@ -166,8 +166,8 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer:
             spans.push(Span::styled(" · no tokio_unstable: lag and runtime metrics only", theme.warn()));
         }
     }
-    let probe_drops = app.snapshot.as_ref().map_or(0, |s| s.drops.total());
-    let drops = probe_drops + app.dropped_intervals + app.paused_dropped + app.stalls_evicted;
+    let probe_drops = app.snapshot().map_or(0, |s| s.drops.total());
+    let drops = probe_drops + app.model.dropped_intervals() + app.paused_dropped + app.model.stalls_evicted();
     let style = if drops > 0 { theme.warn() } else { Style::default() };
     spans.push(Span::styled(format!(" · drops {drops}"), style));
     match &app.recording {

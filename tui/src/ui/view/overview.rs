@@ -37,7 +37,7 @@ const SERIES: [Series; 5] = [
 const LABEL_W: u16 = 26;
 
 pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
-    if app.snapshot.is_none() {
+    if app.snapshot().is_none() {
         let msg = match &app.status {
             crate::ui::state::ConnStatus::Reconnecting { reason, .. } => format!("Waiting for the probe: {reason}"),
             _ => "Waiting for the first update from the probe…".to_string(),

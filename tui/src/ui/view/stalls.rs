@@ -6,12 +6,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, Widget};
-use stallscope_wire::{fmt_ns, FrameKind, Stall};
+use stallscope_wire::{fmt_ns, Frame, FrameKind, Stall};
 
 use super::flame::FlameWidget;
 use super::{clip, clip_left, scroll_for, Theme};
-use crate::summary::stall_ns;
-use crate::ui::state::flame_tree::FlameTree;
 use crate::ui::state::{frame_name, App, Sort, StallColumn};
 
 pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
@@ -22,7 +20,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
     let rows = app.stall_rows();
     let [head, table] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
     let f = &app.stalls_view.filter;
-    let mut spans = vec![Span::styled(format!("Stalls ({} of {})", rows.len(), app.stalls.len()), theme.header())];
+    let mut spans = vec![Span::styled(format!("Stalls ({} of {})", rows.len(), app.stalls().len()), theme.header())];
     if f.editing || !f.text.is_empty() {
         spans.push(Span::raw("  filter: "));
         spans.push(Span::styled(f.text.clone(), theme.warn()));
@@ -73,7 +71,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         .take(body_h)
         .map(|(i, s)| {
             let running = s.duration_ns.is_none();
-            let dur = if running { format!("{}…", fmt_ns(s.elapsed_ns)) } else { fmt_ns(stall_ns(s)) };
+            let dur = if running { format!("{}…", fmt_ns(s.elapsed_ns)) } else { fmt_ns(s.length_ns()) };
             let frame = frame_name(s);
             let frame = match s.no_blame_reason() {
                 Some(why) => format!("({why})"),
@@ -97,7 +95,7 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         })
         .collect();
     if rows.is_empty() {
-        let msg = if app.stalls.is_empty() {
+        let msg = if app.stalls().is_empty() {
             "No stall yet: no poll has run longer than the threshold."
         } else {
             "No stall matches the filter."
@@ -162,7 +160,7 @@ fn render_detail(app: &App, stall: &Stall, theme: Theme, area: Rect, buf: &mut B
         )),
     ];
     Paragraph::new(lines).render(head, buf);
-    let tree = FlameTree::from_stalls([stall]);
+    let tree = &app.stalls_view.detail_tree;
     let wide = body.width >= 110;
     let (flame_area, top_area) = if wide {
         let [a, b] = Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
@@ -178,7 +176,7 @@ fn render_detail(app: &App, stall: &Stall, theme: Theme, area: Rect, buf: &mut B
         ))
         .render(flame_area, buf);
     } else {
-        FlameWidget { tree: &tree, cursor: &app.stalls_view.detail_cursor, color: theme.color }.render(flame_area, buf);
+        FlameWidget { tree, cursor: &app.stalls_view.detail_cursor, color: theme.color }.render(flame_area, buf);
     }
     render_top_frames(stall, theme, top_area, buf);
 }
@@ -196,16 +194,7 @@ fn render_top_frames(stall: &Stall, theme: Theme, area: Rect, buf: &mut Buffer) 
     let mut lines = Vec::new();
     for st in stacks.iter().take(inner.height as usize) {
         let f = st.frames.iter().find(|f| f.kind == FrameKind::User).or(st.frames.first());
-        let name = f.map_or_else(
-            || "?".to_string(),
-            |f| {
-                let loc = match (&f.file, f.line) {
-                    (Some(file), Some(line)) => format!(" ({}:{line})", file.rsplit('/').next().unwrap_or(file)),
-                    _ => String::new(),
-                };
-                format!("{}{loc}", f.short_name())
-            },
-        );
+        let name = f.map_or_else(|| "?".to_string(), Frame::place);
         let pct = st.count as f64 * 100.0 / total as f64;
         let text = format!("{:>5.1}% {:>5}  {}", pct, st.count, name);
         lines.push(Line::from(clip(&text, w)));

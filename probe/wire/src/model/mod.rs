@@ -1,20 +1,56 @@
-//! Folds a stream of updates (a recording, or what `record` receives) into what the report and
-//! the flame graph show: every stall once, the last snapshot, the alerts seen, the drops.
+//! The client's model: one fold of what a probe sends (live, or read back from a recording).
 //!
-//! Stalls arrive several times: a `StallStarted` (no samples yet), a `StallEnded` (final
-//! duration and samples), and inside each tick's snapshot (the recent ones) and interval. They
-//! are deduplicated by stall id, keeping the most complete copy: an ended one over a running
-//! one, then the one with more samples, then the one that had run longer.
+//! [`Model`] is the only place a client folds the update stream. `stallscope report` (text and
+//! JSON), `stallscope export` (SVG and folded stacks), `stallscope record`'s totals and the
+//! terminal UI (attach and replay) all read it, so they cannot disagree about what was seen.
+//!
+//! **Which copy of a stall wins.** A stall arrives several times: a `StallStarted` (no samples
+//! yet), a `StallEnded` (final duration, samples, anatomy), and inside each tick's snapshot (the
+//! recent ones) and interval. The model keeps one copy per stall id, replaced only by a strictly
+//! more complete one ([`more_complete`]): an ended copy over a running one, then the one with
+//! more samples, then the one that had run longer, then the one with more distinct stacks. An
+//! equal copy never replaces the one kept, so a late repeat of an older state cannot undo an end.
+//!
+//! **Alerts.** An alert is keyed by its kind and subject (its summary when the subject is
+//! empty, as from probes that sent none). Each key keeps its history over the stream
+//! ([`SeenAlert`]): first and last tick, ticks, episodes, the peak figure and when the current
+//! episode began.
+//!
+//! **Bounds.** A live client caps the stalls it keeps ([`Model::with_stall_limit`]): the oldest
+//! ids go first, are counted, and do not come back when the probe repeats them. Probe error
+//! messages are kept up to [`MAX_ERRORS`].
+//!
+//! [`Model::finish`] turns the fold into a [`Summary`], what the reports print: the stalls of
+//! the recording's span longest first, the functions they blame, alerts, drops and damage.
+//! [`folded`] is the one stack fold, which every flame graph derives from.
 
-use std::collections::HashMap;
+pub mod folded;
 
-use stallscope_wire::recording::{Recording, RecordingHeader, Skipped, Stop};
-use stallscope_wire::{
-    Alert, AlertFigure, AlertKind, AlertRecord, Drops, Frame, FrameKind, Received, Snapshot, Stall, Update,
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::recording::{Recording, RecordingHeader, Skipped, Stop};
+use crate::{
+    Alert, AlertFigure, AlertKind, AlertRecord, Drops, FrameKind, ProcessInfo, Received, Snapshot, Stall, Update,
 };
 
-/// What a stall with no frame in any sample is blamed on (the probe's alerts use the same words).
-pub const NO_STACK: &str = "(no stack sample)";
+/// Probe error messages a model keeps; later ones are counted in [`Model::errors_dropped`].
+pub const MAX_ERRORS: usize = 100;
+
+/// How an alert is told apart over a stream: its kind and subject (its summary when the
+/// subject is empty).
+pub type AlertKey = (AlertKind, String);
+
+/// The key of an alert ([`AlertKey`]).
+pub fn alert_key(a: &Alert) -> AlertKey {
+    (a.kind, if a.subject.is_empty() { a.summary.clone() } else { a.subject.clone() })
+}
+
+/// Whether `new` is a strictly more complete copy of a stall than `old` (the module docs give
+/// the rule; an equal copy is not).
+pub fn more_complete(new: &Stall, old: &Stall) -> bool {
+    let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns, s.stacks.len());
+    rank(new) > rank(old)
+}
 
 /// An alert as seen over a recording.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +72,10 @@ pub struct SeenAlert {
     pub peak_unix_ms: u64,
     /// The alert's summary at that peak (the latest summary without a peak).
     pub peak_summary: String,
-    /// Whether it was still active at the last tick.
+    /// When its latest episode began (the first tick of the current run of ticks that carried
+    /// it), ms since the Unix epoch: what the UI shows as "since".
+    pub since_unix_ms: u64,
+    /// Whether it was active at the last tick.
     pub active_at_end: bool,
 }
 
@@ -131,64 +170,47 @@ pub struct Summary {
     pub damage: Damage,
 }
 
-/// Builds a [`Summary`] one message at a time.
+/// The fold of an update stream (see the module docs for its rules).
 #[derive(Debug, Clone)]
-pub struct Folder {
+pub struct Model {
     header: RecordingHeader,
-    stalls: HashMap<u64, Stall>,
+    stalls: BTreeMap<u64, Stall>,
+    /// Most stalls kept (`None`: all of them).
+    stall_limit: Option<usize>,
+    stalls_evicted: u64,
+    /// Bumped whenever a stall is added or replaced: what derived views (flame graphs) check.
+    stalls_revision: u64,
     /// Stalls seen as they happened (a start or end message, or a tick's interval), as opposed
     /// to only in snapshots' lists of recent stalls, which a new client receives from before it
     /// connected.
-    live: std::collections::HashSet<u64>,
+    live: HashSet<u64>,
     first: Option<Snapshot>,
     last: Option<Snapshot>,
     /// Alert keys active at the previous tick.
-    active_keys: Vec<(AlertKind, String)>,
+    active_keys: Vec<AlertKey>,
     updates: u64,
     ticks: u64,
     first_unix_ms: Option<u64>,
     end_unix_ms: Option<u64>,
     alerts: Vec<SeenAlert>,
-    alert_index: HashMap<(AlertKind, String), usize>,
+    alert_index: HashMap<AlertKey, usize>,
     dropped_intervals: u64,
     dropped_notices: u64,
     errors: Vec<String>,
+    errors_dropped: u64,
 }
 
-/// Stall duration: final when ended, elapsed so far when it was still running.
-pub fn stall_ns(s: &Stall) -> u64 {
-    s.duration_ns.unwrap_or(s.elapsed_ns)
-}
-
-/// Wall-clock end of a stall (or of what was seen of it), ms since the Unix epoch.
-pub fn stall_end_ms(s: &Stall) -> u64 {
-    s.start_unix_ms.saturating_add(stall_ns(s) / 1_000_000)
-}
-
-/// Whether `new` is a more complete copy of a stall than `old`.
-fn better(new: &Stall, old: &Stall) -> bool {
-    let rank = |s: &Stall| (s.duration_ns.is_some(), s.sample_count(), s.elapsed_ns);
-    rank(new) > rank(old)
-}
-
-/// The stack a stall is blamed on ([`Stall::main_stack`]: the most sampled stack with frames).
-pub fn main_stack(s: &Stall) -> Option<&[Frame]> {
-    s.main_stack()
-}
-
-/// The frame a stall is blamed on ([`Stall::culprit_frame`]): the innermost user frame of
-/// [`main_stack`], else that stack's innermost frame.
-pub fn culprit(s: &Stall) -> Option<&Frame> {
-    s.culprit_frame()
-}
-
-impl Folder {
-    /// An empty fold for a recording with this header.
-    pub fn new(header: RecordingHeader) -> Folder {
-        Folder {
+impl Model {
+    /// An empty fold for a recording with this header (a live client passes
+    /// [`RecordingHeader::new`] for the process it connects to).
+    pub fn new(header: RecordingHeader) -> Model {
+        Model {
             header,
-            stalls: HashMap::new(),
-            live: std::collections::HashSet::new(),
+            stalls: BTreeMap::new(),
+            stall_limit: None,
+            stalls_evicted: 0,
+            stalls_revision: 0,
+            live: HashSet::new(),
             first: None,
             last: None,
             active_keys: Vec::new(),
@@ -201,7 +223,14 @@ impl Folder {
             dropped_intervals: 0,
             dropped_notices: 0,
             errors: Vec::new(),
+            errors_dropped: 0,
         }
+    }
+
+    /// Keeps at most `limit` stalls (a live client's memory bound); the oldest ids go first.
+    pub fn with_stall_limit(mut self, limit: usize) -> Model {
+        self.stall_limit = Some(limit);
+        self
     }
 
     /// Takes one received message into account.
@@ -212,7 +241,13 @@ impl Folder {
                 self.dropped_notices += 1;
                 self.dropped_intervals = self.dropped_intervals.saturating_add(*intervals);
             }
-            Received::Error { message } => self.errors.push(message.clone()),
+            Received::Error { message } => {
+                if self.errors.len() < MAX_ERRORS {
+                    self.errors.push(message.clone());
+                } else {
+                    self.errors_dropped += 1;
+                }
+            }
             // A reply to one client's request, not part of the probe's stream.
             Received::TaskDump(_) => {}
         }
@@ -223,14 +258,31 @@ impl Folder {
         self.end_unix_ms = Some(self.end_unix_ms.map_or(ms, |e| e.max(ms)));
     }
 
-    fn stall(&mut self, s: &Stall) {
+    fn keep_stall(&mut self, s: &Stall) {
+        use std::collections::btree_map::Entry;
         self.seen_at(s.start_unix_ms);
-        self.seen_at(stall_end_ms(s));
-        match self.stalls.get_mut(&s.id) {
-            Some(old) if better(s, old) => *old = s.clone(),
-            Some(_) => {}
-            None => {
-                self.stalls.insert(s.id, s.clone());
+        self.seen_at(s.end_unix_ms());
+        let oldest_kept = self.stalls.first_key_value().map(|(k, _)| *k);
+        match self.stalls.entry(s.id) {
+            Entry::Occupied(mut e) => {
+                if more_complete(s, e.get()) {
+                    e.insert(s.clone());
+                    self.stalls_revision += 1;
+                }
+            }
+            Entry::Vacant(e) => {
+                if self.stalls_evicted > 0 && oldest_kept.is_some_and(|k| s.id < k) {
+                    // Older than everything kept: it was evicted before; do not bring it back.
+                    return;
+                }
+                e.insert(s.clone());
+                self.stalls_revision += 1;
+            }
+        }
+        while self.stall_limit.is_some_and(|max| self.stalls.len() > max) {
+            if let Some((id, _)) = self.stalls.pop_first() {
+                self.live.remove(&id);
+                self.stalls_evicted += 1;
             }
         }
     }
@@ -239,23 +291,26 @@ impl Folder {
         self.updates += 1;
         match u {
             Update::StallStarted(s) | Update::StallEnded(s) => {
-                self.live.insert(s.id);
-                self.stall(s)
+                self.keep_stall(s);
+                if self.stalls.contains_key(&s.id) {
+                    self.live.insert(s.id);
+                }
             }
             Update::Tick { snapshot, interval } => {
                 self.ticks += 1;
                 self.seen_at(snapshot.at_unix_ms);
-                for s in &interval.stalls {
-                    self.live.insert(s.id);
-                }
                 for s in snapshot.stalls.iter().chain(&interval.stalls) {
-                    self.stall(s);
+                    self.keep_stall(s);
+                }
+                for s in &interval.stalls {
+                    if self.stalls.contains_key(&s.id) {
+                        self.live.insert(s.id);
+                    }
                 }
                 let mut active = Vec::with_capacity(snapshot.alerts.len());
                 for a in &snapshot.alerts {
                     // One entry per alert subject: the summary's figures change every tick.
-                    let subject = if a.subject.is_empty() { a.summary.clone() } else { a.subject.clone() };
-                    let key = (a.kind, subject);
+                    let key = alert_key(a);
                     let figure = snapshot
                         .alert_history
                         .iter()
@@ -269,6 +324,9 @@ impl Folder {
                             seen.last_unix_ms = at;
                             seen.ticks += 1;
                             seen.count += u64::from(new_episode);
+                            if new_episode {
+                                seen.since_unix_ms = at;
+                            }
                             seen.alert = a.clone();
                             if figure.is_some_and(|f| seen.peak.is_none_or(|p| f.value > p.value)) {
                                 seen.peak = figure;
@@ -289,11 +347,15 @@ impl Folder {
                                 peak: figure,
                                 peak_unix_ms: at,
                                 peak_summary: a.summary.clone(),
+                                since_unix_ms: at,
                                 active_at_end: false,
                             });
                         }
                     }
                     active.push(key);
+                }
+                for (key, &i) in &self.alert_index {
+                    self.alerts[i].active_at_end = active.contains(key);
                 }
                 self.active_keys = active;
                 if self.first.as_ref().is_none_or(|f| snapshot.seq < f.seq && snapshot.at_unix_ms <= f.at_unix_ms) {
@@ -306,9 +368,30 @@ impl Folder {
         }
     }
 
-    /// Distinct stalls seen so far.
+    /// Distinct stalls kept so far.
     pub fn stall_count(&self) -> usize {
         self.stalls.len()
+    }
+
+    /// The stalls kept, by id (each in its most complete copy).
+    pub fn stalls(&self) -> &BTreeMap<u64, Stall> {
+        &self.stalls
+    }
+
+    /// One stall by id.
+    pub fn stall(&self, id: u64) -> Option<&Stall> {
+        self.stalls.get(&id)
+    }
+
+    /// Stalls dropped to stay within [`Model::with_stall_limit`].
+    pub fn stalls_evicted(&self) -> u64 {
+        self.stalls_evicted
+    }
+
+    /// A number that changes whenever a stall is added or replaced: a view derived from the
+    /// stalls (a flame graph) is rebuilt only when it moved.
+    pub fn stalls_revision(&self) -> u64 {
+        self.stalls_revision
     }
 
     /// Updates seen so far.
@@ -316,18 +399,57 @@ impl Folder {
         self.updates
     }
 
+    /// Ticks seen so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
     /// Updates the probe dropped for this client so far.
     pub fn dropped_intervals(&self) -> u64 {
         self.dropped_intervals
     }
 
-    /// The summary, with `damage` from the reader.
-    pub fn finish(mut self, damage: Damage) -> Summary {
-        for seen in self.alerts.iter_mut() {
-            let a = &seen.alert;
-            let key = (a.kind, if a.subject.is_empty() { a.summary.clone() } else { a.subject.clone() });
-            seen.active_at_end = self.active_keys.contains(&key);
+    /// Error messages the probe sent (the first [`MAX_ERRORS`]).
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// Error messages past [`MAX_ERRORS`], counted and not kept.
+    pub fn errors_dropped(&self) -> u64 {
+        self.errors_dropped
+    }
+
+    /// The latest snapshot (cumulative state).
+    pub fn last(&self) -> Option<&Snapshot> {
+        self.last.as_ref()
+    }
+
+    /// The process: from the latest snapshot, else the header.
+    pub fn process(&self) -> &ProcessInfo {
+        match &self.last {
+            Some(s) if !s.process.name.is_empty() => &s.process,
+            _ => &self.header.process,
         }
+    }
+
+    /// Time of the latest event (snapshot, stall start or end), ms since the Unix epoch: "now"
+    /// in data time, so windows behave the same live and in replay.
+    pub fn end_unix_ms(&self) -> Option<u64> {
+        self.end_unix_ms
+    }
+
+    /// Every alert seen, in order of first appearance.
+    pub fn alerts(&self) -> &[SeenAlert] {
+        &self.alerts
+    }
+
+    /// The alerts active at the latest tick.
+    pub fn active_alerts(&self) -> impl Iterator<Item = &SeenAlert> {
+        self.alerts.iter().filter(|a| a.active_at_end)
+    }
+
+    /// The summary, with `damage` from the reader.
+    pub fn finish(self, damage: Damage) -> Summary {
         // The recording's span starts when it was created. A stall that started before and
         // was only ever seen in snapshots' lists of recent stalls (what a new client is sent)
         // is kept apart; one seen ending during the recording overlaps it and counts.
@@ -340,7 +462,7 @@ impl Folder {
             self.stalls.into_values().partition(|s| created == 0 || s.start_unix_ms >= created || live.contains(&s.id));
         earlier_stalls.sort_by_key(|s| (s.start_unix_ms, s.id));
         stalls.sort_by(|a, b| {
-            stall_ns(b).cmp(&stall_ns(a)).then(a.start_unix_ms.cmp(&b.start_unix_ms)).then(a.id.cmp(&b.id))
+            b.length_ns().cmp(&a.length_ns()).then(a.start_unix_ms.cmp(&b.start_unix_ms)).then(a.id.cmp(&b.id))
         });
         Summary {
             header: self.header,
@@ -364,11 +486,11 @@ impl Folder {
 impl Summary {
     /// Folds a whole recording.
     pub fn from_recording(rec: Recording) -> Summary {
-        let mut folder = Folder::new(rec.header);
+        let mut model = Model::new(rec.header);
         for e in &rec.events {
-            folder.push(&e.event);
+            model.push(&e.event);
         }
-        folder.finish(Damage { skipped: rec.skipped, stop: rec.stop, lost: rec.lost })
+        model.finish(Damage { skipped: rec.skipped, stop: rec.stop, lost: rec.lost })
     }
 
     /// When the recording started, ms since the Unix epoch: the header's creation time, or the
@@ -405,9 +527,8 @@ impl Summary {
     /// The stalls of the recording blamed on `function` (as [`Summary::functions`] groups
     /// them): how many, and the longest.
     pub fn stalls_of(&self, function: &str) -> (u64, Option<&Stall>) {
-        let of: Vec<&Stall> =
-            self.stalls.iter().filter(|s| culprit(s).map_or(NO_STACK, |f| f.function.as_str()) == function).collect();
-        (of.len() as u64, of.into_iter().max_by_key(|s| stall_ns(s)))
+        let of: Vec<&Stall> = self.stalls.iter().filter(|s| s.culprit_function() == function).collect();
+        (of.len() as u64, of.into_iter().max_by_key(|s| s.length_ns()))
     }
 
     /// When the last event happened (or the start, with no events).
@@ -416,7 +537,7 @@ impl Summary {
     }
 
     /// The process name and pid: from the last snapshot, else the header.
-    pub fn process(&self) -> &stallscope_wire::ProcessInfo {
+    pub fn process(&self) -> &ProcessInfo {
         match &self.last {
             Some(s) if !s.process.name.is_empty() => &s.process,
             _ => &self.header.process,
@@ -425,7 +546,7 @@ impl Summary {
 
     /// Total stalled time of the stalls seen, nanoseconds.
     pub fn stalled_ns(&self) -> u64 {
-        self.stalls.iter().map(stall_ns).fold(0u64, u64::saturating_add)
+        self.stalls.iter().map(Stall::length_ns).fold(0u64, u64::saturating_add)
     }
 
     /// Stalled time per top user frame, most first.
@@ -435,9 +556,9 @@ impl Summary {
         // `self.stalls` is longest first, so the first stall of each group is its longest. A stall
         // that blames no code (it waited for a CPU, or was never observed) names no function.
         for s in self.stalls.iter().filter(|s| s.blames_code()) {
-            let frame = culprit(s);
-            let function = frame.map(|f| f.function.clone()).unwrap_or_else(|| NO_STACK.to_string());
-            let ns = stall_ns(s);
+            let frame = s.culprit_frame();
+            let function = s.culprit_function().to_string();
+            let ns = s.length_ns();
             match index.get(&function) {
                 Some(&i) => {
                     let f = &mut by[i].0;
