@@ -61,27 +61,20 @@
 //! catch their own panics (counted as `probe_panics`).
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+// The folders follow the threads the code runs on (docs/architecture.md, "Modules").
 mod aggregator;
-mod alerts;
-mod anatomy;
-mod attribution;
-mod clock;
-mod hist;
-mod hooks;
-mod instrument;
-mod intmap;
-mod lag;
-mod leak;
-pub mod pool;
+mod poll;
 mod probe;
-mod recorder;
 mod report;
-mod runtime_metrics;
 mod sampler;
-mod server;
-mod slots;
-mod taskdump;
+mod serve;
 mod watchdog;
+
+pub use aggregator::pool;
+use aggregator::{alerts, attribution, intmap, leak, runtime_metrics};
+use poll::{clock, hist, hooks, instrument, lag, slots};
+use serve::{recorder, server, taskdump};
+use watchdog::anatomy;
 
 pub use instrument::{instrument, Instrumented};
 pub use probe::{

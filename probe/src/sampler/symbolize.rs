@@ -376,7 +376,7 @@ fn is_poll_boundary(f: &Frame) -> bool {
                 || p.ends_with("/src/task/local.rs")
         });
     let probe_path = f.file.as_deref().is_some_and(|p| {
-        p.ends_with("/src/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
+        p.ends_with("/src/poll/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
     });
     by_name || by_path || probe_path
 }

@@ -4,6 +4,8 @@
 //!
 //! It runs outside the service's runtime, so a fully stalled runtime still reports its stall.
 
+pub(crate) mod anatomy;
+
 use std::sync::atomic::{fence, AtomicBool, Ordering::*};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;

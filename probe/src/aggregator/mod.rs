@@ -3,6 +3,13 @@
 //! leak rule, reads runtime metrics and pools, evaluates alerts and publishes one snapshot.
 //! Stall starts and ends are published the moment they arrive.
 
+pub(crate) mod alerts;
+pub(crate) mod attribution;
+pub(crate) mod intmap;
+pub(crate) mod leak;
+pub mod pool;
+pub(crate) mod runtime_metrics;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::Location;
 use std::sync::atomic::Ordering::*;
