@@ -7,6 +7,7 @@ pub(crate) mod alerts;
 pub(crate) mod attribution;
 pub(crate) mod intmap;
 pub(crate) mod leak;
+pub(crate) mod msg;
 pub mod pool;
 pub(crate) mod runtime_metrics;
 
@@ -20,11 +21,12 @@ use std::time::{Duration, Instant};
 use stallscope_wire as wire;
 use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, Update, WorkerStats};
 
-use crate::clock::{clock, now_raw, Clock};
-use crate::hist::TickSum;
-use crate::intmap::IntMap;
-use crate::probe::Shared;
-use crate::slots::{EVENT_TERMINATE, FLAG_TIMED, FLAG_UNHOOKED, LONG_RING};
+use crate::aggregator::intmap::IntMap;
+use crate::poll::clock::{clock, now_raw, Clock};
+use crate::poll::hist::TickSum;
+use crate::poll::slots::{EVENT_TERMINATE, FLAG_TIMED, FLAG_UNHOOKED, LONG_RING};
+use crate::state::Shared;
+use msg::{Msg, StallStart};
 
 /// How often the event and long-poll rings are drained between ticks. Each wake-up of this
 /// thread preempts a busy worker (docs/benchmarks.md, "Watchdog wake-ups"), so this is not
@@ -42,56 +44,6 @@ const UNSEEN_GRACE: Duration = Duration::from_millis(100);
 const RECENT_KEYS: usize = 4096;
 /// Anatomies of long polls kept for a long-poll record not drained yet (`Msg::PollAnatomy`).
 const ORPHAN_ANATOMY: usize = 64;
-
-/// What the watchdog and the handles send to the aggregator.
-#[derive(Debug)]
-pub(crate) enum Msg {
-    StallStarted(StallStart),
-    Sample {
-        slot: usize,
-        seq: u64,
-        /// When the sample was requested (raw clock).
-        at: u64,
-        addrs: Vec<u64>,
-        /// What the thread was blocked in when the sample was requested, if anything.
-        blocked: Option<String>,
-    },
-    StallEnded {
-        slot: usize,
-        seq: u64,
-        /// The thread's counters over the stall, for its anatomy.
-        anatomy: Option<Box<crate::anatomy::Raw>>,
-        /// The end the watchdog measured (raw clock, an upper bound: the scan that saw the poll
-        /// over). An unhooked stall has no other; a poll's hook records the exact end unless the
-        /// poll ended before it saw the watchdog's mark (`PollState::watched`).
-        end: Option<u64>,
-    },
-    /// What the watchdog measured of a long poll it did not see cross the threshold (it woke
-    /// late): the anatomy of the long-poll record the hook wrote, if it did cross.
-    PollAnatomy {
-        slot: usize,
-        seq: u64,
-        anatomy: Box<crate::anatomy::Raw>,
-    },
-    Refresh(SyncSender<()>),
-    TaskLocations(crate::taskdump::LocationsRequest),
-    /// An event ring is filling up (sent by the watchdog).
-    Drain,
-    Stop,
-}
-
-/// A poll the watchdog found running past the threshold.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StallStart {
-    pub(crate) slot: usize,
-    pub(crate) seq: u64,
-    pub(crate) start: u64,
-    pub(crate) task: u64,
-    pub(crate) loc: usize,
-    pub(crate) flags: u32,
-    pub(crate) tid: i32,
-    pub(crate) detected: u64,
-}
 
 /// A sample's stack (lookup addresses) and what the thread was blocked in when it was taken.
 type SampleKey = (Vec<u64>, Option<String>);
@@ -118,7 +70,7 @@ struct StallRec {
     /// hook did not record.
     watch_end: Option<u64>,
     /// What the watchdog measured for the anatomy, with its end.
-    anatomy: Option<Box<crate::anatomy::Raw>>,
+    anatomy: Option<Box<crate::watchdog::anatomy::Raw>>,
     /// The watchdog saw the poll: it confirmed the stall or measured it (`Msg::PollAnatomy`).
     observed: bool,
     /// Set for a stall known only from the long-poll ring so far: the watchdog may still report
@@ -127,7 +79,7 @@ struct StallRec {
     unseen_since: Option<Instant>,
     /// For an unhooked stall (`FLAG_UNHOOKED`): what a sample showed it runs. Until one does,
     /// the stall is not published (it may be a thread that left its runtime).
-    origin: Option<crate::attribution::Origin>,
+    origin: Option<crate::aggregator::attribution::Origin>,
     /// For an unhooked stall: the first sample that showed the thread no longer in it (raw
     /// clock), a closer upper bound of its end than the watchdog's.
     end_hint: Option<u64>,
@@ -178,7 +130,7 @@ struct LongPolls {
 /// Signed per-bucket changes to a [`TickSum`].
 #[derive(Debug, Default)]
 struct Adj {
-    buckets: [i64; crate::hist::BUCKETS],
+    buckets: [i64; crate::poll::hist::BUCKETS],
     count: i64,
     sum: i64,
     max: u64,
@@ -191,7 +143,7 @@ impl LongPolls {
             return;
         }
         for adj in [self.by_loc.entry(loc).or_default(), self.by_slot.entry(slot).or_default()] {
-            adj.buckets[crate::hist::bucket_of(ticks)] += delta;
+            adj.buckets[crate::poll::hist::bucket_of(ticks)] += delta;
             adj.count += delta;
             adj.sum = adj.sum.saturating_add(delta.saturating_mul(ticks.min(i64::MAX as u64) as i64));
             adj.max = adj.max.max(ticks);
@@ -342,7 +294,7 @@ struct Agg {
     recent: VecDeque<((usize, u64), u64)>,
     recent_set: HashSet<(usize, u64)>,
     /// See `Msg::PollAnatomy`.
-    orphan_anatomy: VecDeque<((usize, u64), Box<crate::anatomy::Raw>)>,
+    orphan_anatomy: VecDeque<((usize, u64), Box<crate::watchdog::anatomy::Raw>)>,
     done: VecDeque<Stall>,
     interval_stalls: Vec<Stall>,
     next_stall_id: u64,
@@ -361,9 +313,9 @@ struct Agg {
     last_tick: Instant,
     /// Whether stacks are sampled (and so symbolized).
     symbolize: bool,
-    runtime: crate::runtime_metrics::Monitor,
-    alerts: crate::alerts::Checks,
-    alert_history: crate::alerts::History,
+    runtime: crate::aggregator::runtime_metrics::Monitor,
+    alerts: crate::aggregator::alerts::Checks,
+    alert_history: crate::aggregator::alerts::History,
     long_polls: LongPolls,
     /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
     pending: Vec<(SyncSender<()>, Instant)>,
@@ -400,9 +352,9 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
         prev_drops: wire::Drops::default(),
         last_tick: now,
         symbolize: shared.signal.is_some(),
-        runtime: crate::runtime_metrics::Monitor::new(&handle),
-        alerts: crate::alerts::Checks::default(),
-        alert_history: crate::alerts::History::default(),
+        runtime: crate::aggregator::runtime_metrics::Monitor::new(&handle),
+        alerts: crate::aggregator::alerts::Checks::default(),
+        alert_history: crate::aggregator::alerts::History::default(),
         long_polls: LongPolls::default(),
         pending: Vec::new(),
         last_drain: now,
@@ -480,7 +432,7 @@ impl Agg {
                 // An unhooked stall is published once a sample confirms it (`unhooked_sample`).
                 if s.flags & FLAG_UNHOOKED == 0 {
                     let stall = self.wire_stall(&rec, false);
-                    self.shared.publish(&Update::StallStarted(stall));
+                    self.shared.publisher.publish(&Update::StallStarted(stall));
                 }
                 self.active.insert(key, rec);
             }
@@ -548,10 +500,10 @@ impl Agg {
                 self.pending.push((reply, Instant::now() + SETTLE));
                 self.answer_refreshes(Instant::now());
             }
-            Msg::TaskLocations(crate::taskdump::LocationsRequest { ids, reply }) => {
+            Msg::TaskLocations(msg::LocationsRequest { ids, reply }) => {
                 // Spawns still in the rings count too.
                 self.drain();
-                let mut out = crate::taskdump::TaskLocations::default();
+                let mut out = msg::TaskLocations::default();
                 let mut index: HashMap<usize, u32> = HashMap::new();
                 for id in &ids {
                     let loc = self.ages.tasks.get(id).map(|(loc, _)| *loc).filter(|&loc| loc != 0);
@@ -760,7 +712,7 @@ impl Agg {
             while self.done.len() > self.shared.config.max_stalls {
                 self.done.pop_front();
             }
-            self.shared.publish(&Update::StallEnded(stall));
+            self.shared.publisher.publish(&Update::StallEnded(stall));
         }
     }
 
@@ -769,7 +721,7 @@ impl Agg {
     /// once confirmed, ends it), and the watchdog stops sampling it (`Slot::refuted`). Samples of
     /// Tokio's own code (parking, bookkeeping) are not the stall's and are left out.
     fn unhooked_sample(&mut self, key: (usize, u64), at: u64, addrs: Vec<u64>, blocked: Option<String>) {
-        use crate::attribution::{classify, Verdict};
+        use crate::aggregator::attribution::{classify, Verdict};
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         let frames = {
             crate::sampler::symbolize::prepare(&addrs);
@@ -821,7 +773,7 @@ impl Agg {
                     if let Some(rec) = rec {
                         let stall = self.wire_stall(&rec, false);
                         self.active.insert(key, rec);
-                        self.shared.publish(&Update::StallStarted(stall));
+                        self.shared.publisher.publish(&Update::StallStarted(stall));
                     }
                 }
             }
@@ -985,7 +937,7 @@ impl Agg {
                 while h.len() > windows + 1 {
                     h.pop_front();
                 }
-                let suspect = crate::leak::is_suspect(
+                let suspect = crate::aggregator::leak::is_suspect(
                     h.make_contiguous(),
                     windows,
                     shared.config.leak_min_growth,
@@ -1000,7 +952,7 @@ impl Agg {
             }
             let name = self.location_name(key);
             locations.push(LocationStats {
-                internal: name.starts_with(crate::lag::HEARTBEAT_FILE),
+                internal: name.starts_with(crate::poll::lag::HEARTBEAT_FILE),
                 location: name,
                 spawned,
                 completed: a.terminated,
@@ -1053,7 +1005,7 @@ impl Agg {
             stalls: shared.stall_msgs_dropped.load(Relaxed) + self.long_overrun,
             untracked_tasks: self.ages.untracked,
             probe_panics: shared.panics.load(Relaxed),
-            subscriber_updates: shared.subscriber_drops.load(Relaxed),
+            subscriber_updates: shared.publisher.subscriber_drops.load(Relaxed),
         };
         let lag = wire::LagStats {
             period_ns: shared.config.heartbeat_interval.as_nanos() as u64,
@@ -1073,7 +1025,7 @@ impl Agg {
             stalled_ns: clk.ticks_to_ns(self.stalled_ticks),
             lag,
             runtime: self.runtime.sample(shared.config.aggregation_interval / 2),
-            pools: crate::pool::collect(),
+            pools: crate::aggregator::pool::collect(),
             alerts: Vec::new(),
             drops,
             alert_history: Vec::new(),
@@ -1085,8 +1037,10 @@ impl Agg {
         (snapshot.alert_history, snapshot.alert_history_evicted) = self.alert_history.records();
         snapshot.alerts = raised.into_iter().map(|r| r.alert).collect();
         let snapshot = Arc::new(snapshot);
-        *shared.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
-        shared.publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
+        shared.publisher.set_latest(snapshot.clone());
+        shared
+            .publisher
+            .publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
         let _ = self.started;
     }
 

@@ -14,9 +14,9 @@ use std::hash::{Hash, Hasher};
 use std::panic::Location;
 use std::sync::atomic::{fence, Ordering::*};
 
-use crate::clock::now_raw;
-use crate::probe::Shared;
-use crate::slots::{Slot, EVENT_TERMINATE, FLAG_TIMED};
+use crate::poll::clock::now_raw;
+use crate::poll::slots::{Slot, EVENT_TERMINATE, FLAG_TIMED};
+use crate::state::Shared;
 
 thread_local! {
     /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
@@ -197,7 +197,7 @@ pub(crate) fn before_poll(
     p.seq.store(seq.wrapping_add(1), Release);
     if let Some(ns) = schedule_latency_ns {
         let i = slot.entry_index(loc);
-        slot.record_sched(i, crate::clock::clock().ns_to_ticks(ns));
+        slot.record_sched(i, crate::poll::clock::clock().ns_to_ticks(ns));
     }
 }
 
