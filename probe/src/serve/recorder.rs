@@ -88,7 +88,7 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
         if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
             rotate(path, c.record_keep).map_err(|e| format!("cannot rotate {}: {e}", path.display()))?;
         }
-        let header = RecordingHeader::new(crate::aggregator::process_info(shared), "stallscope-probe");
+        let header = RecordingHeader::new(crate::aggregator::snapshot::process_info(shared), "stallscope-probe");
         let mut w = RecordingWriter::create(path, &header, options)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         // The file starts with the cumulative state, like a new client.

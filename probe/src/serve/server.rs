@@ -159,7 +159,7 @@ pub(crate) fn start(shared: &Arc<Shared>, handle: &tokio::runtime::Handle) -> Op
     let mut unix = None;
     let mut path = None;
     let dir = c.socket_dir.clone().unwrap_or_else(discovery::socket_dir);
-    let name = c.name.clone().unwrap_or_else(crate::aggregator::process_name);
+    let name = c.name.clone().unwrap_or_else(crate::aggregator::snapshot::process_name);
     match bind_unix(&dir, &name) {
         Ok((l, p)) => {
             unix = Some(l);
@@ -423,7 +423,7 @@ fn client(
         (!claimed).then(|| format!("too many clients ({max}) attached to this probe"))
     });
     let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let process = crate::aggregator::process_info(shared);
+    let process = crate::aggregator::snapshot::process_info(shared);
     let hello = proto::server_handshake_with(&mut conn, |_| match &refusal {
         None => Ok(process),
         Some(reason) => Err(reason.clone()),
