@@ -1,7 +1,8 @@
-//! The aggregator thread: the single owner of every map. On each tick it drains the slots'
-//! rings, symbolizes new stacks, sums per-thread counters into per-location figures, applies the
-//! leak rule, reads runtime metrics and pools, evaluates alerts and publishes one snapshot.
-//! Stall starts and ends are published the moment they arrive.
+//! The aggregator thread: the single owner of every map. It drains the slots' rings into the
+//! stall join ([`join`]) and the task ages ([`ages`]), asks the symbolizer for each sample's new
+//! addresses as it arrives, and on each tick sums per-thread counters into per-location figures
+//! ([`snapshot`]), applies the leak rule, reads runtime metrics and pools, evaluates alerts and
+//! publishes one snapshot. Stall starts and ends are published the moment they arrive.
 
 pub(crate) mod ages;
 pub(crate) mod alerts;
@@ -91,6 +92,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
             symbolize: shared.signal.is_some(),
             threshold_ns: shared.config.stall_threshold.as_nanos() as u64,
             names: Names::default(),
+            stacks: Default::default(),
         },
         done: VecDeque::new(),
         interval_stalls: Vec::new(),
@@ -303,6 +305,7 @@ impl Agg {
             if overrun {
                 self.long_overrun += 1;
             }
+            self.conv.settle(&rec);
             let stall = self.conv.wire_stall(&rec, true);
             let ticks = rec.ticks.unwrap_or(0);
             if rec.exact {
@@ -328,8 +331,10 @@ impl Agg {
         use crate::aggregator::attribution::classify;
         #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
         let frames = {
-            crate::sampler::symbolize::prepare(&addrs);
-            crate::sampler::symbolize::frames(&addrs)
+            // Classifying needs this sample's frames now.
+            use crate::sampler::symbolize;
+            symbolize::wait_for(&addrs, symbolize::WAIT);
+            symbolize::frames(&addrs)
         };
         #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
         let frames: Vec<wire::Frame> = Vec::new();
