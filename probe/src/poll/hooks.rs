@@ -1,8 +1,9 @@
 //! The poll hooks: the probe's only hot path.
 //!
 //! Everything here runs inside the service's runtime on every poll, spawn and termination. It
-//! reads the raw clock once per poll boundary, writes to the calling thread's own slot with plain
-//! atomic stores and bumps histogram buckets. It takes no locks, makes no allocations, does no
+//! writes to the calling thread's own slot with plain atomic stores and bumps histogram buckets.
+//! Most polls read no clock: one in `timed_every` reads the raw clock at both ends, and an
+//! untimed poll reads it at its end only if the watchdog marked it as possibly long. It takes no locks, makes no allocations, does no
 //! I/O and never panics (indices are masked; the one slow path, the first call on a thread,
 //! claims a slot with compare-and-swap). Do not add anything here that is not per-poll essential:
 //! aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
