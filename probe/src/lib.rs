@@ -61,36 +61,30 @@
 //! catch their own panics (counted as `probe_panics`).
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
+// The folders follow the threads the code runs on; the files at the top are what they all
+// share (docs/architecture.md, "Modules" and "Layers").
 mod aggregator;
-mod alerts;
-mod anatomy;
-mod attribution;
-mod clock;
-mod hist;
-mod hooks;
-mod instrument;
-mod intmap;
-mod lag;
-mod leak;
-pub mod pool;
+mod config;
+mod poll;
 mod probe;
-mod recorder;
+mod publish;
 mod report;
-mod runtime_metrics;
 mod sampler;
-mod server;
-mod slots;
-mod taskdump;
+mod serve;
+mod state;
 mod watchdog;
 
-pub use instrument::{instrument, Instrumented};
-pub use probe::{
-    BuildError, Config, Probe, ProbeBuilder, ProbeGuard, Subscription, WatchError, DEFAULT_AGGREGATION_INTERVAL,
-    DEFAULT_CLIENT_QUEUE, DEFAULT_EVENT_RING, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW,
-    DEFAULT_LEAK_WINDOWS, DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL,
-    DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS, DEFAULT_MAX_TRACKED_TASKS, DEFAULT_RECORD_KEEP, DEFAULT_RECORD_MAX_BYTES,
-    DEFAULT_SAMPLE_INTERVAL, DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD, DEFAULT_TIMED_POLL_EVERY,
+pub use aggregator::pool;
+pub use config::{
+    BuildError, Config, DEFAULT_AGGREGATION_INTERVAL, DEFAULT_CLIENT_QUEUE, DEFAULT_EVENT_RING,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_LEAK_MIN_GROWTH, DEFAULT_LEAK_WINDOW, DEFAULT_LEAK_WINDOWS,
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_LOCATIONS, DEFAULT_MAX_SAMPLES_PER_STALL, DEFAULT_MAX_STALLS, DEFAULT_MAX_THREADS,
+    DEFAULT_MAX_TRACKED_TASKS, DEFAULT_RECORD_KEEP, DEFAULT_RECORD_MAX_BYTES, DEFAULT_SAMPLE_INTERVAL,
+    DEFAULT_SIGNAL_OFFSET, DEFAULT_STALL_THRESHOLD, DEFAULT_TIMED_POLL_EVERY,
 };
+pub use poll::instrument::{instrument, Instrumented};
+pub use probe::{Probe, ProbeBuilder, ProbeGuard, WatchError};
+pub use publish::Subscription;
 pub use report::render as render_report;
 pub use sampler::stats::SamplerStats;
 /// The snapshot types (crate `stallscope-wire`).

@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use stallscope_wire::{Histogram, Snapshot};
 
-use crate::alerts::fmt_ns;
+use crate::aggregator::alerts::fmt_ns;
 
 /// The workers' busy share since the probe started, from the watchdog's per-worker busy time
 /// ([`stallscope_wire::Snapshot::busy_ratio`]).

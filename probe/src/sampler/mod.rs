@@ -1,6 +1,7 @@
-//! Native stack sampling of stalled threads: signal and stack copy ([`signal`]), unwinding
-//! ([`unwind`], watchdog thread) and symbolization ([`symbolize`], aggregator thread), and what
-//! they cost ([`stats`]).
+//! Native stack sampling of stalled threads: signal and stack copy ([`signal`], in the handler on
+//! the sampled thread), unwinding ([`unwind`], watchdog thread), symbolization ([`symbolize`] and
+//! [`names`], on the `stallscope-symbolizer` thread, asked by the aggregator without waiting), and
+//! what they cost ([`stats`]).
 //!
 //! Supported on Linux x86_64 and aarch64. Elsewhere the probe still detects stalls and measures
 //! them, and says that it cannot sample stacks.

@@ -155,7 +155,7 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
     let saved_errno = unsafe { *libc::__errno_location() };
     // Next, so that the measured time covers the rest of the handler (a counter read; errno is
     // saved first because without a usable TSC the read is a `clock_gettime` call).
-    let entered = crate::clock::now_raw_in_handler();
+    let entered = crate::poll::clock::now_raw_in_handler();
     IN_HANDLER.with(|c| c.set(true));
     // SAFETY: gettid is async-signal-safe.
     let tid = unsafe { libc::gettid() };
@@ -174,7 +174,7 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             }
             // SAFETY: ctx is the ucontext the kernel passed to this SA_SIGINFO handler.
             unsafe { capture(e, ctx) };
-            let took = if entered == 0 { 0 } else { crate::clock::now_raw_in_handler().saturating_sub(entered) };
+            let took = if entered == 0 { 0 } else { crate::poll::clock::now_raw_in_handler().saturating_sub(entered) };
             e.handler_ticks.store(took, Relaxed);
             e.captured_at.store(entered, Relaxed);
             e.state.store(READY, Release);

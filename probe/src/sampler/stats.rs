@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::hist::FineHist;
+use crate::poll::hist::FineHist;
 
 /// What the stack sampler has cost so far, from [`Probe::sampler_stats`](crate::Probe::sampler_stats).
 ///

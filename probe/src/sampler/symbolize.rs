@@ -1,9 +1,11 @@
 //! Symbolization (blazesym, with inlined frames and a per-address cache), frame classification
-//! and trimming of the probe's and Tokio's poll machinery. Runs on the aggregator thread.
+//! and trimming of the probe's and Tokio's poll machinery. The lookups run on one
+//! `stallscope-symbolizer` thread per process; the aggregator asks for a sample's new addresses
+//! without waiting ([`request`]) and waits only for a stack it needs now ([`wait_for`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Process, Source};
@@ -16,10 +18,10 @@ use super::names;
 /// Cache entries kept before the cache is cleared.
 const CACHE_LIMIT: usize = 200_000;
 /// How long a caller waits for the symbolizer thread.
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-/// Addresses to symbolize, where to reply, and whether this is the warm-up.
-type Request = (Vec<u64>, mpsc::SyncSender<Vec<Entry>>, bool);
+/// A stack of lookup addresses to resolve, and whether this is the warm-up.
+type Request = (Vec<u64>, bool);
 
 /// What the symbolizer thread has cost (process-wide, like the thread): every address it is
 /// sent is missing from the cache, so this is the cost per new address.
@@ -52,9 +54,70 @@ pub(crate) fn costs() -> Costs {
 
 /// One symbolizer per process, shared by every probe: blazesym's symbolizer is not `Send`, so
 /// it lives on its own thread, and its DWARF parsing and the address cache serve every probe.
+///
+/// Callers never wait for it to look an address up, except for the stack they need now
+/// ([`wait_for`]): [`request`] sends a stack's new addresses and returns, the thread puts what it
+/// resolves in the cache and wakes the waiters. Each address is looked up once (`pending`
+/// keeps a second request from sending it again while the first is in flight).
 struct Service {
     tx: Mutex<mpsc::Sender<Request>>,
-    cache: Mutex<HashMap<u64, Entry>>,
+    store: Arc<Store>,
+}
+
+/// The address cache, shared with the symbolizer thread.
+#[derive(Default)]
+struct Store {
+    cache: Mutex<Cache>,
+    /// Signalled each time the thread has put a batch in the cache.
+    resolved: Condvar,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<u64, Entry>,
+    /// Addresses sent to the thread and not yet in `entries`.
+    pending: HashSet<u64>,
+}
+
+impl Cache {
+    fn known(&self, a: u64) -> bool {
+        self.entries.contains_key(&a) || self.pending.contains(&a)
+    }
+
+    /// The call targets of `stack` (tagged addresses) that may be tail calls: those whose inner
+    /// frame (the address before them) is resolved and in another function.
+    fn targets<'a>(&'a self, stack: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
+        stack
+            .windows(2)
+            .filter(|w| w[0] & TAIL_CALL_TAG == 0 && w[1] & TAIL_CALL_TAG != 0)
+            .filter(|w| self.entries.get(&w[0]).is_some_and(|e| e.start != 0 && e.start != w[1] & !TAIL_CALL_TAG))
+            .map(|w| w[1])
+    }
+
+    /// Whether every address `frames` will read for `stack` is resolved.
+    fn complete(&self, stack: &[u64]) -> bool {
+        stack.iter().all(|a| a & TAIL_CALL_TAG != 0 || self.entries.contains_key(a))
+            && self.targets(stack).all(|t| self.entries.contains_key(&t))
+    }
+
+    /// Whether `stack` has an address to look up that nobody has asked for yet.
+    fn wants(&self, stack: &[u64]) -> bool {
+        stack.iter().any(|&a| a & TAIL_CALL_TAG == 0 && !self.known(a)) || self.targets(stack).any(|t| !self.known(t))
+    }
+
+    fn insert(&mut self, addrs: &[u64], entries: Vec<Entry>) {
+        if self.entries.len() + addrs.len() > CACHE_LIMIT {
+            self.entries.clear();
+        }
+        for (a, e) in addrs.iter().zip(entries) {
+            self.pending.remove(a);
+            self.entries.insert(*a, e);
+        }
+        // What the thread could not answer (a panic, a short reply) is asked again next time.
+        for a in addrs {
+            self.pending.remove(a);
+        }
+    }
 }
 
 /// What one lookup address resolves to: its frames (outermost function last) and the start
@@ -78,6 +141,8 @@ fn service() -> Option<&'static Service> {
     SERVICE
         .get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Request>();
+            let store = Arc::new(Store::default());
+            let theirs = store.clone();
             let spawned = std::thread::Builder::new().name("stallscope-symbolizer".into()).spawn(move || {
                 let blaze =
                     Blaze::builder().enable_code_info(true).enable_inlined_fns(true).enable_demangling(true).build();
@@ -86,25 +151,59 @@ fn service() -> Option<&'static Service> {
                 // `<svc::Flusher as core::ops::drop::Drop>::drop`.
                 let elf =
                     Blaze::builder().enable_code_info(false).enable_inlined_fns(false).enable_demangling(true).build();
-                while let Ok((addrs, reply, warm_up)) = rx.recv() {
-                    let began = Instant::now();
-                    let out =
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| symbolize(&blaze, &elf, &addrs)))
-                            .unwrap_or_else(|_| addrs.iter().map(|a| Entry::unknown(*a)).collect());
-                    let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                    if warm_up {
-                        WARM_UP_NS.fetch_add(ns, Relaxed);
-                    } else {
-                        RESOLVED_ADDRS.fetch_add(addrs.len() as u64, Relaxed);
-                        RESOLVE_NS.fetch_add(ns, Relaxed);
-                        BATCHES.fetch_add(1, Relaxed);
+                while let Ok((stack, mut warm_up)) = rx.recv() {
+                    // Every stack asked for meanwhile goes in the same batches.
+                    let mut stacks = vec![stack];
+                    while let Ok((more, w)) = rx.try_recv() {
+                        stacks.push(more);
+                        warm_up |= w;
                     }
-                    let _ = reply.try_send(out);
+                    // The stacks' own addresses in one batch, then the call targets that turn out
+                    // to matter (see `Cache::targets`), each missing from the cache.
+                    let own = theirs.missing(stacks.iter().flatten().copied().filter(|a| a & TAIL_CALL_TAG == 0));
+                    theirs.resolve(&blaze, &elf, &own, warm_up);
+                    let targets = {
+                        let cache = theirs.cache.lock().unwrap_or_else(|e| e.into_inner());
+                        stacks.iter().flat_map(|s| cache.targets(s)).collect::<Vec<u64>>()
+                    };
+                    let targets = theirs.missing(targets.into_iter());
+                    theirs.resolve(&blaze, &elf, &targets, false);
                 }
             });
-            spawned.ok().map(|_| Service { tx: Mutex::new(tx), cache: Mutex::new(HashMap::new()) })
+            spawned.ok().map(|_| Service { tx: Mutex::new(tx), store })
         })
         .as_ref()
+}
+
+impl Store {
+    /// The addresses not in the cache, sorted and without repeats.
+    fn missing(&self, addrs: impl Iterator<Item = u64>) -> Vec<u64> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<u64> = addrs.filter(|a| !cache.entries.contains_key(a)).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Looks `addrs` up (on the symbolizer thread), caches them and wakes the waiters.
+    fn resolve(&self, blaze: &Blaze, elf: &Blaze, addrs: &[u64], warm_up: bool) {
+        if addrs.is_empty() {
+            return;
+        }
+        let began = Instant::now();
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| symbolize(blaze, elf, addrs)))
+            .unwrap_or_else(|_| addrs.iter().map(|a| Entry::unknown(*a)).collect());
+        let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if warm_up {
+            WARM_UP_NS.fetch_add(ns, Relaxed);
+        } else {
+            RESOLVED_ADDRS.fetch_add(addrs.len() as u64, Relaxed);
+            RESOLVE_NS.fetch_add(ns, Relaxed);
+            BATCHES.fetch_add(1, Relaxed);
+        }
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(addrs, out);
+        self.resolved.notify_all();
+    }
 }
 
 fn symbolize(blaze: &Blaze, elf: &Blaze, addrs: &[u64]) -> Vec<Entry> {
@@ -168,50 +267,62 @@ fn symbolize(blaze: &Blaze, elf: &Blaze, addrs: &[u64]) -> Vec<Entry> {
         .collect()
 }
 
-/// Symbolizes every address not yet in the cache: the stacks' own addresses in one batch, then
-/// the call targets (tagged addresses) that may be tail calls, those whose inner frame (the address
-/// before them) is in another function.
-pub(crate) fn prepare(addrs: &[u64]) {
-    let own: Vec<u64> = addrs.iter().copied().filter(|a| a & TAIL_CALL_TAG == 0).collect();
-    prepare_batch(&own, false);
-    let Some(svc) = service() else { return };
-    let targets: Vec<u64> = {
-        let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
-        addrs
-            .windows(2)
-            .filter(|w| w[0] & TAIL_CALL_TAG == 0 && w[1] & TAIL_CALL_TAG != 0)
-            .filter(|w| cache.get(&w[0]).is_some_and(|e| e.start != 0 && e.start != w[1] & !TAIL_CALL_TAG))
-            .map(|w| w[1])
-            .collect()
-    };
-    prepare_batch(&targets, false);
+/// Asks for the addresses of `stack` (lookup addresses, innermost first) that nobody has asked
+/// for yet, and returns at once: the symbolizer thread puts them in the cache.
+pub(crate) fn request(stack: &[u64]) {
+    send(stack, false);
 }
 
-fn prepare_batch(addrs: &[u64], warm_up: bool) {
+fn send(stack: &[u64], warm_up: bool) {
     let Some(svc) = service() else { return };
-    let mut missing: Vec<u64> = {
-        let cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
-        addrs.iter().copied().filter(|a| !cache.contains_key(a)).collect()
-    };
-    if missing.is_empty() {
+    let mut cache = svc.store.cache.lock().unwrap_or_else(|e| e.into_inner());
+    if !warm_up && !cache.wants(stack) {
         return;
     }
-    missing.sort_unstable();
-    missing.dedup();
-    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-    let sent = svc.tx.lock().unwrap_or_else(|e| e.into_inner()).send((missing.clone(), reply_tx, warm_up));
+    let own: Vec<u64> = stack.iter().copied().filter(|&a| a & TAIL_CALL_TAG == 0 && !cache.known(a)).collect();
+    let targets: Vec<u64> = cache.targets(stack).filter(|&t| !cache.known(t)).collect();
+    cache.pending.extend(own.iter().chain(targets.iter()));
+    let sent = svc.tx.lock().unwrap_or_else(|e| e.into_inner()).send((stack.to_vec(), warm_up));
     if sent.is_err() {
-        return;
+        for a in own.iter().chain(targets.iter()) {
+            cache.pending.remove(a);
+        }
     }
-    let Ok(frames) = reply_rx.recv_timeout(WAIT) else {
-        return;
-    };
-    let mut cache = svc.cache.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() + missing.len() > CACHE_LIMIT {
-        cache.clear();
-    }
-    for (a, f) in missing.into_iter().zip(frames) {
-        cache.insert(a, f);
+}
+
+/// Whether every address [`frames`] reads for `stack` is in the cache.
+pub(crate) fn is_resolved(stack: &[u64]) -> bool {
+    service().is_none_or(|svc| svc.store.cache.lock().unwrap_or_else(|e| e.into_inner()).complete(stack))
+}
+
+/// Asks for `stack`'s new addresses and waits until [`frames`] can name all of them, or for
+/// `timeout` (then the ones missing show as addresses). Returns whether it is resolved.
+pub(crate) fn wait_for(stack: &[u64], timeout: Duration) -> bool {
+    wait(stack, timeout, false)
+}
+
+fn wait(stack: &[u64], timeout: Duration, warm_up: bool) -> bool {
+    let Some(svc) = service() else { return true };
+    send(stack, warm_up);
+    let deadline = Instant::now() + timeout;
+    let mut cache = svc.store.cache.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if cache.complete(stack) {
+            return true;
+        }
+        if cache.wants(stack) {
+            // A target that another stack's request resolved the inner frame of, and so did not
+            // look up for this one.
+            drop(cache);
+            send(stack, false);
+            cache = svc.store.cache.lock().unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        cache = svc.store.resolved.wait_timeout(cache, left).unwrap_or_else(|e| e.into_inner()).0;
     }
 }
 
@@ -219,17 +330,18 @@ fn prepare_batch(addrs: &[u64], warm_up: bool) {
 /// tail call (see `unwind::call_target`): user-space addresses never have this bit set.
 pub(crate) const TAIL_CALL_TAG: u64 = 1 << 63;
 
-/// Frames for a stack of lookup addresses (innermost first). Call `prepare` first.
+/// Frames for a stack of lookup addresses (innermost first), from the cache: an address not
+/// resolved yet ([`is_resolved`], [`wait_for`]) shows as its hex value.
 ///
 /// A tagged address (a function `F` its caller called directly) becomes the frame
 /// `F (tail call)` only when the next inner frame is not in `F`: then `F` jumped to it and left
 /// no frame of its own. When the inner frame is in `F`, `F`'s own frame is already there.
 pub(crate) fn frames(addrs: &[u64]) -> Vec<Frame> {
     let mut out = Vec::with_capacity(addrs.len());
-    let cache = service().map(|s| s.cache.lock().unwrap_or_else(|e| e.into_inner()));
+    let cache = service().map(|s| s.store.cache.lock().unwrap_or_else(|e| e.into_inner()));
     let mut inner_start: Option<u64> = None;
     for a in addrs {
-        let entry = cache.as_ref().and_then(|c| c.get(a));
+        let entry = cache.as_ref().and_then(|c| c.entries.get(a));
         if a & TAIL_CALL_TAG != 0 {
             if let Some(e) = entry {
                 let target = a & !TAIL_CALL_TAG;
@@ -255,7 +367,7 @@ pub(crate) fn frames(addrs: &[u64]) -> Vec<Frame> {
 
 /// Parses the executable's debug information ahead of the first stall.
 pub(crate) fn warm_up() {
-    prepare_batch(&[warm_up as *const () as usize as u64], true);
+    wait(&[warm_up as *const () as usize as u64], WAIT, true);
 }
 
 fn unknown(addr: u64) -> Frame {
@@ -376,7 +488,7 @@ fn is_poll_boundary(f: &Frame) -> bool {
                 || p.ends_with("/src/task/local.rs")
         });
     let probe_path = f.file.as_deref().is_some_and(|p| {
-        p.ends_with("/src/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
+        p.ends_with("/src/poll/instrument.rs") && (p.contains("stallscope-probe") || p.contains("/probe/src/"))
     });
     by_name || by_path || probe_path
 }
@@ -418,6 +530,37 @@ mod tests {
             inlined: false,
             kind: classify(name, file, None),
         }
+    }
+
+    fn entry(start: u64) -> Entry {
+        Entry { start, frames: vec![unknown(start)].into() }
+    }
+
+    #[test]
+    fn an_address_in_flight_is_not_asked_for_twice_and_a_stack_waits_for_its_tail_call_targets() {
+        let mut c = Cache::default();
+        // Innermost first: a leaf in function 0x1000, then a direct call to 0x5000 (tagged) made
+        // from a frame in function 0x2000.
+        let stack = [0x1010, 0x5000 | TAIL_CALL_TAG, 0x2020];
+        assert!(c.wants(&stack) && !c.complete(&stack));
+        c.pending.extend([0x1010, 0x2020]);
+        assert!(!c.wants(&stack), "both own addresses are in flight");
+        c.insert(&[0x1010, 0x2020], vec![entry(0x1000), entry(0x2000)]);
+        assert!(c.pending.is_empty());
+        // The inner frame is in 0x1000, not the call's target: the target may be a tail call
+        // and must be resolved before the stack is.
+        assert_eq!(c.targets(&stack).collect::<Vec<_>>(), [0x5000 | TAIL_CALL_TAG]);
+        assert!(c.wants(&stack) && !c.complete(&stack));
+        c.insert(&[0x5000 | TAIL_CALL_TAG], vec![entry(0x5000)]);
+        assert!(!c.wants(&stack) && c.complete(&stack));
+        // An inner frame in the target itself needs no lookup of the target.
+        let own_frame = [0x5010, 0x5000 | TAIL_CALL_TAG];
+        c.insert(&[0x5010], vec![entry(0x5000)]);
+        assert!(c.complete(&own_frame) && c.targets(&own_frame).next().is_none());
+        // A reply that misses an address leaves it to be asked again.
+        c.pending.insert(0x3030);
+        c.insert(&[0x3030], Vec::new());
+        assert!(c.wants(&[0x3030]));
     }
 
     #[test]

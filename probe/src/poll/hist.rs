@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::clock::Clock;
+use crate::poll::clock::Clock;
 use stallscope_wire::Histogram;
 
 /// Number of buckets. Bucket 0 holds values below 2^FIRST_BITS ticks; bucket k (k >= 1) holds

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use crate::probe::Shared;
+use crate::state::Shared;
 
 /// Running probes by the id of the runtime they were started on.
 #[cfg(tokio_unstable)]
@@ -77,8 +77,8 @@ impl<F: Future> Future for Instrumented<F> {
         let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
         match &this.probe {
             Some(shared) => {
-                let hot = crate::hooks::Hot::of(shared);
-                crate::hooks::before_poll(&hot, shared, 0, this.loc, None);
+                let hot = crate::poll::hooks::Hot::of(shared);
+                crate::poll::hooks::before_poll(&hot, shared, 0, this.loc, None);
                 // Closes the poll when `fut.poll` returns and when it unwinds: a panic that left
                 // it open kept `seq` odd (a stall that never ends) or `depth` raised (every later
                 // poll on the thread counted as nested). Tokio catches a task's panic, so the
@@ -93,12 +93,12 @@ impl<F: Future> Future for Instrumented<F> {
 
 /// Ends the instrumented poll on drop, including during unwinding.
 struct ClosePoll<'a> {
-    hot: crate::hooks::Hot,
+    hot: crate::poll::hooks::Hot,
     shared: &'a Shared,
 }
 
 impl Drop for ClosePoll<'_> {
     fn drop(&mut self) {
-        crate::hooks::after_poll(&self.hot, self.shared);
+        crate::poll::hooks::after_poll(&self.hot, self.shared);
     }
 }

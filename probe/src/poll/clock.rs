@@ -1,5 +1,6 @@
-//! The probe's clock: one raw counter read (the TSC where it is usable) per poll boundary.
-//! Conversion to nanoseconds happens off the hot path, in the watchdog and the aggregator.
+//! The probe's clock: a raw counter (the TSC where it is usable), read by the hooks only at the
+//! ends of timed and watched polls (most polls read no clock; `hooks`). Conversion to
+//! nanoseconds happens off the hot path, in the watchdog and the aggregator.
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -4,16 +4,18 @@
 //!
 //! It runs outside the service's runtime, so a fully stalled runtime still reports its stall.
 
+pub(crate) mod anatomy;
+
 use std::sync::atomic::{fence, AtomicBool, Ordering::*};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aggregator::{Msg, StallStart};
-use crate::anatomy::{Cgroup, Counters, InSyscall, Reading, Track};
-use crate::clock::{clock, now_raw};
-use crate::probe::Shared;
-use crate::slots::{FLAG_TIMED, FLAG_UNHOOKED};
+use crate::aggregator::msg::{Msg, StallStart};
+use crate::poll::clock::{clock, now_raw};
+use crate::poll::slots::{FLAG_TIMED, FLAG_UNHOOKED};
+use crate::state::Shared;
+use crate::watchdog::anatomy::{Cgroup, Counters, InSyscall, Reading, Track};
 
 #[derive(Debug, Default)]
 struct Watch {
@@ -145,7 +147,7 @@ impl Unhooked {
 /// from its runtime's metrics. Tokio's current-thread scheduler submits its park/unpark count on
 /// each side of its park (odd while parked, `worker_park_unpark_count`), so the count plus one has
 /// the parity of `PollState::run`. `last` is returned while the handle is being replaced.
-fn loop_state(slot: &crate::slots::Slot, seq: u64, last: &Unhooked) -> (u64, Option<u64>) {
+fn loop_state(slot: &crate::poll::slots::Slot, seq: u64, last: &Unhooked) -> (u64, Option<u64>) {
     let foreign = slot.foreign.load(Acquire);
     let run = if foreign { None } else { Some(slot.poll.0.run.load(Acquire)) };
     if run.is_some_and(|r| r & 1 == 0) || seq & 1 == 1 {
@@ -204,15 +206,15 @@ pub(crate) struct Cadence {
 }
 
 impl Cadence {
-    fn idle_period(c: &crate::probe::Config) -> Duration {
+    fn idle_period(c: &crate::config::Config) -> Duration {
         (c.stall_threshold / 2).max(MIN_SLEEP)
     }
 
-    fn precise_period(c: &crate::probe::Config) -> Duration {
+    fn precise_period(c: &crate::config::Config) -> Duration {
         (c.stall_threshold / 8).max(MIN_SLEEP)
     }
 
-    fn new(c: &crate::probe::Config) -> Cadence {
+    fn new(c: &crate::config::Config) -> Cadence {
         let clk = clock();
         let idle = clk.ns_to_ticks(Cadence::idle_period(c).as_nanos() as u64);
         Cadence {
@@ -382,7 +384,7 @@ struct SampleAt<'a> {
 fn sample(
     shared: &Shared,
     tx: &SyncSender<Msg>,
-    slot: &crate::slots::Slot,
+    slot: &crate::poll::slots::Slot,
     i: usize,
     w: &mut Watch,
     at: SampleAt<'_>,
@@ -735,7 +737,7 @@ fn anatomy_cost(shared: &Shared, began: u64) {
 /// Ends the measurements of poll `seq` on thread `tid`: what the aggregator needs for its
 /// anatomy. A thread that has exited since (a runtime shutting down) has no counters left; the
 /// last reading taken while the poll ran ends the window then, as it does whenever there is one.
-fn finish_track(w: &mut Watch, seq: u64, tid: i32, now: u64) -> Option<Box<crate::anatomy::Raw>> {
+fn finish_track(w: &mut Watch, seq: u64, tid: i32, now: u64) -> Option<Box<crate::watchdog::anatomy::Raw>> {
     let track = w.track.take().filter(|tr| tr.seq == seq && tr.tid == tid)?;
     let after = w.counters(tid).read(now);
     w.latest = after.map(|r| (tid, r)).or(w.latest);

@@ -7,7 +7,7 @@ use stallscope_wire::{
     Alert, AlertFigure, AlertKind, AlertRecord, Interval, PeakUnit, Snapshot, Stall, ALERT_HISTORY_MAX,
 };
 
-use crate::probe::Config;
+use crate::config::Config;
 
 /// How long a blocking-poll alert stays up after its last stall.
 const STALL_ALERT_MS: u64 = 10_000;

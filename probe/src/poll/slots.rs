@@ -10,7 +10,7 @@
 use std::panic::Location;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
-use crate::hist::TickHist;
+use crate::poll::hist::TickHist;
 
 /// Long polls each slot remembers between two aggregator drains.
 pub(crate) const LONG_RING: usize = 32;
@@ -461,7 +461,7 @@ impl Slots {
                 s.poll.runtime_wanted.store(true, Relaxed);
                 // A lower bound of every poll this thread makes from now on (`anchor`): the
                 // watchdog's scans bound only the polls they saw begin.
-                s.poll.anchor.store(crate::clock::now_raw(), Relaxed);
+                s.poll.anchor.store(crate::poll::clock::now_raw(), Relaxed);
                 s.poll.anchor_seq.store(s.poll.seq.load(Relaxed), Relaxed);
                 s.foreign.store(false, Relaxed);
                 s.generation.fetch_add(1, Release);

@@ -39,7 +39,8 @@ use std::time::{Duration, Instant};
 use stallscope_wire::proto::{ServerMessage, TASK_DUMP_TIMEOUT_MS};
 use stallscope_wire::{TaskDump, TaskDumpLimits, TaskGroup};
 
-use crate::probe::Shared;
+use crate::aggregator::msg::{LocationsRequest, TaskLocations};
+use crate::state::Shared;
 
 /// Whether this build can dump tasks: Tokio's own condition for `Handle::dump`, plus the probe's
 /// `taskdump` feature (which turns on Tokio's).
@@ -261,7 +262,7 @@ mod imp {
     use tokio::runtime::{Handle, RuntimeFlavor};
 
     use super::{locations, Grouper, NO_TRACE, POLL};
-    use crate::probe::Shared;
+    use crate::state::Shared;
 
     pub(super) fn run(
         shared: &Shared,
@@ -281,7 +282,7 @@ mod imp {
             _ => block_on(handle.dump(), stop)?,
         };
         let tasks: Vec<_> = dump.tasks().iter().collect();
-        let ids: Vec<u64> = tasks.iter().map(|t| crate::hooks::task_id_u64(t.id())).collect();
+        let ids: Vec<u64> = tasks.iter().map(|t| crate::poll::hooks::task_id_u64(t.id())).collect();
         let locations = locations(shared, ids.clone(), deadline);
         let of_task = |i: usize| locations.as_ref().and_then(|l| l.of_task.get(i).copied().flatten());
         let mut grouper = Grouper::new(TaskDumpLimits::DEFAULT);
@@ -424,23 +425,8 @@ const LOCATIONS_WAIT: Duration = Duration::from_secs(1);
 fn locations(shared: &Shared, ids: Vec<u64>, deadline: Instant) -> Option<TaskLocations> {
     let control = shared.control.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
     let (tx, rx) = mpsc::sync_channel(1);
-    control.try_send(crate::aggregator::Msg::TaskLocations(LocationsRequest { ids, reply: tx })).ok()?;
+    control.try_send(crate::aggregator::msg::Msg::TaskLocations(LocationsRequest { ids, reply: tx })).ok()?;
     rx.recv_timeout(deadline.saturating_duration_since(Instant::now()).min(LOCATIONS_WAIT)).ok()
-}
-
-/// A question for the aggregator: where were the tasks with these ids spawned?
-#[derive(Debug)]
-pub(crate) struct LocationsRequest {
-    pub(crate) ids: Vec<u64>,
-    pub(crate) reply: std::sync::mpsc::SyncSender<TaskLocations>,
-}
-
-/// Where the aggregator saw each task spawned: `of_task[i]` indexes `names` for the i-th task id
-/// asked about (None: not tracked).
-#[derive(Debug, Default)]
-pub(crate) struct TaskLocations {
-    pub(crate) names: Vec<String>,
-    pub(crate) of_task: Vec<Option<u32>>,
 }
 
 #[derive(Debug)]

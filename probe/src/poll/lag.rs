@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use crate::probe::Shared;
+use crate::state::Shared;
 
 /// File of the heartbeat's spawn call, so the aggregator can mark its location as internal.
 pub(crate) const HEARTBEAT_FILE: &str = file!();

@@ -13,7 +13,7 @@
 //! holds up the writers, the accept loop or the other clients.
 
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
@@ -28,8 +28,8 @@ use stallscope_wire::intern::Encoder;
 use stallscope_wire::proto::{self, ClientMessage, ProtocolVersion, Request, ServerMessage};
 use stallscope_wire::{Interval, Update};
 
-use crate::probe::{Probe, Shared};
-use crate::taskdump::Dumper;
+use crate::serve::taskdump::Dumper;
+use crate::state::{Endpoints, Shared};
 
 /// How often the writers look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -149,17 +149,9 @@ impl Drop for Server {
     }
 }
 
-/// Where a probe listens.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Endpoints {
-    pub(crate) unix: Option<PathBuf>,
-    pub(crate) tcp: Option<SocketAddr>,
-}
-
 /// Binds the listeners and starts the accept thread. Failures are counted and reported in
 /// `process.missing`, never returned to the host. `handle` is the runtime that task dumps dump.
-pub(crate) fn start(probe: &Probe, handle: &tokio::runtime::Handle) -> Option<Server> {
-    let shared = &probe.shared;
+pub(crate) fn start(shared: &Arc<Shared>, handle: &tokio::runtime::Handle) -> Option<Server> {
     let c = &shared.config;
     if !c.server {
         return None;
@@ -167,7 +159,7 @@ pub(crate) fn start(probe: &Probe, handle: &tokio::runtime::Handle) -> Option<Se
     let mut unix = None;
     let mut path = None;
     let dir = c.socket_dir.clone().unwrap_or_else(discovery::socket_dir);
-    let name = c.name.clone().unwrap_or_else(crate::aggregator::process_name);
+    let name = c.name.clone().unwrap_or_else(crate::aggregator::snapshot::process_name);
     match bind_unix(&dir, &name) {
         Ok((l, p)) => {
             unix = Some(l);
@@ -194,18 +186,18 @@ pub(crate) fn start(probe: &Probe, handle: &tokio::runtime::Handle) -> Option<Se
     *shared.endpoints.lock().unwrap_or_else(|e| e.into_inner()) =
         Endpoints { unix: path.clone(), tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()) };
     let stop = Arc::new(AtomicBool::new(false));
-    let dumper = Arc::new(Dumper::new(probe.shared.clone(), handle.clone(), stop.clone()));
+    let dumper = Arc::new(Dumper::new(shared.clone(), handle.clone(), stop.clone()));
     // Without the pair (out of descriptors), the loop falls back to waiting `POLL` at a time.
     let (wake, woken) = match UnixStream::pair() {
         Ok((w, r)) => (Some(w), Some(r)),
         Err(_) => (None, None),
     };
     let thread = {
-        let probe = probe.clone();
+        let shared = shared.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("stallscope-server".into())
-            .spawn(move || accept_loop(probe, unix, tcp, woken, stop, dumper))
+            .spawn(move || accept_loop(shared, unix, tcp, woken, stop, dumper))
             .ok()
     };
     Some(Server { stop, wake, thread, path })
@@ -309,7 +301,7 @@ fn wait_for_work(unix: Option<&UnixListener>, tcp: Option<&TcpListener>, woken: 
 }
 
 fn accept_loop(
-    probe: Probe,
+    shared: Arc<Shared>,
     unix: Option<UnixListener>,
     tcp: Option<TcpListener>,
     woken: Option<UnixStream>,
@@ -342,14 +334,14 @@ fn accept_loop(
             })
         };
         prune(&mut clients);
-        let cap = probe.shared.config.max_clients + MAX_HANDSHAKING;
+        let cap = shared.config.max_clients + MAX_HANDSHAKING;
         for (conn, is_unix) in accepted {
             if clients.len() >= cap {
                 conn.shutdown();
-                probe.shared.clients_refused.fetch_add(1, Relaxed);
+                shared.clients_refused.fetch_add(1, Relaxed);
                 continue;
             }
-            if let Some(c) = serve(&probe, conn, is_unix, &live, &stop, &dumper) {
+            if let Some(c) = serve(&shared, conn, is_unix, &live, &stop, &dumper) {
                 clients.push(c);
             }
         }
@@ -376,7 +368,7 @@ fn accept_loop(
 /// Starts the threads of one connection. The credential check and the handshake run on the
 /// client's own thread, so a slow or silent peer never holds up the accept loop.
 fn serve(
-    probe: &Probe,
+    shared: &Arc<Shared>,
     conn: Conn,
     is_unix: bool,
     live: &Arc<AtomicUsize>,
@@ -389,7 +381,7 @@ fn serve(
     }
     let control = conn.try_clone().ok()?;
     let reader_conn = conn.try_clone().ok()?;
-    let probe = probe.clone();
+    let shared = shared.clone();
     let live = live.clone();
     let stop = stop.clone();
     let dumper = dumper.clone();
@@ -397,7 +389,7 @@ fn serve(
         .name("stallscope-client".into())
         .spawn(move || {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                client(&probe, conn, reader_conn, is_unix, &live, &stop, dumper);
+                client(&shared, conn, reader_conn, is_unix, &live, &stop, dumper);
             }));
         })
         .ok()?;
@@ -407,7 +399,7 @@ fn serve(
 /// One client: check, handshake, then a reader thread for its requests and this thread writing
 /// updates until either side stops.
 fn client(
-    probe: &Probe,
+    shared: &Arc<Shared>,
     mut conn: Conn,
     reader_conn: Conn,
     is_unix: bool,
@@ -415,7 +407,6 @@ fn client(
     stop: &AtomicBool,
     dumper: Arc<Dumper>,
 ) {
-    let shared = &probe.shared;
     let max = shared.config.max_clients;
     let refusal = match (&conn, is_unix) {
         (Conn::Unix(s), true) => match peer_uid(s) {
@@ -432,7 +423,7 @@ fn client(
         (!claimed).then(|| format!("too many clients ({max}) attached to this probe"))
     });
     let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-    let process = crate::aggregator::process_info(shared);
+    let process = crate::aggregator::snapshot::process_info(shared);
     let hello = proto::server_handshake_with(&mut conn, |_| match &refusal {
         None => Ok(process),
         Some(reason) => Err(reason.clone()),
@@ -452,7 +443,7 @@ fn client(
     // What this connection may carry: the smaller of the two minors.
     let minor = ProtocolVersion::CURRENT.common(hello.protocol).minor;
     let _ = conn.set_read_timeout(None);
-    let sub = probe.subscribe(shared.config.client_queue);
+    let sub = shared.publisher.subscribe(shared.config.client_queue);
     let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
     let writer_done = Arc::new(AtomicBool::new(false));
     let done = writer_done.clone();
@@ -504,7 +495,7 @@ fn read_loop(
         match ClientMessage::from_payload(&frame) {
             Ok(ClientMessage::Request(Request::TaskDump { timeout_ms })) => {
                 let reply = if minor < 1 {
-                    ServerMessage::Error { message: crate::taskdump::old_client_message(minor) }
+                    ServerMessage::Error { message: crate::serve::taskdump::old_client_message(minor) }
                 } else {
                     dumper.serve(timeout_ms)
                 };
@@ -528,7 +519,7 @@ fn read_loop(
 fn write_loop(
     shared: &Shared,
     mut conn: Conn,
-    sub: crate::probe::Subscription,
+    sub: crate::publish::Subscription,
     replies: Receiver<ServerMessage>,
     stop: &AtomicBool,
 ) {
@@ -540,7 +531,7 @@ fn write_loop(
         }
     };
     // A new client first gets the cumulative state.
-    if let Some(snap) = shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+    if let Some(snap) = shared.publisher.latest() {
         let first = Update::Tick {
             interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
             snapshot: Box::new((*snap).clone()),

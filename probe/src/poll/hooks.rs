@@ -1,8 +1,9 @@
 //! The poll hooks: the probe's only hot path.
 //!
 //! Everything here runs inside the service's runtime on every poll, spawn and termination. It
-//! reads the raw clock once per poll boundary, writes to the calling thread's own slot with plain
-//! atomic stores and bumps histogram buckets. It takes no locks, makes no allocations, does no
+//! writes to the calling thread's own slot with plain atomic stores and bumps histogram buckets.
+//! Most polls read no clock: one in `timed_every` reads the raw clock at both ends, and an
+//! untimed poll reads it at its end only if the watchdog marked it as possibly long. It takes no locks, makes no allocations, does no
 //! I/O and never panics (indices are masked; the one slow path, the first call on a thread,
 //! claims a slot with compare-and-swap). Do not add anything here that is not per-poll essential:
 //! aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
@@ -14,9 +15,9 @@ use std::hash::{Hash, Hasher};
 use std::panic::Location;
 use std::sync::atomic::{fence, Ordering::*};
 
-use crate::clock::now_raw;
-use crate::probe::Shared;
-use crate::slots::{Slot, EVENT_TERMINATE, FLAG_TIMED};
+use crate::poll::clock::now_raw;
+use crate::poll::slots::{Slot, EVENT_TERMINATE, FLAG_TIMED};
+use crate::state::Shared;
 
 thread_local! {
     /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
@@ -197,7 +198,7 @@ pub(crate) fn before_poll(
     p.seq.store(seq.wrapping_add(1), Release);
     if let Some(ns) = schedule_latency_ns {
         let i = slot.entry_index(loc);
-        slot.record_sched(i, crate::clock::clock().ns_to_ticks(ns));
+        slot.record_sched(i, crate::poll::clock::clock().ns_to_ticks(ns));
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use stallscope_wire::PoolStats;
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, SemaphorePermit, TryAcquireError};
 
-use crate::hist::NsHist;
+use crate::poll::hist::NsHist;
 
 /// Gauges of a pool at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use stallscope_wire::recording::{rotate, Append, RecordingHeader, RecordingOptions, RecordingWriter};
 use stallscope_wire::{Interval, Update};
 
-use crate::probe::Probe;
+use crate::state::Shared;
 
 /// The recorder thread; dropping it stops and joins it (the file is flushed after every record).
 pub(crate) struct Recorder {
@@ -41,17 +41,17 @@ impl Drop for Recorder {
     }
 }
 
-pub(crate) fn start(probe: &Probe) -> Option<Recorder> {
-    let path = probe.shared.config.record_to.clone()?;
+pub(crate) fn start(shared: &Arc<Shared>) -> Option<Recorder> {
+    let path = shared.config.record_to.clone()?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let probe = probe.clone();
+        let shared = shared.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("stallscope-recorder".into())
             .spawn(move || {
-                let shared = probe.shared.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&probe, path, &stop)));
+                let shared = shared.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&shared, path, &stop)));
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => shared.note_problem(format!("recording: {e}")),
@@ -69,18 +69,17 @@ pub(crate) fn start(probe: &Probe) -> Option<Recorder> {
 const RETRY: Duration = Duration::from_secs(1);
 
 /// A full tick of the latest snapshot: how a file starts, so that it reads on its own.
-fn full_tick(probe: &Probe) -> Option<Update> {
-    let snap = probe.shared.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+fn full_tick(shared: &Arc<Shared>) -> Option<Update> {
+    let snap = shared.publisher.latest()?;
     Some(Update::Tick {
         interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
         snapshot: Box::new((*snap).clone()),
     })
 }
 
-fn run(probe: &Probe, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
-    let shared = &probe.shared;
+fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
     let c = &shared.config;
-    let sub = probe.subscribe(c.client_queue);
+    let sub = shared.publisher.subscribe(c.client_queue);
     let options = RecordingOptions::default().max_bytes(c.record_max_bytes);
     // A fresh file, the one before it rotated away (never truncated: it may be the recording
     // of the previous run, wanted for the incident review). Only a regular file is rotated:
@@ -89,11 +88,11 @@ fn run(probe: &Probe, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
         if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
             rotate(path, c.record_keep).map_err(|e| format!("cannot rotate {}: {e}", path.display()))?;
         }
-        let header = RecordingHeader::new(crate::aggregator::process_info(shared), "stallscope-probe");
+        let header = RecordingHeader::new(crate::aggregator::snapshot::process_info(shared), "stallscope-probe");
         let mut w = RecordingWriter::create(path, &header, options)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         // The file starts with the cumulative state, like a new client.
-        if let Some(first) = full_tick(probe) {
+        if let Some(first) = full_tick(shared) {
             w.write_update(&first).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         Ok(w)
@@ -113,7 +112,7 @@ fn run(probe: &Probe, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
         if w.is_none() {
             if std::time::Instant::now() < retry_at {
                 lost += 1;
-                shared.subscriber_drops.fetch_add(1, Relaxed);
+                shared.publisher.subscriber_drops.fetch_add(1, Relaxed);
                 continue;
             }
             // Try a fresh file: the disk may have room again, and the old file may end in a
@@ -132,7 +131,7 @@ fn run(probe: &Probe, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
                 Err(_) => {
                     retry_at = std::time::Instant::now() + RETRY;
                     lost += 1;
-                    shared.subscriber_drops.fetch_add(1, Relaxed);
+                    shared.publisher.subscriber_drops.fetch_add(1, Relaxed);
                     continue;
                 }
             }
@@ -160,7 +159,7 @@ fn run(probe: &Probe, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
                 .note_problem(format!("recording: {e}; retrying every {}s, lost updates are counted", RETRY.as_secs()));
             w = None;
             lost += 1;
-            shared.subscriber_drops.fetch_add(1, Relaxed);
+            shared.publisher.subscriber_drops.fetch_add(1, Relaxed);
             retry_at = std::time::Instant::now() + RETRY;
         }
     }
