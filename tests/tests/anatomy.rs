@@ -195,6 +195,20 @@ fn a_blocking_socket_read_names_its_peer() {
     assert_eq!(main.target, Some(format!("a socket to {peer}")), "{}", a.describe());
 }
 
+/// `n` threads spinning until `stop` (they inherit the caller's CPU affinity).
+fn spawn_hogs(n: usize, stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::black_box(0u64);
+                }
+            })
+        })
+        .collect()
+}
+
 /// Pins the calling thread (and the threads it starts after this) to one CPU.
 fn pin_to(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes inside it.
@@ -221,16 +235,7 @@ fn a_worker_sharing_its_cpu_with_hogs_waited_for_a_cpu_and_no_code_is_blamed() {
         // probe's threads were started before: they keep every CPU.
         pin_to(0);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let hogs: Vec<_> = (0..6)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::hint::black_box(0u64);
-                    }
-                })
-            })
-            .collect();
+        let hogs = spawn_hogs(6, &stop);
         // Until five polls took longer than the threshold (bounded in time).
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut long_polls = 0;
@@ -315,16 +320,7 @@ fn a_socket_server_under_client_load_on_a_busy_host_blames_no_code() {
         });
         // The runtime's only thread shares CPU 0 with eight spinning threads.
         pin_to(0);
-        let hogs: Vec<_> = (0..8)
-            .map(|_| {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::hint::black_box(0u64);
-                    }
-                })
-            })
-            .collect();
+        let hogs = spawn_hogs(8, &stop);
         // Until the host stretched a few polls past the threshold (bounded in time).
         let deadline = Instant::now() + Duration::from_secs(15);
         tokio::time::sleep(Duration::from_secs(2)).await;
