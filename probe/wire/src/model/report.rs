@@ -176,11 +176,11 @@ pub fn text(sum: &Summary, options: &TextOptions) -> String {
         }
     }
     if sum.stalls.len() > options.top {
-        let _ = writeln!(
-            o,
-            "  … and {} shorter stalls (--top N shows more; --json lists all)",
-            sum.stalls.len() - options.top
-        );
+        let hint = match options.scope {
+            Scope::Recording => " (--top N shows more; --json lists all)",
+            Scope::Probe => " (the snapshot lists them all)",
+        };
+        let _ = writeln!(o, "  … and {} shorter stalls{hint}", sum.stalls.len() - options.top);
     }
 
     // Functions.
