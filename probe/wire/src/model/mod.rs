@@ -522,7 +522,13 @@ impl Summary {
     pub fn from_snapshot(snapshot: &Snapshot, writer: impl Into<String>) -> Summary {
         let header = RecordingHeader {
             protocol: crate::ProtocolVersion::CURRENT,
-            created_unix_ms: snapshot.at_unix_ms.saturating_sub(snapshot.uptime_ns / 1_000_000),
+            // The wall clock of a stall's start and the probe's monotonic uptime can disagree by
+            // a millisecond: the span starts at the earlier, so that no stall is left out.
+            created_unix_ms: snapshot
+                .stalls
+                .iter()
+                .map(|s| s.start_unix_ms)
+                .fold(snapshot.at_unix_ms.saturating_sub(snapshot.uptime_ns / 1_000_000), u64::min),
             process: snapshot.process.clone(),
             writer: writer.into(),
         };
