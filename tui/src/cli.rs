@@ -350,7 +350,7 @@ fn cmd_report(file: &Path, json: bool, top: usize) -> Result<()> {
         }
         print_out(&report::json_string(&summary))
     } else {
-        print_out(&report::text(&summary, &report::TextOptions { top }))
+        print_out(&report::text(&summary, &report::TextOptions::default().with_top(top)))
     }
 }
 

@@ -18,15 +18,14 @@ pub fn ns_to_ms(ns: u64) -> f64 {
     (ns / 1_000) as f64 / 1_000.0
 }
 
-/// `2025-11-21T04:40:00.137Z` for a Unix time in milliseconds.
+/// `2025-11-21T04:40:00.137Z` for a Unix time in milliseconds (the wire crate's, shared with
+/// the text report).
 ///
 /// ```
 /// use stallscope::timefmt::rfc3339_ms;
 /// assert_eq!(rfc3339_ms(1_763_700_000_137), "2025-11-21T04:40:00.137Z");
 /// ```
-pub fn rfc3339_ms(unix_ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(unix_ms)).to_string()
-}
+pub use stallscope_wire::rfc3339_ms;
 
 /// `2025-11-21 04:40:00` (UTC, to the second) for titles.
 pub fn short_utc(unix_ms: u64) -> String {

@@ -158,6 +158,28 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// `2025-11-21T04:40:00.137Z` for a Unix time in milliseconds (UTC, proleptic Gregorian).
+///
+/// ```
+/// assert_eq!(stallscope_wire::rfc3339_ms(1_763_700_000_137), "2025-11-21T04:40:00.137Z");
+/// assert_eq!(stallscope_wire::rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+/// ```
+pub fn rfc3339_ms(unix_ms: u64) -> String {
+    let (days, ms) = ((unix_ms / 86_400_000) as i64, unix_ms % 86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, sec, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{sec:02}.{milli:03}Z")
+}
+
 // === Stacks ===
 
 /// What kind of code a stack frame belongs to. Used for trimming and colouring.

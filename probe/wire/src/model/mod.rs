@@ -25,6 +25,7 @@
 //! [`folded`] is the one stack fold, which every flame graph derives from.
 
 pub mod folded;
+pub mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -513,6 +514,51 @@ impl Summary {
         let last = self.last.as_ref()?;
         let first = self.first.as_ref().filter(|f| f.seq < last.seq);
         last.busy_ratio_since(first)
+    }
+
+    /// The summary of one snapshot taken in the probe's process (what `probe.report()` prints):
+    /// a one-tick fold whose span is the probe's uptime, so that every stall and incident of
+    /// the snapshot is in it. `writer` names who folded it.
+    pub fn from_snapshot(snapshot: &Snapshot, writer: impl Into<String>) -> Summary {
+        let header = RecordingHeader {
+            protocol: crate::ProtocolVersion::CURRENT,
+            // The wall clock of a stall's start and the probe's monotonic uptime can disagree by
+            // a millisecond: the span starts at the earlier, so that no stall is left out.
+            created_unix_ms: snapshot
+                .stalls
+                .iter()
+                .map(|s| s.start_unix_ms)
+                .fold(snapshot.at_unix_ms.saturating_sub(snapshot.uptime_ns / 1_000_000), u64::min),
+            process: snapshot.process.clone(),
+            writer: writer.into(),
+        };
+        let mut model = Model::new(header);
+        model.push(&Received::Update(Update::Tick { snapshot: Box::new(snapshot.clone()), interval: Box::default() }));
+        model.finish(Damage::default())
+    }
+
+    /// The probe's history record of an alert seen (the last snapshot's, matched by kind and
+    /// subject; the active one first).
+    pub fn history_of(&self, a: &SeenAlert) -> Option<&AlertRecord> {
+        let history = &self.last.as_ref()?.alert_history;
+        let of = |r: &&AlertRecord| r.kind == a.alert.kind && r.subject == a.alert.subject;
+        history.iter().filter(of).find(|r| r.active).or_else(|| history.iter().find(of))
+    }
+
+    /// Incidents of the probe's alert history that passed without a tick of this summary
+    /// seeing their alert active: those before a recording started, and, for one snapshot, all
+    /// that passed since the probe started.
+    pub fn passed_incidents(&self) -> Vec<&AlertRecord> {
+        let Some(last) = &self.last else { return Vec::new() };
+        let seen = |r: &AlertRecord| {
+            self.alerts.iter().any(|a| {
+                a.alert.kind == r.kind
+                    && a.alert.subject == r.subject
+                    && a.first_unix_ms <= r.last_unix_ms
+                    && r.first_unix_ms <= a.last_unix_ms
+            })
+        };
+        last.alert_history.iter().filter(|r| !r.active && !seen(r)).collect()
     }
 
     /// Incidents of the probe's alert history that had passed before the recording started.
