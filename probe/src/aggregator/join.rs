@@ -441,6 +441,14 @@ impl Join {
         }
     }
 
+    /// Whether a hooked stall's poll is still running as far as the slot shows (`seq_now(slot)`
+    /// has not moved on) and the watchdog has not seen it end.
+    pub(crate) fn still_running(&self, seq_now: impl Fn(usize) -> Option<u64>) -> bool {
+        self.active.values().any(|r| {
+            r.start.flags & FLAG_UNHOOKED == 0 && r.ended_at.is_none() && seq_now(r.start.slot) == Some(r.start.seq)
+        })
+    }
+
     /// Whether a stall is caught between its end and its record: its poll has ended
     /// (`seq_now(slot)`, the slot's poll sequence now, moved on) but it is not closed yet.
     pub(crate) fn unsettled(&self, seq_now: impl Fn(usize) -> Option<u64>) -> bool {
@@ -606,8 +614,11 @@ mod tests {
         let t0 = Instant::now();
         j.started(start(31, 100, 1100, FLAG_TIMED));
         assert!(!j.unsettled(|_| Some(31)), "still running");
+        assert!(j.still_running(|_| Some(31)));
         assert!(j.unsettled(|_| Some(33)), "its poll ended, its record is open");
+        assert!(!j.still_running(|_| Some(33)));
         j.ended((SLOT, 31), None, None, 0, t0);
+        assert!(!j.still_running(|_| Some(31)), "the watchdog saw it end");
         j.long_poll(SLOT, TID, ring(31, 100, 5000, FLAG_TIMED), t0);
         j.finish_ready(t0);
         assert!(!j.unsettled(|_| Some(33)));

@@ -43,6 +43,12 @@ use snapshot::{drops, sum_slots, LocAgg, LongPolls, Sums};
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// How long `refresh` waits for stalls that have just ended to be closed.
 const SETTLE: Duration = Duration::from_millis(500);
+/// How long `refresh` waits for a stall still running when it was asked for to end. A task
+/// whose poll stalled completes, wakes its `JoinHandle` and only then returns to Tokio, which
+/// calls the after-poll hook: a caller that awaited that task and then called `refresh` raced the
+/// hook, and got the stall as still running (seen in 1 run in 2 when the stall had no samples).
+/// A stall that really goes on costs the caller this much more.
+const RUNNING_GRACE: Duration = Duration::from_millis(50);
 
 struct Agg {
     shared: Arc<Shared>,
@@ -187,7 +193,7 @@ impl Agg {
             Msg::PollAnatomy { slot, seq, anatomy } => self.join.poll_anatomy((slot, seq), anatomy),
             Msg::Refresh(reply) => {
                 self.drain();
-                self.pending.push((reply, Instant::now() + SETTLE));
+                self.pending.push((reply, Instant::now()));
                 self.answer_refreshes(Instant::now());
             }
             Msg::TaskLocations(msg::LocationsRequest { ids, reply }) => {
@@ -223,8 +229,15 @@ impl Agg {
     fn answer_refreshes(&mut self, now: Instant) {
         self.drain();
         let slots = &self.shared.slots.slots;
-        let unsettled = self.join.unsettled(|slot| slots.get(slot).map(|s| s.poll.seq.load(Acquire)));
-        if unsettled && self.pending.iter().all(|(_, deadline)| now < *deadline) {
+        let seq_now = |slot: usize| slots.get(slot).map(|s| s.poll.seq.load(Acquire));
+        let wait = if self.join.unsettled(seq_now) {
+            SETTLE
+        } else if self.join.still_running(seq_now) {
+            RUNNING_GRACE
+        } else {
+            Duration::ZERO
+        };
+        if self.pending.iter().all(|(_, asked)| now < *asked + wait) {
             return;
         }
         self.tick();
