@@ -72,6 +72,7 @@ mod report;
 mod sampler;
 mod serve;
 mod state;
+mod threads;
 mod watchdog;
 
 pub use aggregator::pool;

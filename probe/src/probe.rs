@@ -19,6 +19,7 @@ use crate::poll::slots::Slots;
 use crate::publish::{Publisher, Subscription};
 use crate::sampler::stats::{SamplerCosts, SamplerStats};
 use crate::state::{Endpoints, Shared};
+use crate::threads::Role;
 
 // === ProbeBuilder ===
 
@@ -205,6 +206,7 @@ impl ProbeBuilder {
             clients_refused: AtomicU64::new(0),
             polls_stalled: AtomicUsize::new(0),
             sampler_costs: SamplerCosts::default(),
+            threads: Default::default(),
             config: c,
         });
         Ok(Probe { shared })
@@ -332,20 +334,22 @@ impl Probe {
             let shared = self.shared.clone();
             let handle = handle.clone();
             let spawned = std::thread::Builder::new()
-                .name("stallscope-aggregator".into())
-                .spawn(move || aggregator::run(shared, rx, handle));
-            if let Ok(t) = spawned {
-                threads.push(t);
+                .name(Role::Aggregator.thread_name().into())
+                .spawn(move || aggregator::run_guarded(shared, rx, handle));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(_) => self.shared.threads.not_spawned(Role::Aggregator),
             }
         }
         {
             let shared = self.shared.clone();
             let stop = stop.clone();
             let spawned = std::thread::Builder::new()
-                .name("stallscope-watchdog".into())
-                .spawn(move || crate::watchdog::run(shared, tx, stop));
-            if let Ok(t) = spawned {
-                threads.push(t);
+                .name(Role::Watchdog.thread_name().into())
+                .spawn(move || crate::watchdog::run_guarded(shared, tx, stop));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(_) => self.shared.threads.not_spawned(Role::Watchdog),
             }
         }
         let server = crate::serve::server::start(&self.shared, handle);
@@ -397,6 +401,23 @@ impl Probe {
     /// [`Subscription::dropped`] and in the snapshots.
     pub fn subscribe(&self, capacity: usize) -> Subscription {
         self.shared.publisher.subscribe(capacity)
+    }
+
+    /// Kills one of the probe's threads (`"aggregator"`, `"watchdog"`, `"server"`,
+    /// `"recorder"`) with a panic at the top of its next loop, for the fault suite. Returns
+    /// `false` for another name. Only with the `fault-injection` feature.
+    #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_panic(&self, thread: &str) -> bool {
+        let Some(role) = Role::from_short(thread) else { return false };
+        self.shared.threads.inject_panic(role);
+        // Wake the aggregator, which otherwise sleeps until its next tick.
+        if role == Role::Aggregator {
+            if let Some(c) = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = c.try_send(Msg::Refresh(mpsc::sync_channel(1).0));
+            }
+        }
+        true
     }
 
     /// What native stack sampling has cost so far, counted by the probe itself: time in the

@@ -15,6 +15,7 @@ use crate::poll::hist::NsHist;
 use crate::poll::slots::Slots;
 use crate::publish::Publisher;
 use crate::sampler::stats::SamplerCosts;
+use crate::threads::Threads;
 
 /// State shared by the hooks, the probe's threads and the handles.
 #[derive(Debug)]
@@ -61,6 +62,8 @@ pub(crate) struct Shared {
     pub(crate) polls_stalled: AtomicUsize,
     /// What stack sampling has cost (`Probe::sampler_stats`).
     pub(crate) sampler_costs: SamplerCosts,
+    /// Whether each probe thread runs, died or could not start (`process.missing`).
+    pub(crate) threads: Threads,
 }
 
 impl Shared {

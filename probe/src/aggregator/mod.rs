@@ -29,6 +29,7 @@ use crate::aggregator::intmap::IntMap;
 use crate::poll::clock::{clock, now_raw, Clock};
 use crate::poll::slots::{EVENT_TERMINATE, FLAG_TIMED, LONG_RING};
 use crate::state::Shared;
+use crate::threads::Role;
 use ages::Ages;
 use convert::{Converter, Names};
 use join::{Closed, Join, Key, LongPoll, Unhooked};
@@ -80,12 +81,36 @@ struct Agg {
     alert_history: crate::aggregator::alerts::History,
     long_polls: LongPolls,
     /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
+    /// Refreshes waiting to be answered, with when each was asked.
     pending: Vec<(SyncSender<()>, Instant)>,
     /// When the rings were last drained.
     last_drain: Instant,
 }
 
-pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
+/// The aggregator thread's body: [`run`], and when it dies of a panic, one last snapshot (the
+/// latest, with the death in `process.missing`) so every reader and client learns why nothing
+/// new comes. `refresh` then times out and returns that snapshot.
+pub(crate) fn run_guarded(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
+    let s = shared.clone();
+    if s.threads.run(Role::Aggregator, &s.panics, || run(shared, rx, handle)).is_some() {
+        return;
+    }
+    // Closing the channel makes the watchdog's sends fail fast instead of filling a queue
+    // nobody reads, and `refresh` return at once.
+    *s.control.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    let Some(last) = s.publisher.latest() else { return };
+    let mut last = (*last).clone();
+    last.process = snapshot::process_info(&s);
+    last.drops.probe_panics = s.panics.load(Relaxed);
+    let last = Arc::new(last);
+    s.publisher.set_latest(last.clone());
+    s.publisher.publish(&Update::Tick {
+        snapshot: Box::new((*last).clone()),
+        interval: Box::new(Interval { seq: last.seq, ..Interval::default() }),
+    });
+}
+
+fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
     let now = Instant::now();
     let mut agg = Agg {
         clock: clock(),
@@ -131,6 +156,7 @@ pub(crate) fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime
     let tick_every = agg.shared.config.aggregation_interval;
     let mut next_tick = now + tick_every;
     loop {
+        agg.shared.threads.injection_point(Role::Aggregator);
         let now = Instant::now();
         let next_drain = agg.last_drain + DRAIN_EVERY;
         let mut wake = next_tick.min(next_drain);

@@ -152,9 +152,23 @@ pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
         missing.push(format!("native stacks: {p}"));
     }
     if !shared.lag_running.load(Relaxed) {
-        missing.push("loop lag: the runtime has no timer (use enable_time or enable_all)".to_string());
+        missing.push(if cfg!(panic = "unwind") {
+            "loop lag: the runtime has no timer (use enable_time or enable_all)".to_string()
+        } else {
+            "loop lag: under panic = \"abort\" the probe cannot check a runtime for a timer without risking the \
+             process; call probe.install(&mut builder) on its builder"
+                .to_string()
+        });
     }
     missing.extend(shared.problems.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+    missing.extend(shared.threads.problems());
+    let unmatched = crate::poll::instrument::UNMATCHED.load(Relaxed);
+    if unmatched > 0 {
+        missing.push(format!(
+            "instrument(): {unmatched} futures not measured: without --cfg tokio_unstable the probe cannot tell which \
+             of this process's probes a runtime belongs to"
+        ));
+    }
     if shared.config.schedule_latency && !cfg!(all(tokio_unstable, feature = "schedule-latency")) {
         missing.push("schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable".to_string());
     }

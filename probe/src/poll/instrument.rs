@@ -31,9 +31,28 @@ fn current_probe() -> Option<Arc<Shared>> {
         let v = BY_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
         v.iter().rev().find(|(r, _)| *r == id).and_then(|(_, w)| w.upgrade())
     }
+    // Without the cfg a handle has no id: a future is measured by the probe when only one probe
+    // runs in the process (the common case), and counted as unmeasured otherwise, never
+    // silently dropped (`process.missing` says so).
     #[cfg(not(tokio_unstable))]
-    None
+    {
+        tokio::runtime::Handle::try_current().ok()?;
+        let v = BY_RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = v.iter().filter_map(|(_, w)| w.upgrade());
+        match (live.next(), live.next()) {
+            (Some(one), None) => Some(one),
+            (Some(_), Some(_)) => {
+                UNMATCHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+            _ => None,
+        }
+    }
 }
+
+/// Futures `instrument` could not give to a probe: without `tokio_unstable` while two or more
+/// probes run (see `current_probe`).
+pub(crate) static UNMATCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Wraps a future so that its polls are measured like a task's: long polls become stalls with
 /// stack samples, attributed to the location of this call.

@@ -13,11 +13,17 @@ pub(crate) const HEARTBEAT_FILE: &str = file!();
 
 /// Spawns the heartbeat. Returns `false` (and spawns nothing) when the runtime has no timer.
 pub(crate) fn spawn_heartbeat(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, stop: Arc<AtomicBool>) -> bool {
-    // `tokio::time::sleep` panics on a runtime built without `enable_time`; find out here,
-    // inside the runtime's context, rather than inside the task.
-    let has_timer = {
+    // `tokio::time::sleep` panics on a runtime built without `enable_time`, and Tokio has no
+    // way to ask. With unwinding, find out here, inside the runtime's context, rather than inside
+    // the task (the host's panic hook still prints that one caught panic). Under
+    // `panic = "abort"` that check would abort the host: trust `install`, which enables the
+    // timer on the builder it is given, and without it measure no lag (`process.missing` says
+    // why). Do not turn this into an unconditional `catch_unwind`.
+    let has_timer = if cfg!(panic = "unwind") {
         let _enter = handle.enter();
         std::panic::catch_unwind(|| drop(tokio::time::sleep(std::time::Duration::ZERO))).is_ok()
+    } else {
+        shared.installed.load(Relaxed)
     };
     if !has_timer {
         return false;

@@ -19,6 +19,7 @@ use stallscope_wire::recording::{rotate, Append, RecordingHeader, RecordingOptio
 use stallscope_wire::{Interval, Update};
 
 use crate::state::Shared;
+use crate::threads::Role;
 
 /// The recorder thread; dropping it stops and joins it (the file is flushed after every record).
 pub(crate) struct Recorder {
@@ -45,21 +46,16 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Option<Recorder> {
     let path = shared.config.record_to.clone()?;
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
-        let shared = shared.clone();
+        let s = shared.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
-            .name("stallscope-recorder".into())
+            .name(Role::Recorder.thread_name().into())
             .spawn(move || {
-                let shared = shared.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&shared, path, &stop)));
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => shared.note_problem(format!("recording: {e}")),
-                    Err(_) => {
-                        shared.panics.fetch_add(1, Relaxed);
-                    }
+                if let Some(Err(e)) = s.threads.run(Role::Recorder, &s.panics, || run(&s, path, &stop)) {
+                    s.note_problem(format!("recording: {e}"));
                 }
             })
+            .map_err(|_| shared.threads.not_spawned(Role::Recorder))
             .ok()
     };
     Some(Recorder { stop, thread })
@@ -103,6 +99,7 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
     let mut retry_at = std::time::Instant::now();
     let mut reported = 0;
     while !stop.load(Acquire) {
+        shared.threads.injection_point(Role::Recorder);
         let dropped = sub.dropped();
         if let (Some(w), true) = (w.as_mut(), dropped > reported) {
             let _ = w.write_dropped(dropped - reported);

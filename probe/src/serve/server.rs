@@ -30,6 +30,7 @@ use stallscope_wire::{Interval, Update};
 
 use crate::serve::taskdump::Dumper;
 use crate::state::{Endpoints, Shared};
+use crate::threads::Role;
 
 /// How often the writers look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -193,11 +194,15 @@ pub(crate) fn start(shared: &Arc<Shared>, handle: &tokio::runtime::Handle) -> Op
         Err(_) => (None, None),
     };
     let thread = {
-        let shared = shared.clone();
+        let s = shared.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
-            .name("stallscope-server".into())
-            .spawn(move || accept_loop(shared, unix, tcp, woken, stop, dumper))
+            .name(Role::Server.thread_name().into())
+            .spawn(move || {
+                let threads = s.clone();
+                threads.threads.run(Role::Server, &threads.panics, || accept_loop(s, unix, tcp, woken, stop, dumper));
+            })
+            .map_err(|_| shared.threads.not_spawned(Role::Server))
             .ok()
     };
     Some(Server { stop, wake, thread, path })
@@ -311,6 +316,7 @@ fn accept_loop(
     let live = Arc::new(AtomicUsize::new(0));
     let mut clients: Vec<Client> = Vec::new();
     while !stop.load(Acquire) {
+        shared.threads.injection_point(Role::Server);
         let mut accepted = Vec::new();
         let mut failing = false;
         if let Some(l) = &unix {

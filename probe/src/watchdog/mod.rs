@@ -15,6 +15,7 @@ use crate::aggregator::msg::{Msg, StallStart};
 use crate::poll::clock::{clock, now_raw};
 use crate::poll::slots::{FLAG_TIMED, FLAG_UNHOOKED};
 use crate::state::Shared;
+use crate::threads::Role;
 use crate::watchdog::anatomy::{Cgroup, Counters, InSyscall, Reading, Track};
 
 #[derive(Debug, Default)]
@@ -237,7 +238,18 @@ impl Cadence {
 /// Shortest sleep between two scans.
 const MIN_SLEEP: Duration = Duration::from_micros(250);
 
-pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
+/// The watchdog thread's body: [`run`]. When it dies of a panic, no poll counts as stalled any
+/// more, so task dumps (refused while a poll is stalled) are not refused forever.
+pub(crate) fn run_guarded(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
+    let s = shared.clone();
+    if s.threads.run(Role::Watchdog, &s.panics, || run(shared, tx, stop)).is_none() {
+        s.polls_stalled.store(0, Release);
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        crate::sampler::signal::release_all(s.id);
+    }
+}
+
+fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let c = &shared.config;
     let clk = clock();
     let sample_ticks = clk.ns_to_ticks(c.sample_interval.as_nanos() as u64);
@@ -277,6 +289,7 @@ pub(crate) fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool
     // The planned length of the interval that ends with the next scan.
     let mut planned = cadence.idle;
     while !stop.load(Acquire) {
+        shared.threads.injection_point(Role::Watchdog);
         // Parked, not asleep: the guard's drop unparks this thread, so stopping never waits for
         // an interval (up to threshold / 2). An early wake only makes one interval shorter.
         std::thread::park_timeout(Duration::from_nanos(clk.ticks_to_ns(planned)));
