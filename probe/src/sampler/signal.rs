@@ -330,8 +330,15 @@ impl Drop for Captured<'_> {
 }
 
 /// Takes every ready sample of `probe`, and gives up on requests older than `timeout_ticks`
-/// (the thread may block signals). Returns how many were given up.
-pub(crate) fn collect(probe: u64, now: u64, timeout_ticks: u64, mut f: impl FnMut(Captured<'_>)) -> u64 {
+/// (the thread may block signals), telling `expired(slot, tid)` of each. Returns how many were
+/// given up.
+pub(crate) fn collect(
+    probe: u64,
+    now: u64,
+    timeout_ticks: u64,
+    mut f: impl FnMut(Captured<'_>),
+    mut expired_of: impl FnMut(usize, i32),
+) -> u64 {
     let mut expired = 0;
     for e in table().iter() {
         if e.probe.load(Relaxed) != probe {
@@ -359,11 +366,12 @@ pub(crate) fn collect(probe: u64, now: u64, timeout_ticks: u64, mut f: impl FnMu
                     captured_at: e.captured_at.load(Relaxed),
                 });
             }
-            REQUESTED
-                if now.saturating_sub(e.requested_at.load(Relaxed)) > timeout_ticks
-                    && e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() =>
-            {
-                expired += 1;
+            REQUESTED if now.saturating_sub(e.requested_at.load(Relaxed)) > timeout_ticks => {
+                let (slot, tid) = (e.slot.load(Relaxed), e.tid.load(Relaxed));
+                if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() {
+                    expired += 1;
+                    expired_of(slot, tid);
+                }
             }
             _ => {}
         }

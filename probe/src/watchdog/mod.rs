@@ -49,9 +49,30 @@ struct Watch {
     /// The end of a stall that did not fit in the aggregator's queue, sent again at each scan:
     /// dropped, it left the stall open for good ("stalled now", never counted).
     unsent_end: Option<Msg>,
+    /// Sample requests in a row the slot's thread left unanswered.
+    expiries: u32,
+    /// A thread (tid) no longer signalled: it left `MAX_EXPIRIES` requests unanswered in a row
+    /// (it blocks or ignores the signal). Its stalls go on without stacks; 0 for none.
+    muted: i32,
 }
 
 impl Watch {
+    /// A sample request to thread `tid` was given up on.
+    fn expired(&mut self, shared: &Shared, tid: i32) {
+        self.expiries += 1;
+        if self.expiries < MAX_EXPIRIES || self.muted == tid {
+            return;
+        }
+        self.muted = tid;
+        let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+        shared.note_problem(format!(
+            "stack sampling: thread {tid} ({}) left {MAX_EXPIRIES} sample signals in a row unanswered (it blocks \
+             or ignores SIGRTMIN+{}), so it is no longer signalled and its stalls have no stacks",
+            name.trim(),
+            shared.config.signal_offset
+        ));
+    }
+
     /// The counters of thread `tid`, opened on first use.
     fn counters(&mut self, tid: i32) -> &Counters {
         if self.counters.as_ref().is_none_or(|c| c.tid() != tid) {
@@ -327,46 +348,67 @@ fn collect_samples(
 ) {
     let clk = clock();
     let costs = &shared.sampler_costs;
-    let expired = crate::sampler::signal::collect(shared.id, now_raw(), request_timeout, |cap| {
-        costs.captured.fetch_add(1, Relaxed);
-        costs.stack_bytes.fetch_add(cap.stack.len() as u64, Relaxed);
-        if cap.handler_ticks > 0 {
-            costs.handler_ns.record(clk.ticks_to_ns(cap.handler_ticks));
-        }
-        let pending = watches.get_mut(cap.slot).and_then(|w| w.pending_blocked.take());
-        // A sample whose poll had already ended when the signal landed shows another poll's
-        // stack: drop it rather than blame the wrong code. (An unhooked stall's samples are taken
-        // under an even `seq`: a poll that began means the stall ended, nothing was lost.)
-        if cap.got_seq != cap.want_seq || cap.stack.is_empty() {
-            if cap.want_seq & 1 == 1 || cap.stack.is_empty() {
-                shared.samples_lost.fetch_add(1, Relaxed);
+    let mut expired_of = Vec::new();
+    let expired = crate::sampler::signal::collect(
+        shared.id,
+        now_raw(),
+        request_timeout,
+        |cap| {
+            costs.captured.fetch_add(1, Relaxed);
+            if let Some(w) = watches.get_mut(cap.slot) {
+                w.expiries = 0;
             }
-            return;
-        }
-        let began = now_raw();
-        unwinder.unwind(cap.regs, cap.stack, addrs);
-        costs.unwind_ns.record(clk.ticks_to_ns(now_raw().saturating_sub(began)));
-        costs.frames.fetch_add(addrs.len() as u64, Relaxed);
-        if addrs.is_empty() {
-            shared.samples_lost.fetch_add(1, Relaxed);
-            return;
-        }
-        if let (Some(w), Some((call, _))) = (watches.get_mut(cap.slot), &pending) {
-            w.blocked_stack = Some((cap.want_seq, *call, addrs.clone()));
-        }
-        let blocked = pending.map(|(_, what)| what);
-        // An unhooked stall's samples are requested with the slot's (even) `seq`, which the
-        // handler checks; the aggregator knows the stall by its own key.
-        let key = match watches.get(cap.slot).and_then(|w| w.active.as_ref()) {
-            Some(a) if a.unhooked.is_some() && a.seq == cap.want_seq => a.key,
-            _ => cap.want_seq,
-        };
-        // When it was taken: an unhooked stall that the sample finds over ended before then.
-        let at = if cap.captured_at != 0 { cap.captured_at } else { now_raw() };
-        send(tx, shared, Msg::Sample { slot: cap.slot, seq: key, at, addrs: addrs.clone(), blocked });
-    });
+            costs.stack_bytes.fetch_add(cap.stack.len() as u64, Relaxed);
+            if cap.handler_ticks > 0 {
+                costs.handler_ns.record(clk.ticks_to_ns(cap.handler_ticks));
+            }
+            let pending = watches.get_mut(cap.slot).and_then(|w| w.pending_blocked.take());
+            // A sample whose poll had already ended when the signal landed shows another poll's
+            // stack: drop it rather than blame the wrong code. (An unhooked stall's samples are taken
+            // under an even `seq`: a poll that began means the stall ended, nothing was lost.)
+            if cap.got_seq != cap.want_seq || cap.stack.is_empty() {
+                if cap.want_seq & 1 == 1 || cap.stack.is_empty() {
+                    shared.samples_lost.fetch_add(1, Relaxed);
+                }
+                return;
+            }
+            let began = now_raw();
+            unwinder.unwind(cap.regs, cap.stack, addrs);
+            costs.unwind_ns.record(clk.ticks_to_ns(now_raw().saturating_sub(began)));
+            costs.frames.fetch_add(addrs.len() as u64, Relaxed);
+            if addrs.is_empty() {
+                shared.samples_lost.fetch_add(1, Relaxed);
+                return;
+            }
+            if let (Some(w), Some((call, _))) = (watches.get_mut(cap.slot), &pending) {
+                w.blocked_stack = Some((cap.want_seq, *call, addrs.clone()));
+            }
+            let blocked = pending.map(|(_, what)| what);
+            // An unhooked stall's samples are requested with the slot's (even) `seq`, which the
+            // handler checks; the aggregator knows the stall by its own key.
+            let key = match watches.get(cap.slot).and_then(|w| w.active.as_ref()) {
+                Some(a) if a.unhooked.is_some() && a.seq == cap.want_seq => a.key,
+                _ => cap.want_seq,
+            };
+            // When it was taken: an unhooked stall that the sample finds over ended before then.
+            let at = if cap.captured_at != 0 { cap.captured_at } else { now_raw() };
+            send(tx, shared, Msg::Sample { slot: cap.slot, seq: key, at, addrs: addrs.clone(), blocked });
+        },
+        |slot, tid| expired_of.push((slot, tid)),
+    );
     shared.samples_lost.fetch_add(expired, Relaxed);
+    for (slot, tid) in expired_of {
+        if let Some(w) = watches.get_mut(slot) {
+            w.expired(shared, tid);
+        }
+    }
 }
+
+/// Sample requests in a row that a thread may leave unanswered before the watchdog stops
+/// signalling it. A thread that blocks the signal queues every real-time signal sent to it
+/// (each counts against the user's RLIMIT_SIGPENDING, shared with the host), and was sent one
+/// every 50 ms for as long as its stall lasted.
+const MAX_EXPIRIES: u32 = 3;
 
 /// What a scan needs to know about time, in raw clock ticks, and where throttling is read.
 #[derive(Clone, Copy, Debug)]
@@ -436,6 +478,16 @@ fn sample(
         use crate::sampler::signal;
         if signal::in_flight(shared.id, at.tid) {
             return;
+        }
+        if w.muted == at.tid {
+            // Stopped after repeated expiries (`Watch::expired`, named in `missing`).
+            shared.samples_lost.fetch_add(1, Relaxed);
+            a.last_sample = now;
+            return;
+        }
+        if w.muted != 0 {
+            // Another thread holds the slot now: give it its own chances.
+            (w.muted, w.expiries) = (0, 0);
         }
         if w.stack.is_none() {
             w.stack = signal::stack_bounds(slot.pthread.load(Relaxed));
