@@ -264,6 +264,16 @@ pub(crate) fn still_ours(signal: i32) -> bool {
     }
 }
 
+/// Whether thread `tid` of this process blocks `signal` (its `SigBlk` mask in
+/// `/proc/self/task/TID/status`); `None` when that cannot be read. Watchdog only.
+pub(crate) fn blocked_by(tid: i32, signal: i32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+    let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+    let bit = u32::try_from(signal - 1).ok().filter(|b| *b < 64)?;
+    Some(mask & (1 << bit) != 0)
+}
+
 /// Claims a free buffer and signals the thread.
 pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
     // Checked before every request, not only at `build()`: the host may have changed it since.
@@ -420,5 +430,27 @@ pub(crate) fn stack_bounds(thread: usize) -> Option<(usize, usize)> {
         let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
         libc::pthread_attr_destroy(&mut attr);
         (rc == 0 && size > 0).then(|| (addr as usize, addr as usize + size))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blocked_by_reads_the_threads_own_mask() {
+        let signal = libc::SIGRTMIN() + 9;
+        // SAFETY: gettid has no preconditions; the mask changes are this test thread's own.
+        let tid = unsafe { libc::gettid() };
+        let set_mask = |how| unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, signal);
+            assert_eq!(libc::pthread_sigmask(how, &set, std::ptr::null_mut()), 0);
+        };
+        assert_eq!(super::blocked_by(tid, signal), Some(false));
+        set_mask(libc::SIG_BLOCK);
+        assert_eq!(super::blocked_by(tid, signal), Some(true));
+        set_mask(libc::SIG_UNBLOCK);
+        assert_eq!(super::blocked_by(tid, signal), Some(false));
+        assert_eq!(super::blocked_by(i32::MAX, signal), None, "no such thread");
     }
 }

@@ -52,22 +52,30 @@ struct Watch {
     /// Sample requests in a row the slot's thread left unanswered.
     expiries: u32,
     /// A thread (tid) no longer signalled: it left `MAX_EXPIRIES` requests unanswered in a row
-    /// (it blocks or ignores the signal). Its stalls go on without stacks; 0 for none.
+    /// and its signal mask blocks the signal. Its stalls go on without stacks until it unblocks
+    /// the signal (checked again at each sample it would have had); 0 for none.
     muted: i32,
 }
 
 impl Watch {
-    /// A sample request to thread `tid` was given up on.
+    /// A sample request to thread `tid` was given up on. Only a thread that blocks the signal
+    /// is muted: on a busy host a thread that waits for a CPU longer than the request timeout
+    /// also leaves requests unanswered, and muting it would lose its stacks for good.
+    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     fn expired(&mut self, shared: &Shared, tid: i32) {
         self.expiries += 1;
-        if self.expiries < MAX_EXPIRIES || self.muted == tid {
+        let Some(signal) = shared.signal else { return };
+        if self.expiries < MAX_EXPIRIES
+            || self.muted == tid
+            || !crate::sampler::signal::blocked_by(tid, signal).unwrap_or(false)
+        {
             return;
         }
         self.muted = tid;
         let name = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
         shared.note_problem(format!(
-            "stack sampling: thread {tid} ({}) left {MAX_EXPIRIES} sample signals in a row unanswered (it blocks \
-             or ignores SIGRTMIN+{}), so it is no longer signalled and its stalls have no stacks",
+            "stack sampling: thread {tid} ({}) left {MAX_EXPIRIES} sample signals in a row unanswered and blocks \
+             SIGRTMIN+{}, so it is not signalled while it does and those stalls have no stacks",
             name.trim(),
             shared.config.signal_offset
         ));
@@ -404,10 +412,10 @@ fn collect_samples(
     }
 }
 
-/// Sample requests in a row that a thread may leave unanswered before the watchdog stops
-/// signalling it. A thread that blocks the signal queues every real-time signal sent to it
-/// (each counts against the user's RLIMIT_SIGPENDING, shared with the host), and was sent one
-/// every 50 ms for as long as its stall lasted.
+/// Sample requests in a row that a thread blocking the signal may leave unanswered before the
+/// watchdog stops signalling it. Such a thread queues every real-time signal sent to it (each
+/// counts against the user's RLIMIT_SIGPENDING, shared with the host), and was sent one every
+/// 50 ms for as long as its stall lasted.
 const MAX_EXPIRIES: u32 = 3;
 
 /// What a scan needs to know about time, in raw clock ticks, and where throttling is read.
@@ -479,14 +487,14 @@ fn sample(
         if signal::in_flight(shared.id, at.tid) {
             return;
         }
-        if w.muted == at.tid {
+        if w.muted == at.tid && signal::blocked_by(at.tid, signal).unwrap_or(false) {
             // Stopped after repeated expiries (`Watch::expired`, named in `missing`).
             shared.samples_lost.fetch_add(1, Relaxed);
             a.last_sample = now;
             return;
         }
         if w.muted != 0 {
-            // Another thread holds the slot now: give it its own chances.
+            // It unblocked the signal, or another thread holds the slot now: its own chances.
             (w.muted, w.expiries) = (0, 0);
         }
         if w.stack.is_none() {
