@@ -1,5 +1,5 @@
 //! A build without `--cfg tokio_unstable` compiles, reports loop lag and the stable runtime
-//! metrics, and says clearly which measures need the cfg (task dumps included). This builds and
+//! metrics, watches futures wrapped in `instrument`, and says clearly which measures need the cfg (task dumps included). This builds and
 //! runs a real service with plain RUSTFLAGS (overriding the repo's `.cargo/config.toml`) in its
 //! own target dir.
 
@@ -31,7 +31,12 @@ fn without_tokio_unstable_the_probe_reports_lag_and_names_what_is_missing() {
     // A 60 ms block is seen at least 60 - 25 (the heartbeat period) = 35 ms late.
     assert!(field("lag_max_ns") >= 30_000_000, "lag shows the 60 ms block:\n{stdout}");
     assert!(field("lag_count") >= 3);
-    assert_eq!(field("stall_count"), 0, "no hooks, so no stalls");
+    // No hooks: the spawned task's 60 ms block is no stall; the instrumented root future's is,
+    // with its stack, and stack sampling is claimed only once a thread is watched.
+    assert_eq!(field("stall_count"), 1, "only the instrumented future's stall:\n{stdout}");
+    assert_eq!(field("stalls_with_stacks"), 1, "{stdout}");
+    assert!(stdout.contains("stack_sampling_before=false"), "{stdout}");
+    assert!(stdout.contains("stack_sampling_after=true"), "{stdout}");
     assert_eq!(field("runtime_workers"), 1, "stable runtime metrics are there");
     assert!(stdout.contains("missing: stalls, stack samples") && stdout.contains("tokio_unstable"), "{stdout}");
     // A task dump request is answered with what is missing.

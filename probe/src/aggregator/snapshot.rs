@@ -140,7 +140,8 @@ pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
     let mut missing = Vec::new();
     if !cfg!(tokio_unstable) {
         missing.push(
-            "stalls, stack samples, poll times and per-location task counts: build with RUSTFLAGS=\"--cfg tokio_unstable\" (Tokio's task hooks)"
+            "stalls, stack samples, poll times and per-location task counts of spawned tasks: build with RUSTFLAGS=\"--cfg tokio_unstable\" \
+             (Tokio's task hooks); only futures wrapped in instrument() and threads given to watch_thread() are watched"
                 .to_string(),
         );
         missing
@@ -180,8 +181,15 @@ pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
         missing,
         stall_threshold_ns: shared.config.stall_threshold.as_nanos() as u64,
         sample_interval_ns: shared.config.sample_interval.as_nanos() as u64,
-        stack_sampling: shared.signal.is_some(),
+        stack_sampling: stack_sampling(shared),
     }
+}
+
+/// Whether stalls get native stacks: the handler is installed and some thread can stall where
+/// the probe sees it. Without `tokio_unstable` there are no task hooks, so only threads given
+/// to the probe by `watch_thread` or `instrument` count.
+fn stack_sampling(shared: &Shared) -> bool {
+    shared.signal.is_some() && (cfg!(tokio_unstable) || shared.slots.slots.iter().any(|s| s.tid.load(Relaxed) != 0))
 }
 
 /// The executable's file name (`/proc/self/comm` is cut to 15 bytes).

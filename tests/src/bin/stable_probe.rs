@@ -16,7 +16,18 @@ fn main() {
         tokio::spawn(async { std::thread::sleep(Duration::from_millis(60)) }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     });
+    let before = probe.refresh(Duration::from_secs(5)).expect("snapshot");
+    println!("stack_sampling_before={}", before.process.stack_sampling);
+    // Without task hooks, a future wrapped in `instrument` is still watched: a 60 ms block in it
+    // is a stall with a stack.
+    rt.block_on(stallscope_probe::instrument(async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        std::thread::sleep(Duration::from_millis(60));
+    }));
     let snap = probe.refresh(Duration::from_secs(5)).expect("snapshot");
+    println!("stack_sampling_after={}", snap.process.stack_sampling);
+    let instrumented = snap.stalls.iter().filter(|s| s.stacks.iter().any(|st| !st.frames.is_empty())).count();
+    println!("stalls_with_stacks={instrumented}");
     println!("tokio_unstable={}", snap.process.tokio_unstable);
     println!("lag_max_ns={}", snap.lag.lag.max_ns);
     println!("lag_count={}", snap.lag.lag.count);
