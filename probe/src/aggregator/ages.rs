@@ -1,10 +1,95 @@
 //! Live-task ages per spawn location, from the slots' spawn/terminate event rings (drained on
 //! the aggregator thread): what `oldest_live_ns`, the leak rule and task dumps' spawn locations
-//! read.
+//! read. Each drain pass goes through a [`Batch`] first, which pairs the spawn and end of every
+//! task that lived within the pass, so that only tasks that outlive a pass reach [`Ages`].
 
 use std::collections::VecDeque;
 
 use crate::aggregator::intmap::IntMap;
+use crate::poll::slots::EVENT_TERMINATE;
+
+/// One drain pass's spawn and terminate events, paired before any of them touches [`Ages`].
+///
+/// In a spawn storm nearly every task is spawned and ends between two drains (100 ms apart at
+/// most). Such a task was never live at a tick: no figure but the slots' counters (exact on
+/// their own) can show it. Here its two events cancel with two operations on a small map that
+/// stays in cache, instead of an insert into the live-task map, a place in its location's spawn
+/// order, a removal, and a lookup when that order is trimmed: the aggregator's CPU on the
+/// two-spawner storm fell by half (docs/benchmarks.md, "Spawn storms"), and on 2 cores that CPU
+/// is taken from a worker.
+///
+/// What does not pair goes to [`Ages`] at the end of the pass ([`Batch::finish`]): the ends of
+/// tasks spawned in an earlier pass (or whose spawn comes later or was dropped: `Ages` keeps those
+/// as orphans), then the spawns, oldest first, their times raised to the drain floor.
+///
+/// Events come from any ring, in any order between rings: [`Batch::event`] is the one entry
+/// point. The order within a pass does not matter: a task's two events pair whichever comes
+/// first.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Spawns of this pass not paired yet: task → (location, spawn time).
+    spawns: IntMap<u64, (usize, u64)>,
+    /// Ends of this pass whose spawn it has not seen (yet).
+    ends: IntMap<u64, ()>,
+    /// What did not pair, sorted at the end of the pass (kept for its allocation).
+    left: Vec<(u64, u64, usize)>,
+    /// Tasks paired, over every pass.
+    pub(crate) paired: u64,
+    /// Events of the largest pass since the maps last shrank.
+    peak: usize,
+    passes: u64,
+}
+
+impl Batch {
+    /// One spawn (`task` without [`EVENT_TERMINATE`]; `at` its raw spawn time) or termination
+    /// (with it; `loc` and `at` unused).
+    #[inline]
+    pub(crate) fn event(&mut self, loc: usize, task: u64, at: u64) {
+        if task & EVENT_TERMINATE != 0 {
+            let task = task & !EVENT_TERMINATE;
+            if self.spawns.remove(&task).is_some() {
+                self.paired += 1;
+            } else {
+                self.ends.insert(task, ());
+            }
+        } else if !self.ends.is_empty() && self.ends.remove(&task).is_some() {
+            self.paired += 1;
+        } else {
+            self.spawns.insert(task, (loc, at));
+        }
+    }
+
+    /// Ends the pass: hands what did not pair to `ages`, each spawn time raised to `floor` (see
+    /// `hooks::spawn_time`: the clock read as the previous pass began, 0 before the first), and
+    /// ends `ages`'s pass.
+    pub(crate) fn finish(&mut self, ages: &mut Ages, floor: u64, cap: usize) {
+        let events = self.spawns.len() + self.ends.len();
+        for (task, ()) in self.ends.drain() {
+            ages.terminate(task);
+        }
+        self.left.extend(self.spawns.drain().map(|(task, (loc, at))| (at.max(floor), task, loc)));
+        // Oldest first, as `Ages` keeps each location's tasks; Tokio's ids grow with each spawn,
+        // which orders the spawns of one thread that carry the same clock reading.
+        self.left.sort_unstable();
+        for (at, task, loc) in self.left.drain(..) {
+            ages.spawn(task, loc, at, cap);
+        }
+        ages.end_pass();
+        // A storm grows the maps to its largest pass; give the memory back once it is over.
+        self.peak = self.peak.max(events);
+        self.passes += 1;
+        if self.passes.is_multiple_of(64) {
+            let keep = self.peak * 2;
+            let too_big = |cap: usize| cap > 4096 && cap > 2 * keep;
+            if too_big(self.spawns.capacity()) || too_big(self.ends.capacity()) || too_big(self.left.capacity()) {
+                self.spawns.shrink_to(keep);
+                self.ends.shrink_to(keep);
+                self.left.shrink_to(keep);
+            }
+            self.peak = 0;
+        }
+    }
+}
 
 /// Live-task ages, from the spawn/terminate event rings.
 #[derive(Debug, Default)]
@@ -117,5 +202,100 @@ impl Ages {
 fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut IntMap<K, V>) {
     if m.capacity() > 4096 && m.capacity() > 4 * m.len() {
         m.shrink_to(m.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: usize = 1_000;
+    const LOC: usize = 0x1000;
+
+    fn spawn(b: &mut Batch, task: u64, at: u64) {
+        b.event(LOC, task, at);
+    }
+
+    fn end(b: &mut Batch, task: u64) {
+        b.event(LOC, task | EVENT_TERMINATE, 0);
+    }
+
+    #[test]
+    fn a_task_that_lives_within_a_pass_never_reaches_the_live_task_map() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        // Its own ring first, or the ring of the worker that ran it first: both pair.
+        spawn(&mut b, 1, 100);
+        end(&mut b, 1);
+        end(&mut b, 2);
+        spawn(&mut b, 2, 100);
+        b.finish(&mut ages, 0, CAP);
+        assert_eq!(b.paired, 2);
+        assert!(ages.tasks.is_empty());
+        assert_eq!(ages.oldest(LOC, 0), None);
+        assert!(ages.orphans.is_empty(), "nothing is left waiting for a partner");
+    }
+
+    #[test]
+    fn tasks_that_outlive_a_pass_are_tracked_until_their_end() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        spawn(&mut b, 1, 100);
+        spawn(&mut b, 2, 150);
+        spawn(&mut b, 3, 120);
+        end(&mut b, 3);
+        b.finish(&mut ages, 0, CAP);
+        assert_eq!(b.paired, 1);
+        assert_eq!(ages.tasks.len(), 2);
+        assert_eq!(ages.oldest(LOC, 2), Some(100));
+        // Next pass: the oldest ends; its end pairs with nothing in this pass and leaves the map.
+        end(&mut b, 1);
+        spawn(&mut b, 4, 300);
+        b.finish(&mut ages, 200, CAP);
+        assert_eq!(b.paired, 1);
+        assert_eq!(ages.tasks.len(), 2);
+        assert_eq!(ages.oldest(LOC, 2), Some(150));
+    }
+
+    #[test]
+    fn an_end_drained_a_pass_before_its_spawn_still_cancels_it() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        end(&mut b, 7);
+        b.finish(&mut ages, 0, CAP);
+        spawn(&mut b, 7, 500);
+        b.finish(&mut ages, 400, CAP);
+        assert!(ages.tasks.is_empty());
+        assert_eq!(ages.oldest(LOC, 0), None);
+    }
+
+    #[test]
+    fn spawn_times_are_raised_to_the_floor_and_kept_oldest_first() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        // Out of order within the pass (two rings), one stale reading far below the floor.
+        spawn(&mut b, 11, 1_500);
+        spawn(&mut b, 10, 10);
+        spawn(&mut b, 12, 1_200);
+        b.finish(&mut ages, 1_000, CAP);
+        assert_eq!(ages.oldest(LOC, 3), Some(1_000), "the stale time is raised to the floor");
+        end(&mut b, 10);
+        b.finish(&mut ages, 2_000, CAP);
+        assert_eq!(ages.oldest(LOC, 2), Some(1_200), "then the next oldest, not the last drained");
+    }
+
+    #[test]
+    fn the_maps_give_their_memory_back_after_a_storm() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        for t in 0..100_000 {
+            spawn(&mut b, t, 1);
+        }
+        for t in 0..100_000 {
+            end(&mut b, t);
+        }
+        b.finish(&mut ages, 0, CAP);
+        assert!(b.spawns.capacity() >= 100_000);
+        for _ in 0..128 {
+            spawn(&mut b, 1_000_000, 1);
+            end(&mut b, 1_000_000);
+            b.finish(&mut ages, 0, CAP);
+        }
+        assert!(b.spawns.capacity() <= 4096, "capacity {}", b.spawns.capacity());
     }
 }
