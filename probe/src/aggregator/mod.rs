@@ -69,7 +69,8 @@ struct Agg {
     long_tail: Vec<u64>,
     long_overrun: u64,
     ages: Ages,
-    /// The drain pass's events, paired before they reach `ages`.
+    /// Spawn and terminate events, paired before they reach `ages`; the young live tasks are
+    /// handed to `ages` before anything reads it (`Batch::promote`).
     batch: Batch,
     /// The raw clock as the previous drain pass began: no spawn found by the next pass is older
     /// (`hooks::spawn_time`); 0 before the first pass.
@@ -232,6 +233,7 @@ impl Agg {
             Msg::TaskLocations(msg::LocationsRequest { ids, reply }) => {
                 // Spawns still in the rings count too.
                 self.drain();
+                self.batch.promote(&mut self.ages, self.shared.config.max_tracked_tasks);
                 let mut out = msg::TaskLocations::default();
                 let mut index: HashMap<usize, u32> = HashMap::new();
                 for id in &ids {
@@ -291,6 +293,7 @@ impl Agg {
         let now = Instant::now();
         // Read before any ring's head: every event the next pass finds was written after it.
         let floor = now_raw();
+        self.batch.begin_pass(self.drain_floor);
         for slot in shared.slots.slots.iter() {
             let head = slot.ev_head.load(Acquire);
             let tail = slot.ev_tail.load(Relaxed);
@@ -303,7 +306,7 @@ impl Agg {
             }
             slot.ev_tail.store(head, Release);
         }
-        self.batch.finish(&mut self.ages, self.drain_floor, cap);
+        self.batch.end_pass(&mut self.ages, cap);
         self.drain_floor = floor;
         for i in 0..shared.slots.slots.len() {
             self.drain_long(i);
@@ -495,6 +498,8 @@ impl Agg {
         // Sum per-thread tables into per-location and per-worker figures.
         let Sums { mut locs, overflow, workers } = sum_slots(&shared, &self.long_polls, clk);
 
+        // The ages the locations read include the tasks spawned since the last tick.
+        self.batch.promote(&mut self.ages, shared.config.max_tracked_tasks);
         let locations = self.locations(&mut locs, &overflow, now, now_raw);
 
         // Active stalls, as they are now.

@@ -348,7 +348,7 @@ pub(crate) fn spawn(hot: &Hot, shared: &Shared, task: u64, loc: &'static Locatio
 /// this thread. Such a time can be far in the past on a thread that spawns rarely, so the
 /// aggregator raises it to its drain floor: the clock read at the start of the drain pass before
 /// the one that finds the event, which the spawn does not precede (by more than this hook's own
-/// run, were it preempted across that read; `ages::Batch::finish`). The age a task is given is
+/// run, were it preempted across that read; `ages::Batch::event`). The age a task is given is
 /// then too old by at most the time between those two passes, and by at most the time since this
 /// thread's last reading (`docs/guide.md`, "Task ages").
 ///
