@@ -5,12 +5,22 @@
 //! cargo bench -p stallscope-probe --bench overhead -- --quick   # CI guard (a few seconds)
 //! STALLSCOPE_BENCH_QUICK=1 cargo bench -p stallscope-probe --bench overhead
 //! cargo bench -p stallscope-probe --bench overhead -- --diag    # + breakdown, wake-up cost (~3 min)
+//! cargo bench -p stallscope-probe --bench overhead -- --spawn-only --pairs 15   # W2 and W2b only
 //! ```
 //!
 //! Workloads, each on a fresh 2-worker multi-thread runtime per run:
 //! - **W1 yield storm**: `W1_TASKS` tasks each `yield_now().await` N times; polls are counted as
 //!   tasks × (yields + 1).
-//! - **W2 spawn storm**: a few spawner tasks spawn tiny tasks in batches and await every handle.
+//! - **W2 spawn storm**: 4 spawner tasks spawn tiny tasks in batches of 1,000 and await every
+//!   handle of a batch before the next.
+//! - **W2b spawn storm, two spawners**: the same with 2 spawners and batches of 256, the shape the
+//!   project issue (P7) measured at 1.24× and 1.27× of bare while this harness's W2 gave 1.12×
+//!   (docs/benchmarks.md, "Spawn storms").
+//!
+//! Every run reports its wall time and this process's CPU time over the timed part
+//! (`getrusage(RUSAGE_SELF)`: every thread, the probe's included). On a machine other processes
+//! load, the CPU ratio moves far less than the wall ratio: waiting for a CPU is not CPU time.
+//! `--spawn-only` runs only the spawn workloads.
 //!
 //! Configurations: `bare` (no hooks) and `probe` (probe built with its defaults, installed on the
 //! builder and started; its guard is dropped after the run). They run in alternation (bare,
@@ -54,6 +64,10 @@ const W1_TASKS: u64 = 1_000;
 const W2_SPAWNERS: u64 = 4;
 /// Handles a W2 spawner holds before awaiting them.
 const W2_BATCH: u64 = 1_000;
+/// Tasks spawning in W2b.
+const W2B_SPAWNERS: u64 = 2;
+/// Handles a W2b spawner holds before awaiting them.
+const W2B_BATCH: u64 = 256;
 /// Quick-mode guard (CI) on the median W1 probe/bare wall-time ratio. The probe measures about
 /// 1.10 here; the median of 21 quick pairs stayed within 1.12–1.16 even while two builds loaded
 /// the machine (individual pairs 0.75–1.5), so 1.5 does not flake, and it catches the regressions that matter: the first poll path
@@ -144,8 +158,16 @@ impl Setup {
 
 #[derive(Clone, Copy, Debug)]
 enum Workload {
-    YieldStorm { tasks: u64, yields: u64 },
-    SpawnStorm { tasks: u64 },
+    YieldStorm {
+        tasks: u64,
+        yields: u64,
+    },
+    /// `tasks` in all, from `spawners` tasks, each awaiting its `batch` handles before the next.
+    SpawnStorm {
+        tasks: u64,
+        spawners: u64,
+        batch: u64,
+    },
 }
 
 // === workloads ===
@@ -167,17 +189,17 @@ async fn yield_storm(tasks: u64, yields: u64) -> Duration {
     start.elapsed()
 }
 
-async fn spawn_storm(tasks: u64) -> Duration {
+async fn spawn_storm(tasks: u64, spawners: u64, batch_len: u64) -> Duration {
     let start = Instant::now();
-    let per_spawner = tasks / W2_SPAWNERS;
-    let spawners: Vec<_> = (0..W2_SPAWNERS)
+    let per_spawner = tasks / spawners;
+    let spawners: Vec<_> = (0..spawners)
         .map(|s| {
             tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(W2_BATCH as usize);
+                let mut batch = Vec::with_capacity(batch_len as usize);
                 let mut sum = 0u64;
                 let mut i = 0;
                 while i < per_spawner {
-                    let n = W2_BATCH.min(per_spawner - i);
+                    let n = batch_len.min(per_spawner - i);
                     for j in i..i + n {
                         batch.push(tokio::spawn(async move { black_box(s ^ j) }));
                     }
@@ -227,14 +249,72 @@ fn other_cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<f6
 
 // === runs ===
 
+/// CPU time (user + system) of every thread of this process so far, seconds.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: rusage is plain integers; all zeroes is a valid value.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `u` is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
 /// One run's wall time, the other load meanwhile, and what this process's threads did.
 #[derive(Clone, Debug)]
 struct Run {
     secs: f64,
+    /// This process's CPU time over the timed part (`getrusage`), seconds.
+    cpu_secs: f64,
     other: Option<f64>,
     threads: Vec<ThreadUse>,
     /// Spawn/terminate events the probe dropped (full rings), read after the run.
     events_dropped: Option<u64>,
+    /// What the scheduler did during the run (`tokio_unstable` metrics), summed over workers.
+    sched: Sched,
+}
+
+/// Scheduler counters over a run, summed over the workers: what a workload asks of Tokio
+/// besides polls (the two spawn storms differ here, docs/benchmarks.md, "Spawn storms").
+#[derive(Clone, Copy, Debug, Default)]
+struct Sched {
+    /// Times a worker parked.
+    parks: u64,
+    /// Times a worker unparked and found nothing to do.
+    noops: u64,
+    /// Steal operations, and tasks they moved.
+    steal_ops: u64,
+    stolen: u64,
+}
+
+#[cfg(tokio_unstable)]
+fn sched(rt: &tokio::runtime::Runtime) -> Sched {
+    let m = rt.metrics();
+    let mut s = Sched::default();
+    for w in 0..m.num_workers() {
+        s.parks += m.worker_park_count(w);
+        s.noops += m.worker_noop_count(w);
+        s.steal_ops += m.worker_steal_operations(w);
+        s.stolen += m.worker_steal_count(w);
+    }
+    s
+}
+
+#[cfg(not(tokio_unstable))]
+fn sched(_rt: &tokio::runtime::Runtime) -> Sched {
+    Sched::default()
+}
+
+impl Sched {
+    fn since(self, b: Sched) -> Sched {
+        Sched {
+            parks: self.parks - b.parks,
+            noops: self.noops - b.noops,
+            steal_ops: self.steal_ops - b.steal_ops,
+            stolen: self.stolen - b.stolen,
+        }
+    }
 }
 
 // === this process's threads ===
@@ -323,12 +403,18 @@ fn run_once(setup: Setup, work: Workload) -> Run {
         .map(|p| p.start(rt.handle()));
     let before = cpu_ticks();
     let threads_before = thread_table();
+    let sched_before = sched(&rt);
+    let cpu_before = process_cpu_secs();
     let elapsed = rt.block_on(async move {
         match work {
             Workload::YieldStorm { tasks, yields } => yield_storm(tasks, yields).await,
-            Workload::SpawnStorm { tasks } => spawn_storm(tasks).await,
+            Workload::SpawnStorm { tasks, spawners, batch } => spawn_storm(tasks, spawners, batch).await,
         }
     });
+    // The workload's end as the spawners see it; the probe's threads may still be draining, which
+    // is counted in the next reading (the run's teardown is not timed).
+    let cpu_secs = process_cpu_secs() - cpu_before;
+    let sched = sched(&rt).since(sched_before);
     let secs = elapsed.as_secs_f64();
     let threads = thread_use(&threads_before, &thread_table());
     let other = other_cores(before, cpu_ticks(), secs);
@@ -337,7 +423,7 @@ fn run_once(setup: Setup, work: Workload) -> Run {
         guard.as_ref().and(probe.as_ref()).and_then(|p| p.refresh(Duration::from_secs(5))).map(|s| s.drops.task_events);
     drop(guard);
     drop(rt);
-    Run { secs, other, threads, events_dropped }
+    Run { secs, cpu_secs, other, threads, events_dropped, sched }
 }
 
 /// Results of one workload: `runs[k][i]` is setup `k`'s run in round `i`.
@@ -356,7 +442,7 @@ fn measure(name: &str, work: Workload, setups: &[Setup], rounds: usize) -> Round
         let mut line = format!("  {name} round {}/{rounds}:", i + 1);
         for (k, &s) in setups.iter().enumerate() {
             let r = run_once(s, work);
-            line += &format!(" {} {:.1} ms", s.name(), r.secs * 1e3);
+            line += &format!(" {} {:.1} ms (CPU {:.1} ms)", s.name(), r.secs * 1e3, r.cpu_secs * 1e3);
             if let Some(o) = r.other {
                 line += &format!(" (other load {o:.2} cores)");
             }
@@ -394,6 +480,15 @@ impl Rounds {
     /// Per-round ratio of setup `k` to setup 0.
     fn ratios(&self, k: usize) -> Vec<f64> {
         self.secs(k).iter().zip(self.secs(0)).map(|(t, b)| t / b).collect()
+    }
+
+    fn cpu_secs(&self, k: usize) -> Vec<f64> {
+        self.runs[k].iter().map(|r| r.cpu_secs).collect()
+    }
+
+    /// Per-round ratio of setup `k`'s process CPU time to setup 0's.
+    fn cpu_ratios(&self, k: usize) -> Vec<f64> {
+        self.cpu_secs(k).iter().zip(self.cpu_secs(0)).map(|(t, b)| t / b).collect()
     }
 
     /// Per-round added nanoseconds per unit of work, setup `k` against setup 0.
@@ -515,9 +610,9 @@ fn ms(s: f64) -> String {
 fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
     let base = workloads[0].2.setups[0].name();
     println!(
-        "| workload | work per run | setup | rounds | median wall | ratio to {base}: median (min–max) | ns per unit | added ns per unit vs {base}: median (min to max) | other load, cores: mean / max run |"
+        "| workload | work per run | setup | rounds | median wall | ratio to {base}: median (min–max) | ns per unit | added ns per unit vs {base}: median (min to max) | median CPU | CPU ratio to {base}: median (min–max) | other load, cores: mean / max run |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (label, size, r, units, unit) in workloads {
         let load = match r.other_load() {
             Some((m, x)) => format!("{m:.2} / {x:.2}"),
@@ -526,6 +621,14 @@ fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
         for (k, s) in r.setups.iter().enumerate() {
             let secs = r.secs(k);
             let per = median(&secs) * 1e9 / *units as f64;
+            let cpu = median(&r.cpu_secs(k));
+            let cpu_ratio = if k == 0 {
+                "—".to_string()
+            } else {
+                let c = r.cpu_ratios(k);
+                let (lo, hi) = min_max(&c);
+                format!("{:.3} ({lo:.3}–{hi:.3})", median(&c))
+            };
             let (ratio, added) = if k == 0 {
                 ("—".to_string(), "—".to_string())
             } else {
@@ -540,10 +643,11 @@ fn print_table(workloads: &[(&str, String, &Rounds, u64, &str)]) {
             };
             let (l, z, ld) = if k == 0 { (*label, size.as_str(), load.as_str()) } else { ("", "", "") };
             println!(
-                "| {l} | {z} | {} | {} | {} | {ratio} | {per:.1} ns/{unit} | {added} | {ld} |",
+                "| {l} | {z} | {} | {} | {} | {ratio} | {per:.1} ns/{unit} | {added} | {} | {cpu_ratio} | {ld} |",
                 s.name(),
                 secs.len(),
                 ms(median(&secs)),
+                ms(cpu),
             );
         }
     }
@@ -591,7 +695,8 @@ fn smoke() {
     // time nothing and assert nothing about time.
     for setup in [Setup::Bare, Setup::Probe, Setup::EmptyHooks, Setup::HooksOnly, Setup::ProbeScheduleLatency] {
         run_once(setup, Workload::YieldStorm { tasks: 64, yields: 10 });
-        run_once(setup, Workload::SpawnStorm { tasks: 100 });
+        run_once(setup, Workload::SpawnStorm { tasks: 100, spawners: W2_SPAWNERS, batch: W2_BATCH });
+        run_once(setup, Workload::SpawnStorm { tasks: 100, spawners: W2B_SPAWNERS, batch: W2B_BATCH });
     }
     hook_cost(1_000, 1);
     wake_up_cost(Duration::from_millis(1), 1, 0.01);
@@ -620,6 +725,9 @@ fn main() -> ExitCode {
         plan.w1_yields = (polls / plan.w1_tasks).max(1) - 1;
     }
     let diag = args.iter().any(|a| a == "--diag");
+    if args.iter().any(|a| a == "--spawn-only") {
+        return spawn_only(&plan, diag);
+    }
     if !cfg!(tokio_unstable) {
         eprintln!("warning: built without --cfg tokio_unstable: the probe installs no task hooks");
     }
@@ -628,8 +736,10 @@ fn main() -> ExitCode {
     let w1_polls = plan.w1_polls();
     let w1_work = Workload::YieldStorm { tasks: plan.w1_tasks, yields: plan.w1_yields };
     let w1 = measure("W1", w1_work, &[Setup::Bare, Setup::Probe], plan.pairs);
-    let w2_work = Workload::SpawnStorm { tasks: plan.w2_tasks };
+    let w2_work = Workload::SpawnStorm { tasks: plan.w2_tasks, spawners: W2_SPAWNERS, batch: W2_BATCH };
     let w2 = measure("W2", w2_work, &[Setup::Bare, Setup::Probe], plan.pairs);
+    let w2b_work = Workload::SpawnStorm { tasks: plan.w2_tasks, spawners: W2B_SPAWNERS, batch: W2B_BATCH };
+    let w2b = measure("W2b", w2b_work, &[Setup::Bare, Setup::Probe], plan.pairs);
     let (hook_bare, hook_probe) = hook_cost(plan.hook_iters, plan.hook_rounds);
     let breakdown = diag.then(|| {
         let mut setups = vec![Setup::Bare];
@@ -647,12 +757,14 @@ fn main() -> ExitCode {
 
     let w1_size = format!("{} tasks × {} yields = {w1_polls} polls", plan.w1_tasks, plan.w1_yields);
     let w2_size = format!("{} tasks from {W2_SPAWNERS} spawners, batches of {W2_BATCH}", plan.w2_tasks);
+    let w2b_size = format!("{} tasks from {W2B_SPAWNERS} spawners, batches of {W2B_BATCH}", plan.w2_tasks);
     println!();
     println!("### probe vs bare ({WORKERS} workers, wall time, {} mode)", plan.mode());
     println!();
     print_table(&[
         ("W1 yield storm", w1_size.clone(), &w1, w1_polls, "poll"),
         ("W2 spawn storm", w2_size.clone(), &w2, plan.w2_tasks, "task"),
+        ("W2b spawn storm, 2 spawners", w2b_size, &w2b, plan.w2_tasks, "task"),
     ]);
     if let Some((b1, b2)) = &breakdown {
         println!();
@@ -666,7 +778,7 @@ fn main() -> ExitCode {
     println!();
     println!("### threads during the runs (`/proc/self/task`, totals over every run / total run time)");
     println!();
-    let mut thread_rows = vec![("W1", &w1), ("W2", &w2)];
+    let mut thread_rows = vec![("W1", &w1), ("W2", &w2), ("W2b", &w2b)];
     if let Some((b1, _)) = &breakdown {
         thread_rows.push(("W1 breakdown", b1));
     }
@@ -701,7 +813,7 @@ fn main() -> ExitCode {
     );
 
     println!();
-    let mut all = vec![&w1, &w2];
+    let mut all = vec![&w1, &w2, &w2b];
     if let Some((b1, b2)) = &breakdown {
         all.extend([b1, b2]);
     }
@@ -718,6 +830,62 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         println!("ok: W1 median probe/bare ratio {w1_ratio:.3} <= {QUICK_MAX_W1_RATIO}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--spawn-only`: W2 and W2b, alternating bare/probe pairs (with `--diag`, also the probe
+/// installed but not started), wall and CPU ratios, the threads' table and the drops.
+fn spawn_only(plan: &Plan, diag: bool) -> ExitCode {
+    let mut setups = vec![Setup::Bare, Setup::Probe];
+    if diag {
+        setups.push(Setup::HooksOnly);
+    }
+    eprintln!("overhead: spawn storms only, {} mode, {WORKERS} workers, {} pairs", plan.mode(), plan.pairs);
+    let w2_work = Workload::SpawnStorm { tasks: plan.w2_tasks, spawners: W2_SPAWNERS, batch: W2_BATCH };
+    let w2b_work = Workload::SpawnStorm { tasks: plan.w2_tasks, spawners: W2B_SPAWNERS, batch: W2B_BATCH };
+    // Interleaved W2 and W2b rounds would change each other's warm state; one after the other, the
+    // pairs inside each still alternate.
+    let w2 = measure("W2", w2_work, &setups, plan.pairs);
+    let w2b = measure("W2b", w2b_work, &setups, plan.pairs);
+    let w2_size = format!("{} tasks from {W2_SPAWNERS} spawners, batches of {W2_BATCH}", plan.w2_tasks);
+    let w2b_size = format!("{} tasks from {W2B_SPAWNERS} spawners, batches of {W2B_BATCH}", plan.w2_tasks);
+    println!();
+    println!("### spawn storms, probe vs bare ({WORKERS} workers, wall and process CPU time, {} mode)", plan.mode());
+    println!();
+    print_table(&[
+        ("W2 spawn storm", w2_size, &w2, plan.w2_tasks, "task"),
+        ("W2b spawn storm, 2 spawners", w2b_size, &w2b, plan.w2_tasks, "task"),
+    ]);
+    println!();
+    println!("### threads during the runs (`/proc/self/task`, totals over every run / total run time)");
+    println!();
+    print_threads(&[("W2", &w2), ("W2b", &w2b)]);
+    println!();
+    println!("### scheduler per 1,000 tasks (Tokio's worker metrics, summed over workers; median of the runs)");
+    println!();
+    println!("| workload | setup | parks | no-op unparks | steal operations | tasks stolen |");
+    println!("|---|---|---|---|---|---|");
+    for (label, r) in [("W2", &w2), ("W2b", &w2b)] {
+        for (k, s) in r.setups.iter().enumerate() {
+            let per = |f: fn(&Sched) -> u64| {
+                median(&r.runs[k].iter().map(|x| f(&x.sched) as f64 * 1e3 / plan.w2_tasks as f64).collect::<Vec<_>>())
+            };
+            println!(
+                "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+                s.name(),
+                per(|x| x.parks),
+                per(|x| x.noops),
+                per(|x| x.steal_ops),
+                per(|x| x.stolen)
+            );
+        }
+    }
+    println!();
+    if [&w2, &w2b].iter().filter_map(|r| r.other_load()).any(|(mean, _)| mean > DISTURBED_CORES) {
+        println!(
+            "note: other processes kept more than {DISTURBED_CORES} cores busy on average during the runs; wall figures are disturbed (CPU ratios less so)"
+        );
     }
     ExitCode::SUCCESS
 }

@@ -160,6 +160,68 @@ fn schedule_latency_is_tracked_per_location_when_opted_in() {
     assert!(loc.schedule_latency.is_none(), "off by default");
 }
 
+/// Spawns a task that waits on `rx`; returns its spawn location (two copies: one per round).
+fn spawn_waiting_a(rx: oneshot::Receiver<()>) -> String {
+    tokio::spawn(async move { rx.await.ok() });
+    format!("{}:{}", file!(), line!() - 1)
+}
+
+fn spawn_waiting_b(rx: oneshot::Receiver<()>) -> String {
+    tokio::spawn(async move { rx.await.ok() });
+    format!("{}:{}", file!(), line!() - 1)
+}
+
+/// Only one spawn in 16 on a thread reads the clock; the others carry the thread's last reading,
+/// which can be far older than the spawn on a thread that spawns rarely. The aggregator raises it
+/// to its drain floor, so a long-lived task's age is never shorter than the truth and longer by at
+/// most the time between two drain passes (100 ms apart while idle; `docs/guide.md`, "Task
+/// ages"). Two rounds of 16 spawns, each after a second with no spawn on the thread: whatever the
+/// thread's spawn count, the spawns before the clock-reading one carry a reading a second old, in
+/// one round at least (16 + 1 spawns apart, the two rounds start at different counts mod 16).
+#[test]
+fn a_long_lived_task_s_age_is_right_though_spawns_rarely_read_the_clock() {
+    let _s = serial();
+    // One thread (a current-thread runtime): every spawn is counted on the same slot.
+    let (_, (rounds, asked, answered, snap)) = Service::current().run_with(|probe| async move {
+        let mut gates = Vec::new();
+        let mut rounds = Vec::new();
+        for spawn in [spawn_waiting_a as fn(_) -> String, spawn_waiting_b] {
+            tokio::spawn(async {}).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let before = std::time::Instant::now();
+            let mut loc = String::new();
+            for _ in 0..16 {
+                let (tx, rx) = oneshot::channel::<()>();
+                loc = spawn(rx);
+                gates.push(tx);
+            }
+            rounds.push((loc, before, std::time::Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let asked = std::time::Instant::now();
+        let snap = tokio::task::spawn_blocking(move || probe.refresh(Duration::from_secs(5)).unwrap()).await.unwrap();
+        let answered = std::time::Instant::now();
+        drop(gates);
+        (rounds, asked, answered, snap)
+    });
+    for (loc, before, after) in rounds {
+        let l = snap.location(&loc).unwrap_or_else(|| panic!("no {loc} in {:?}", snap.locations));
+        assert_eq!(l.live, 16, "{loc}");
+        let age = Duration::from_nanos(l.oldest_live_ns.expect("age of live tasks"));
+        // The snapshot was taken between `asked` and `answered`; the oldest of the 16 was spawned
+        // between `before` and `after`.
+        let (shortest, longest) = (asked - after, answered - before);
+        // 1 ms for the two clocks (TSC and CLOCK_MONOTONIC) to disagree.
+        assert!(age + Duration::from_millis(1) >= shortest, "{loc}: age {age:?} shorter than the truth ({shortest:?})");
+        // Between two drain passes: 100 ms apart while idle; 400 ms leaves room for a busy host,
+        // far below the second a reading without the floor would add.
+        assert!(
+            age <= longest + Duration::from_millis(400),
+            "{loc}: age {age:?}, the truth at most {longest:?}: more than the drain floor allows"
+        );
+    }
+}
+
 /// Some tests of this file need `--cfg tokio_unstable`: a build without it fails here rather than
 /// passing with them compiled out.
 #[test]

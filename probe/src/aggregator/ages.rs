@@ -1,10 +1,111 @@
 //! Live-task ages per spawn location, from the slots' spawn/terminate event rings (drained on
 //! the aggregator thread): what `oldest_live_ns`, the leak rule and task dumps' spawn locations
-//! read.
+//! read. Each drain pass goes through a [`Batch`] first, which pairs the spawn and end of every
+//! task that lived within the pass, so that only tasks that outlive a pass reach [`Ages`].
 
 use std::collections::VecDeque;
 
 use crate::aggregator::intmap::IntMap;
+use crate::poll::slots::EVENT_TERMINATE;
+
+/// Spawn and terminate events, paired before any of them touches [`Ages`].
+///
+/// In a spawn storm nearly every task is spawned and ends between two ticks (100 ms apart), and
+/// only ticks and task-location questions read [`Ages`]: such a task is never live when anyone
+/// looks, and only the slots' counters (exact on their own) can show it. Here its two events
+/// cancel with two operations on a map of the live young tasks, which stays in cache, instead of
+/// an insert into the live-task map, a place in its location's spawn order, a removal, and a
+/// lookup when that order is trimmed. On 2 cores the aggregator's CPU is taken from a worker
+/// (docs/benchmarks.md, "Spawn storms").
+///
+/// A spawn stays young until [`Batch::promote`] (each tick and each task-location question; also
+/// once the young and the tracked tasks together reach the tracking cap) hands it to [`Ages`],
+/// oldest first. An end whose spawn is not young goes to [`Ages`] at the end of its drain pass
+/// ([`Batch::end_pass`]): its task was spawned before the last promotion, or its spawn comes
+/// later or was dropped (`Ages` keeps those as orphans). Until then it waits for a spawn of the
+/// same pass, so that two rings drained in either order still pair.
+///
+/// Events come from any ring: [`Batch::event`] is the one entry point, between
+/// [`Batch::begin_pass`] and [`Batch::end_pass`].
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Spawns not paired yet since the last promotion: task → (location, spawn time, floored).
+    young: IntMap<u64, (usize, u64)>,
+    /// Ends of this pass whose spawn is not young (yet).
+    ends: IntMap<u64, ()>,
+    /// The young, sorted as they are promoted (kept for its allocation).
+    left: Vec<(u64, u64, usize)>,
+    /// This pass's floor of spawn times (`hooks::spawn_time`).
+    floor: u64,
+    /// Tasks paired, over every pass.
+    pub(crate) paired: u64,
+    /// Most young tasks and ends held at once since the maps last shrank.
+    peak: usize,
+    passes: u64,
+}
+
+impl Batch {
+    /// Starts a drain pass. `floor`: the raw clock as the previous pass began (0 before the
+    /// first), which no spawn this pass finds precedes (`hooks::spawn_time`).
+    pub(crate) fn begin_pass(&mut self, floor: u64) {
+        self.floor = floor;
+    }
+
+    /// One spawn (`task` without [`EVENT_TERMINATE`]; `at` its raw spawn time, a lower bound) or
+    /// termination (with it; `loc` and `at` unused).
+    #[inline]
+    pub(crate) fn event(&mut self, loc: usize, task: u64, at: u64) {
+        if task & EVENT_TERMINATE != 0 {
+            let task = task & !EVENT_TERMINATE;
+            if self.young.remove(&task).is_some() {
+                self.paired += 1;
+            } else {
+                self.ends.insert(task, ());
+            }
+        } else if !self.ends.is_empty() && self.ends.remove(&task).is_some() {
+            self.paired += 1;
+        } else {
+            self.young.insert(task, (loc, at.max(self.floor)));
+        }
+    }
+
+    /// Ends a drain pass: the ends that did not pair go to `ages`, and `ages`'s pass ends.
+    pub(crate) fn end_pass(&mut self, ages: &mut Ages, cap: usize) {
+        self.peak = self.peak.max(self.young.len() + self.ends.len());
+        for (task, ()) in self.ends.drain() {
+            ages.terminate(task);
+        }
+        // The young count against the tracking cap too: past it, they are handed over (and
+        // `Ages` counts what it cannot track).
+        if self.young.len() + ages.tasks.len() >= cap {
+            self.promote(ages, cap);
+        }
+        ages.end_pass();
+        // A storm grows the maps to its peak; give the memory back once it is over.
+        self.passes += 1;
+        if self.passes.is_multiple_of(64) {
+            let keep = self.peak * 2;
+            let too_big = |cap: usize| cap > 4096 && cap > 2 * keep;
+            if too_big(self.young.capacity()) || too_big(self.ends.capacity()) || too_big(self.left.capacity()) {
+                self.young.shrink_to(keep);
+                self.ends.shrink_to(keep);
+                self.left.shrink_to(keep);
+            }
+            self.peak = 0;
+        }
+    }
+
+    /// Hands the young tasks, all live, to `ages`, oldest first: before anything reads `ages`.
+    pub(crate) fn promote(&mut self, ages: &mut Ages, cap: usize) {
+        self.left.extend(self.young.drain().map(|(task, (loc, at))| (at, task, loc)));
+        // Oldest first, as `Ages` keeps each location's tasks; Tokio's ids grow with each spawn,
+        // which orders the spawns of one thread that carry the same clock reading.
+        self.left.sort_unstable();
+        for (at, task, loc) in self.left.drain(..) {
+            ages.spawn(task, loc, at, cap);
+        }
+    }
+}
 
 /// Live-task ages, from the spawn/terminate event rings.
 #[derive(Debug, Default)]
@@ -117,5 +218,130 @@ impl Ages {
 fn shrink_map<K: std::hash::Hash + Eq, V>(m: &mut IntMap<K, V>) {
     if m.capacity() > 4096 && m.capacity() > 4 * m.len() {
         m.shrink_to(m.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAP: usize = 1_000;
+    const LOC: usize = 0x1000;
+
+    fn spawn(b: &mut Batch, task: u64, at: u64) {
+        b.event(LOC, task, at);
+    }
+
+    fn end(b: &mut Batch, task: u64) {
+        b.event(LOC, task | EVENT_TERMINATE, 0);
+    }
+
+    /// One drain pass of `events` with `floor`, then a tick's promotion.
+    fn pass_and_tick(b: &mut Batch, ages: &mut Ages, floor: u64, events: impl FnOnce(&mut Batch)) {
+        b.begin_pass(floor);
+        events(b);
+        b.end_pass(ages, CAP);
+        b.promote(ages, CAP);
+    }
+
+    #[test]
+    fn a_task_that_lives_between_two_ticks_never_reaches_the_live_task_map() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        b.begin_pass(0);
+        // Its own ring first, or the ring of the worker that ran it first: both pair.
+        spawn(&mut b, 1, 100);
+        end(&mut b, 1);
+        end(&mut b, 2);
+        spawn(&mut b, 2, 100);
+        // Spawned in one pass, ended in the next, both before a tick.
+        spawn(&mut b, 3, 100);
+        b.end_pass(&mut ages, CAP);
+        assert!(ages.tasks.is_empty() && ages.orphans.is_empty());
+        b.begin_pass(50);
+        end(&mut b, 3);
+        b.end_pass(&mut ages, CAP);
+        b.promote(&mut ages, CAP);
+        assert_eq!(b.paired, 3);
+        assert!(ages.tasks.is_empty());
+        assert_eq!(ages.oldest(LOC, 0), None);
+        assert!(ages.orphans.is_empty(), "nothing is left waiting for a partner");
+    }
+
+    #[test]
+    fn tasks_live_at_a_tick_are_tracked_until_their_end() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        pass_and_tick(&mut b, &mut ages, 0, |b| {
+            spawn(b, 1, 100);
+            spawn(b, 2, 150);
+            spawn(b, 3, 120);
+            end(b, 3);
+        });
+        assert_eq!(b.paired, 1);
+        assert_eq!(ages.tasks.len(), 2);
+        assert_eq!(ages.oldest(LOC, 2), Some(100));
+        // The oldest ends: its end pairs with no young spawn and leaves the map.
+        pass_and_tick(&mut b, &mut ages, 200, |b| {
+            end(b, 1);
+            spawn(b, 4, 300);
+        });
+        assert_eq!(b.paired, 1);
+        assert_eq!(ages.tasks.len(), 2);
+        assert_eq!(ages.oldest(LOC, 2), Some(150));
+    }
+
+    #[test]
+    fn an_end_drained_a_pass_before_its_spawn_still_cancels_it() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        pass_and_tick(&mut b, &mut ages, 0, |b| end(b, 7));
+        pass_and_tick(&mut b, &mut ages, 400, |b| spawn(b, 7, 500));
+        assert!(ages.tasks.is_empty());
+        assert_eq!(ages.oldest(LOC, 0), None);
+    }
+
+    #[test]
+    fn spawn_times_are_raised_to_the_floor_and_kept_oldest_first() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        // Out of order within the pass (two rings), one stale reading far below the floor.
+        pass_and_tick(&mut b, &mut ages, 1_000, |b| {
+            spawn(b, 11, 1_500);
+            spawn(b, 10, 10);
+            spawn(b, 12, 1_200);
+        });
+        assert_eq!(ages.oldest(LOC, 3), Some(1_000), "the stale time is raised to the floor");
+        pass_and_tick(&mut b, &mut ages, 2_000, |b| end(b, 10));
+        assert_eq!(ages.oldest(LOC, 2), Some(1_200), "then the next oldest, not the last drained");
+    }
+
+    #[test]
+    fn the_young_count_against_the_tracking_cap() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        b.begin_pass(0);
+        for t in 0..CAP as u64 + 10 {
+            spawn(&mut b, t, t);
+        }
+        b.end_pass(&mut ages, CAP);
+        assert!(b.young.is_empty(), "handed over at the cap, not held beside it");
+        assert_eq!((ages.tasks.len(), ages.untracked), (CAP, 10));
+    }
+
+    #[test]
+    fn the_maps_give_their_memory_back_after_a_storm() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        pass_and_tick(&mut b, &mut ages, 0, |b| {
+            for t in 0..100_000 {
+                spawn(b, t, 1);
+            }
+            for t in 0..100_000 {
+                end(b, t);
+            }
+        });
+        assert!(b.young.capacity() >= 100_000);
+        for _ in 0..128 {
+            pass_and_tick(&mut b, &mut ages, 0, |b| {
+                spawn(b, 1_000_000, 1);
+                end(b, 1_000_000);
+            });
+        }
+        assert!(b.young.capacity() <= 4096, "capacity {}", b.young.capacity());
     }
 }

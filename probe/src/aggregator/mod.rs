@@ -27,10 +27,10 @@ use stallscope_wire::{Interval, LocationDelta, LocationStats, Snapshot, Stall, U
 
 use crate::aggregator::intmap::IntMap;
 use crate::poll::clock::{clock, now_raw, Clock};
-use crate::poll::slots::{EVENT_TERMINATE, FLAG_TIMED, LONG_RING};
+use crate::poll::slots::{FLAG_TIMED, LONG_RING};
 use crate::state::Shared;
 use crate::threads::Role;
-use ages::Ages;
+use ages::{Ages, Batch};
 use convert::{Converter, Names};
 use join::{Closed, Join, Key, LongPoll, Unhooked};
 use msg::Msg;
@@ -69,6 +69,12 @@ struct Agg {
     long_tail: Vec<u64>,
     long_overrun: u64,
     ages: Ages,
+    /// Spawn and terminate events, paired before they reach `ages`; the young live tasks are
+    /// handed to `ages` before anything reads it (`Batch::promote`).
+    batch: Batch,
+    /// The raw clock as the previous drain pass began: no spawn found by the next pass is older
+    /// (`hooks::spawn_time`); 0 before the first pass.
+    drain_floor: u64,
     leak_history: HashMap<usize, VecDeque<u64>>,
     leak_flags: HashSet<usize>,
     last_window: Instant,
@@ -133,6 +139,8 @@ fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
         long_tail: shared.slots.slots.iter().map(|s| s.long_head.load(Acquire)).collect(),
         long_overrun: 0,
         ages: Ages::default(),
+        batch: Batch::default(),
+        drain_floor: 0,
         leak_history: HashMap::new(),
         leak_flags: HashSet::new(),
         last_window: now,
@@ -225,6 +233,7 @@ impl Agg {
             Msg::TaskLocations(msg::LocationsRequest { ids, reply }) => {
                 // Spawns still in the rings count too.
                 self.drain();
+                self.batch.promote(&mut self.ages, self.shared.config.max_tracked_tasks);
                 let mut out = msg::TaskLocations::default();
                 let mut index: HashMap<usize, u32> = HashMap::new();
                 for id in &ids {
@@ -282,6 +291,9 @@ impl Agg {
         let cap = self.shared.config.max_tracked_tasks;
         let shared = self.shared.clone();
         let now = Instant::now();
+        // Read before any ring's head: every event the next pass finds was written after it.
+        let floor = now_raw();
+        self.batch.begin_pass(self.drain_floor);
         for slot in shared.slots.slots.iter() {
             let head = slot.ev_head.load(Acquire);
             let tail = slot.ev_tail.load(Relaxed);
@@ -289,17 +301,13 @@ impl Agg {
             let mut i = tail;
             while i != head {
                 let e = &slot.events[(i & mask) as usize];
-                let task = e.task.load(Relaxed);
-                if task & EVENT_TERMINATE != 0 {
-                    self.ages.terminate(task & !EVENT_TERMINATE);
-                } else {
-                    self.ages.spawn(task, e.loc.load(Relaxed), e.at.load(Relaxed), cap);
-                }
+                self.batch.event(e.loc.load(Relaxed), e.task.load(Relaxed), e.at.load(Relaxed));
                 i = i.wrapping_add(1);
             }
             slot.ev_tail.store(head, Release);
         }
-        self.ages.end_pass();
+        self.batch.end_pass(&mut self.ages, cap);
+        self.drain_floor = floor;
         for i in 0..shared.slots.slots.len() {
             self.drain_long(i);
         }
@@ -490,6 +498,8 @@ impl Agg {
         // Sum per-thread tables into per-location and per-worker figures.
         let Sums { mut locs, overflow, workers } = sum_slots(&shared, &self.long_polls, clk);
 
+        // The ages the locations read include the tasks spawned since the last tick.
+        self.batch.promote(&mut self.ages, shared.config.max_tracked_tasks);
         let locations = self.locations(&mut locs, &overflow, now, now_raw);
 
         // Active stalls, as they are now.

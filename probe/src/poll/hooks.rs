@@ -329,12 +329,45 @@ fn watched_end(shared: &Shared, slot: &Slot, seq: u64) {
 
 // === spawn / terminate ===
 
+/// One spawn in `SPAWN_CLOCK_EVERY` (a power of two) on a thread reads the clock.
+pub(crate) const SPAWN_CLOCK_EVERY: u64 = 16;
+
 #[inline(always)]
 pub(crate) fn spawn(hot: &Hot, shared: &Shared, task: u64, loc: &'static Location<'static>) {
     let slot = count_slot(hot, shared);
     let i = slot.entry_index(loc);
     slot.count_spawn(i);
-    slot.push_event(loc_key(loc), task, now_raw());
+    slot.push_event(loc_key(loc), task, spawn_time(slot));
+}
+
+/// The spawn time written with a spawn event: a lower bound of the true one, never above it.
+///
+/// Reading the TSC costs ~11 ns here, a tenth of what the probe adds per task in a spawn storm
+/// (docs/benchmarks.md, "Spawn storms"), so only one spawn in [`SPAWN_CLOCK_EVERY`] on a thread
+/// reads it (the first one after a claim included); the others carry the last reading made on
+/// this thread. Such a time can be far in the past on a thread that spawns rarely, so the
+/// aggregator raises it to its drain floor: the clock read at the start of the drain pass before
+/// the one that finds the event, which the spawn does not precede (by more than this hook's own
+/// run, were it preempted across that read; `ages::Batch::event`). The age a task is given is
+/// then too old by at most the time between those two passes, and by at most the time since this
+/// thread's last reading (`docs/guide.md`, "Task ages").
+///
+/// The owner's plain loads and stores; the shared slot (many writers) reads the clock every time.
+#[inline(always)]
+pub(crate) fn spawn_time(slot: &Slot) -> u64 {
+    if slot.shared {
+        return now_raw();
+    }
+    let c = &slot.spawn_clock.0;
+    let n = c.count.load(Relaxed);
+    c.count.store(n.wrapping_add(1), Relaxed);
+    if n & (SPAWN_CLOCK_EVERY - 1) == 0 {
+        let now = now_raw();
+        c.at.store(now, Relaxed);
+        now
+    } else {
+        c.at.load(Relaxed)
+    }
 }
 
 #[inline(always)]

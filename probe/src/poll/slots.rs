@@ -93,6 +93,14 @@ pub(crate) struct LongPoll {
     pub(crate) flags: AtomicU32,
 }
 
+/// The spawn hook's clock (`hooks::spawn_time`): written only by the slot's owner, read by no
+/// one else. `count` numbers the owner's spawns; `at` is the raw clock it last read.
+#[derive(Debug, Default)]
+pub(crate) struct SpawnClock {
+    pub(crate) count: AtomicU64,
+    pub(crate) at: AtomicU64,
+}
+
 /// A spawn or termination, for the aggregator's live-task ages.
 #[derive(Debug, Default)]
 pub(crate) struct Event {
@@ -238,6 +246,7 @@ pub(crate) struct Slot {
     pub(crate) ev_head: Padded<AtomicU64>,
     pub(crate) ev_tail: Padded<AtomicU64>,
     pub(crate) ev_dropped: AtomicU64,
+    pub(crate) spawn_clock: Padded<SpawnClock>,
     /// Open-addressed by location address; the last entry is the overflow row.
     pub(crate) locs: Zeroed<LocEntry>,
     /// Indices (+ 1) of the entries of `locs` taken so far, in the order they were taken, so that
@@ -275,6 +284,7 @@ impl Slot {
             ev_head: Padded::default(),
             ev_tail: Padded::default(),
             ev_dropped: AtomicU64::new(0),
+            spawn_clock: Padded::default(),
             locs: zeroed_slice(locations + 1),
             used: zeroed_slice(if shared { 0 } else { locations }),
             used_len: AtomicU32::new(0),
@@ -464,6 +474,8 @@ impl Slots {
                 s.poll.anchor.store(crate::poll::clock::now_raw(), Relaxed);
                 s.poll.anchor_seq.store(s.poll.seq.load(Relaxed), Relaxed);
                 s.foreign.store(false, Relaxed);
+                // The new owner's first spawn reads the clock (`hooks::spawn_time`).
+                s.spawn_clock.count.store(0, Relaxed);
                 s.generation.fetch_add(1, Release);
                 self.any_claimed.store(true, Relaxed);
                 return Some(i as u32);
