@@ -325,15 +325,12 @@ impl Agg {
         }
         let mut found = Vec::new();
         while tail != head {
-            let e = &slot.long[(tail % LONG_RING as u64) as usize];
-            let seq = e.seq.load(Acquire);
-            let start = e.start.load(Relaxed);
-            let ticks = e.ticks.load(Relaxed);
-            let task = e.task.load(Relaxed);
-            let loc = e.loc.load(Relaxed);
-            let flags = e.flags.load(Relaxed);
-            if seq != 0 && e.seq.load(Acquire) == seq {
-                found.push(LongPoll { seq, start, ticks, task, loc, flags });
+            match slot.long[(tail % LONG_RING as u64) as usize].read() {
+                Some((seq, start, ticks, task, loc, flags)) => {
+                    found.push(LongPoll { seq, start, ticks, task, loc, flags })
+                }
+                // Being rewritten: the owner has lapped us, and this record is lost.
+                None => self.long_overrun += 1,
             }
             tail = tail.wrapping_add(1);
         }
