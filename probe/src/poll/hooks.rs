@@ -67,7 +67,8 @@ fn count_slot<'a>(hot: &Hot, shared: &'a Shared) -> &'a Slot {
 fn claim(shared: &Shared) -> Option<&Slot> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    let slot = shared.slots.claim(tid).map(|i| &shared.slots.slots[i as usize]);
+    let owner = crate::poll::slots::thread_serial();
+    let slot = shared.slots.claim(tid, owner).map(|i| &shared.slots.slots[i as usize]);
     CLAIM.with(|c| c.set((shared.id, slot.map_or(std::ptr::null(), |s| s as *const Slot))));
     slot
 }

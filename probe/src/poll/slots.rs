@@ -7,6 +7,7 @@
 //! Readers: the watchdog (current poll), the aggregator (everything else).
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
+use std::cell::Cell;
 use std::panic::Location;
 use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
@@ -261,12 +262,46 @@ pub(crate) fn zeroed_slice<T: Zeroable>(n: usize) -> Zeroed<T> {
     }
 }
 
+thread_local! {
+    /// This thread's serial number (0: none drawn yet). Const-initialised, no destructor.
+    static SERIAL: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number for the calling thread, unique in the process for its lifetime (unlike its tid,
+/// which the kernel hands to a new thread once it has exited, or its `pthread_t`, which glibc
+/// reuses with the thread's stack). A slot records its owner's, so a thread can tell its own slot
+/// from the one a dead thread with the same tid left behind. No allocation: a plain TLS cell.
+pub(crate) fn thread_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    SERIAL
+        .try_with(|s| {
+            if s.get() == 0 {
+                s.set(NEXT.fetch_add(1, Relaxed));
+            }
+            s.get()
+        })
+        .unwrap_or(0)
+}
+
+/// Whether the thread `tid` of this process still exists (`tgkill` with signal 0 sends nothing).
+fn thread_alive(tid: i32) -> bool {
+    // SAFETY: plain system calls; signal 0 only checks that the target exists.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::c_long, 0 as libc::c_long) == 0
+            || *libc::__errno_location() != libc::ESRCH
+    }
+}
+
 /// One thread's slot.
 #[derive(Debug)]
 pub(crate) struct Slot {
     /// Kernel thread id of the owner; 0 while free.
     pub(crate) tid: AtomicI32,
-    /// `pthread_t` of the owner, for the watchdog's stack-bounds query.
+    /// The owner's [`thread_serial`] (0 while free).
+    pub(crate) owner: AtomicU64,
+    /// `pthread_t` of the owner, for the watchdog's stack-bounds query. Written with every
+    /// claim, before `generation` is bumped: a thread that takes over a dead thread's slot
+    /// (same tid) must not leave the dead thread's `pthread_t` behind.
     pub(crate) pthread: AtomicUsize,
     /// Bumped on every claim, so readers can tell a new owner from the old one.
     pub(crate) generation: AtomicU64,
@@ -307,6 +342,7 @@ impl Slot {
         let locations = locations.next_power_of_two();
         Slot {
             tid: AtomicI32::new(0),
+            owner: AtomicU64::new(0),
             pthread: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             shared,
@@ -488,36 +524,71 @@ impl Slots {
         }
     }
 
-    /// Claims a free slot for the calling thread (or finds the one it already holds).
-    /// Called once per thread, not per poll.
+    /// Claims a slot for the calling thread (kernel id `tid`, [`thread_serial`] `owner`), or finds
+    /// the one it already holds. Called once per thread, not per poll.
+    ///
+    /// A slot that holds `tid` under another owner was left by a thread that exited without
+    /// giving it back (a thread's tid is unique among live threads): the caller takes it over as
+    /// a new claim. When no slot is free, a slot whose thread no longer exists is taken back
+    /// (one `tgkill(.., 0)` per slot, only then): a thread that polled without an
+    /// `on_thread_stop` hook (a `block_on` thread, one that polled an `instrument`ed future)
+    /// never gives its slot back otherwise.
     #[cold]
-    pub(crate) fn claim(&self, tid: i32) -> Option<u32> {
+    pub(crate) fn claim(&self, tid: i32, owner: u64) -> Option<u32> {
         for (i, s) in self.slots.iter().enumerate() {
             if s.tid.load(Acquire) == tid {
+                if s.owner.load(Relaxed) != owner {
+                    self.take(s, owner);
+                }
                 return Some(i as u32);
             }
         }
         for (i, s) in self.slots.iter().enumerate() {
             if s.tid.compare_exchange(0, tid, AcqRel, Relaxed).is_ok() {
-                // SAFETY: pthread_self has no preconditions.
-                let me = unsafe { libc::pthread_self() } as usize;
-                s.pthread.store(me, Relaxed);
-                s.poll.run.store(0, Relaxed);
-                s.poll.runtime_wanted.store(true, Relaxed);
-                // A lower bound of every poll this thread makes from now on (`anchor`): the
-                // watchdog's scans bound only the polls they saw begin.
-                s.poll.anchor.store(crate::poll::clock::now_raw(), Relaxed);
-                s.poll.anchor_seq.store(s.poll.seq.load(Relaxed), Relaxed);
-                s.foreign.store(false, Relaxed);
-                // The new owner's first spawn reads the clock (`hooks::spawn_time`).
-                s.spawn_clock.count.store(0, Relaxed);
-                s.generation.fetch_add(1, Release);
-                self.any_claimed.store(true, Relaxed);
+                self.take(s, owner);
+                return Some(i as u32);
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            let held = s.tid.load(Acquire);
+            if held != 0 && !thread_alive(held) && s.tid.compare_exchange(held, tid, AcqRel, Relaxed).is_ok() {
+                self.take(s, owner);
                 return Some(i as u32);
             }
         }
         self.no_slot.fetch_add(1, Relaxed);
         None
+    }
+
+    /// Makes `s`, whose `tid` the caller has just set to its own, the calling thread's: every
+    /// field that describes the owner is written afresh, then `generation` tells the readers.
+    fn take(&self, s: &Slot, owner: u64) {
+        s.owner.store(owner, Relaxed);
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        s.pthread.store(me, Relaxed);
+        let p = &s.poll.0;
+        // A thread that died inside a poll (it cannot unwind through the hooks, but may exit
+        // the process's way) left it open: close it, so this thread's polls are not nested in it.
+        let seq = p.seq.load(Relaxed);
+        if seq & 1 == 1 {
+            p.seq.store(seq.wrapping_add(1), Release);
+        }
+        p.depth.store(0, Relaxed);
+        p.run.store(0, Relaxed);
+        p.runtime_wanted.store(true, Relaxed);
+        // A lower bound of every poll this thread makes from now on (`anchor`): the
+        // watchdog's scans bound only the polls they saw begin.
+        p.anchor.store(crate::poll::clock::now_raw(), Relaxed);
+        p.anchor_seq.store(p.seq.load(Relaxed), Relaxed);
+        if let Ok(mut rt) = s.runtime.try_lock() {
+            *rt = None;
+        }
+        s.foreign.store(false, Relaxed);
+        // The new owner's first spawn reads the clock (`hooks::spawn_time`).
+        s.spawn_clock.count.store(0, Relaxed);
+        s.generation.fetch_add(1, Release);
+        self.any_claimed.store(true, Relaxed);
     }
 
     /// Lets go of every runtime handle the slots hold (the probe is stopping): a handle keeps
@@ -528,8 +599,8 @@ impl Slots {
         }
     }
 
-    /// Releases the slot held by `tid` (its thread is exiting). Counters stay: they are
-    /// cumulative and the aggregator sums every slot.
+    /// Releases `slot` (its thread is exiting). Counters stay: they are cumulative and the
+    /// aggregator sums every slot.
     pub(crate) fn release(&self, slot: *const Slot) {
         if let Some(s) = self.slots.iter().find(|s| std::ptr::eq(*s, slot)) {
             if let Ok(mut rt) = s.runtime.try_lock() {
@@ -537,6 +608,7 @@ impl Slots {
             }
             s.foreign.store(false, Relaxed);
             s.pthread.store(0, Relaxed);
+            s.owner.store(0, Relaxed);
             s.tid.store(0, Release);
         }
     }
@@ -569,6 +641,76 @@ mod tests {
         let shared = Slot::new(64, 0, true);
         shared.entry_index(here());
         assert_eq!(shared.used_entries().count(), shared.locs.len(), "the shared slot is read whole");
+    }
+
+    fn gettid() -> i32 {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() }
+    }
+
+    /// A thread that exited without giving its slot back, whose tid the kernel then hands to a
+    /// new thread: the new thread takes the slot over as a new claim, with its own `pthread_t`
+    /// (the watchdog reads the stack bounds through it) and a new generation.
+    #[test]
+    fn a_reused_tid_takes_the_slot_over_with_its_own_pthread() {
+        // Not a live thread's tid: `claim` takes the caller's word for it.
+        const TID: i32 = 0x7fff_fff0;
+        let slots = Slots::new(2, 64, 64);
+        let (i, dead, generation) = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let i = slots.claim(TID, thread_serial()).unwrap() as usize;
+                // SAFETY: pthread_self has no preconditions.
+                (i, unsafe { libc::pthread_self() } as usize, slots.slots[i].generation.load(Relaxed))
+            })
+            .join()
+            .unwrap()
+        });
+        let s = &slots.slots[i];
+        assert_eq!(s.pthread.load(Relaxed), dead);
+        // SAFETY: as above.
+        let me = unsafe { libc::pthread_self() } as usize;
+        assert_ne!(me, dead);
+        assert_eq!(slots.claim(TID, thread_serial()), Some(i as u32), "the slot holding its tid");
+        assert_eq!(s.pthread.load(Relaxed), me, "the new owner's pthread_t, not the dead thread's");
+        assert_eq!(s.owner.load(Relaxed), thread_serial());
+        assert!(s.generation.load(Relaxed) > generation, "readers are told of the new owner");
+        // The same thread asking again changes nothing.
+        let g = s.generation.load(Relaxed);
+        assert_eq!(slots.claim(TID, thread_serial()), Some(i as u32));
+        assert_eq!(s.generation.load(Relaxed), g);
+    }
+
+    /// Threads that polled and exited without `on_thread_stop` (`block_on` threads) do not keep
+    /// their slots from the threads that come after, while live holders keep theirs.
+    #[test]
+    fn a_full_table_takes_back_the_slots_of_exited_threads() {
+        let slots = Slots::new(2, 64, 64);
+        for _ in 0..2 {
+            // `join` returns once the kernel has cleared the thread's tid: it no longer exists.
+            std::thread::scope(|sc| sc.spawn(|| slots.claim(gettid(), thread_serial()).unwrap()).join().unwrap());
+        }
+        let mine = slots.claim(gettid(), thread_serial()).expect("the slot of an exited thread");
+        assert_eq!(slots.no_slot.load(Relaxed), 0);
+        // One slot left to a dead thread: taken by the next thread, and then the table is full
+        // of live holders (this thread and the one blocked below).
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|sc| {
+            let slots = &slots;
+            let holder = sc.spawn(move || {
+                let got = slots.claim(gettid(), thread_serial());
+                let _ = release.recv();
+                got
+            });
+            while !slots.slots.iter().all(|s| s.tid.load(Acquire) != 0 && thread_alive(s.tid.load(Acquire))) {
+                std::thread::yield_now();
+            }
+            let refused = sc.spawn(|| slots.claim(gettid(), thread_serial())).join().unwrap();
+            assert_eq!(refused, None, "a live holder keeps its slot");
+            drop(hold);
+            let theirs = holder.join().unwrap().expect("a slot for the second thread");
+            assert_ne!(theirs, mine);
+        });
+        assert_eq!(slots.no_slot.load(Relaxed), 1);
     }
 
     /// A writer laps the long-poll ring as fast as it can while a reader reads it: every record
