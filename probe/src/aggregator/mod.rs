@@ -294,6 +294,7 @@ impl Agg {
         // Read before any ring's head: every event the next pass finds was written after it.
         let floor = now_raw();
         self.batch.begin_pass(self.drain_floor);
+        self.drain_shared_events();
         for slot in shared.slots.slots.iter() {
             let head = slot.ev_head.load(Acquire);
             let tail = slot.ev_tail.load(Relaxed);
@@ -313,6 +314,16 @@ impl Agg {
         }
         self.finish_ready();
         self.last_drain = now;
+    }
+
+    /// Feeds the shared event ring (spawns and terminations of threads without a slot,
+    /// `poll/event_ring.rs`) into this drain pass, through `Batch::event` like the slots' rings.
+    /// Read first: such a thread's spawns end on a worker, so their ends are in a slot's ring.
+    fn drain_shared_events(&mut self) {
+        let shared = self.shared.clone();
+        let Some(ring) = shared.slots.shared.ring.as_ref() else { return };
+        let batch = &mut self.batch;
+        ring.drain(ring.capacity(), |loc, task, at| batch.event(loc, task, at));
     }
 
     fn drain_long(&mut self, i: usize) {

@@ -1,9 +1,14 @@
 //! Per-thread slots: everything the poll hooks write. All memory is allocated when the probe is
-//! built; a thread claims a slot on its first hook call and then writes only to that slot, so no
-//! cache line is shared between workers on the poll path.
+//! built; a thread claims a slot on its first poll (or park hook) and then writes only to that
+//! slot, so no cache line is shared between workers on the poll path.
+//!
+//! Only threads that poll claim a slot. Threads that only spawn or end tasks (blocking-pool
+//! threads, plain threads spawning through a `Handle`, another runtime's workers) count in the
+//! shared slot, and their events go to its shared event ring (`event_ring.rs`): given a slot
+//! each, such threads used every slot up, and the workers that came after got none (P7, defect 2).
 //!
 //! Writers: the slot's owner thread (plain atomic load + store, no read-modify-write), except
-//! the shared slot used by threads that found no free slot (read-modify-write).
+//! the shared slot used by threads that hold no slot (read-modify-write).
 //! Readers: the watchdog (current poll), the aggregator (everything else).
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
@@ -11,6 +16,7 @@ use std::cell::Cell;
 use std::panic::Location;
 use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+use crate::poll::event_ring::EventRing;
 use crate::poll::hist::TickHist;
 
 /// Long polls each slot remembers between two aggregator drains.
@@ -315,6 +321,9 @@ pub(crate) struct Slot {
     pub(crate) ev_tail: Padded<AtomicU64>,
     pub(crate) ev_dropped: AtomicU64,
     pub(crate) spawn_clock: Padded<SpawnClock>,
+    /// The shared slot's event ring, for every thread without a slot of its own (None in owner
+    /// slots, whose events go to `events`).
+    pub(crate) ring: Option<EventRing>,
     /// Open-addressed by location address; the last entry is the overflow row.
     pub(crate) locs: Zeroed<LocEntry>,
     /// Indices (+ 1) of the entries of `locs` taken so far, in the order they were taken, so that
@@ -349,11 +358,12 @@ impl Slot {
             poll: Padded::default(),
             long: (0..LONG_RING).map(|_| LongPoll::default()).collect(),
             long_head: Padded::default(),
-            events: zeroed_slice(events.next_power_of_two()),
+            events: zeroed_slice(if shared { 1 } else { events.next_power_of_two() }),
             ev_head: Padded::default(),
             ev_tail: Padded::default(),
             ev_dropped: AtomicU64::new(0),
             spawn_clock: Padded::default(),
+            ring: shared.then(|| EventRing::new(events)),
             locs: zeroed_slice(locations + 1),
             used: zeroed_slice(if shared { 0 } else { locations }),
             used_len: AtomicU32::new(0),
@@ -457,11 +467,13 @@ impl Slot {
     }
 
     /// Appends a spawn/terminate event. Single producer (the owner); drops and counts when the
-    /// aggregator has fallen a full ring behind.
+    /// aggregator has fallen a full ring behind. The shared slot's events go to its shared ring.
     #[inline(always)]
     pub(crate) fn push_event(&self, loc: usize, task: u64, at: u64) {
         if self.shared {
-            self.ev_dropped.fetch_add(1, Relaxed);
+            if !self.ring.as_ref().is_some_and(|r| r.push(loc, task, at)) {
+                self.ev_dropped.fetch_add(1, Relaxed);
+            }
             return;
         }
         let head = self.ev_head.load(Relaxed);
@@ -517,7 +529,7 @@ impl Slots {
     pub(crate) fn new(threads: usize, locations: usize, events: usize) -> Slots {
         Slots {
             slots: (0..threads).map(|_| Slot::new(locations, events, false)).collect(),
-            shared: Slot::new(locations, 0, true),
+            shared: Slot::new(locations, events, true),
             busy_ticks: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             no_slot: AtomicU64::new(0),
             any_claimed: AtomicBool::new(false),
@@ -610,6 +622,18 @@ impl Slots {
             s.pthread.store(0, Relaxed);
             s.owner.store(0, Relaxed);
             s.tid.store(0, Release);
+        }
+    }
+
+    /// Releases the slot the thread `owner` ([`thread_serial`]) holds, if any (its thread is
+    /// exiting). Found by owner, not through the thread's claim: that names one probe only, and
+    /// a thread that ran another probe's hooks since it claimed here holds that probe's claim.
+    pub(crate) fn release_owned(&self, owner: u64) {
+        if owner == 0 {
+            return;
+        }
+        if let Some(s) = self.slots.iter().find(|s| s.owner.load(Relaxed) == owner && s.tid.load(Acquire) != 0) {
+            self.release(s);
         }
     }
 }
