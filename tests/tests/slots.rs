@@ -3,11 +3,12 @@
 //! used to take a slot each and never give it back; once the slots ran out, a new worker (the
 //! one that takes over after `block_in_place`) had none, and its stalls went unseen. Their spawns
 //! and terminations now go to the shared event ring, and are still counted and aged.
+#![cfg_attr(not(tokio_unstable), allow(unused))]
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{mpsc, Arc, Barrier};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stallscope_probe::wire::Snapshot;
 use stallscope_probe::Probe;
@@ -31,6 +32,7 @@ fn refresh(probe: &Probe) -> Snapshot {
     (*probe.refresh(Duration::from_secs(10)).expect("a snapshot")).clone()
 }
 
+#[cfg(tokio_unstable)]
 #[test]
 fn short_lived_spawner_threads_leave_slots_for_new_workers() {
     let _s = serial();
@@ -68,7 +70,11 @@ fn short_lived_spawner_threads_leave_slots_for_new_workers() {
                 j.await.unwrap().await.unwrap();
             }
         });
-        std::thread::sleep(Duration::from_millis(5));
+        // Until the pool's threads have exited (1 ms idle), so that the next batch starts new ones.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while handle.metrics().num_blocking_threads() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // Drained every 1,000 threads (2,000 events): the shared ring (16 Ki events) cannot
         // overflow however late the aggregator runs on a busy host.
         if batch % 20 == 19 {
@@ -178,4 +184,11 @@ fn short_lived_spawner_threads_leave_slots_for_new_workers() {
         assert_eq!((l.spawned, l.completed, l.live), (n, n, 0), "{loc}");
         assert_eq!(l.oldest_live_ns, None, "{loc}: no live task left in the ages");
     }
+}
+
+/// The test of this file needs `--cfg tokio_unstable`: a build without it fails here rather than
+/// passing with the test compiled out.
+#[test]
+fn built_with_tokio_unstable() {
+    stallscope_tests::assert_built_with_tokio_unstable();
 }
