@@ -22,9 +22,11 @@ const BATCH: usize = 50;
 /// Spawner threads alive while a new worker appears: more than the probe's 64 slots.
 const LIVE_SPAWNERS: usize = 100;
 
+/// Long enough to be sampled even when two CPU hogs delay the watchdog (a 60 ms stall was once
+/// seen with no sample beside them).
 #[inline(never)]
 fn stall_on_the_new_worker() {
-    std::thread::sleep(black_box(Duration::from_millis(60)));
+    std::thread::sleep(black_box(Duration::from_millis(300)));
     black_box(());
 }
 
