@@ -429,12 +429,8 @@ fn release_all_in(table: &[Entry], probe: u64) {
             continue;
         }
         match e.state.load(Acquire) {
-            REQUESTED => {
-                // Fails only if the handler took it meanwhile (WRITING): then as below.
-                if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() {
-                    continue;
-                }
-            }
+            // The exchange fails only if the handler took it meanwhile (WRITING): then as below.
+            REQUESTED if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() => continue,
             READY => {
                 // Nobody else touches a READY buffer of a live probe: ours to free.
                 e.state.store(IDLE, Release);
