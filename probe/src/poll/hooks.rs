@@ -4,9 +4,10 @@
 //! writes to the calling thread's own slot with plain atomic stores and bumps histogram buckets.
 //! Most polls read no clock: one in `timed_every` reads the raw clock at both ends, and an
 //! untimed poll reads it at its end only if the watchdog marked it as possibly long. It takes no locks, makes no allocations, does no
-//! I/O and never panics (indices are masked; the one slow path, the first call on a thread,
-//! claims a slot with compare-and-swap). Do not add anything here that is not per-poll essential:
-//! aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
+//! I/O and never panics (indices are masked; the one slow path, the first poll or park hook on a
+//! thread, claims a slot with compare-and-swap; a spawn or termination on a thread without a slot
+//! takes a position in the shared event ring with a bounded compare-and-swap loop). Do not add
+//! anything here that is not per-poll essential: aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
 //! guards this file.
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
