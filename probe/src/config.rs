@@ -16,11 +16,13 @@ pub const DEFAULT_AGGREGATION_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(25);
 /// Default sample signal: `SIGRTMIN + DEFAULT_SIGNAL_OFFSET`.
 pub const DEFAULT_SIGNAL_OFFSET: i32 = 5;
-/// Default number of thread slots (runtime workers, plus threads that spawn tasks).
+/// Default number of thread slots (threads that poll: runtime workers, `block_on` threads).
+/// Threads that only spawn or end tasks take none.
 pub const DEFAULT_MAX_THREADS: usize = 64;
 /// Default number of spawn locations per thread slot.
 pub const DEFAULT_MAX_LOCATIONS: usize = 512;
-/// Default spawn/terminate events buffered per thread between aggregator drains.
+/// Default spawn/terminate events buffered per thread slot between aggregator drains (and in
+/// the shared ring of threads without a slot).
 pub const DEFAULT_EVENT_RING: usize = 16 * 1024;
 /// Default number of live tasks whose age is tracked.
 pub const DEFAULT_MAX_TRACKED_TASKS: usize = 1_000_000;
@@ -66,11 +68,11 @@ pub struct Config {
     /// One poll in this many (per thread; rounded up to a power of two) is timed exactly for the
     /// poll-time histograms; 1 times every poll. Stall detection does not depend on it.
     pub timed_poll_every: u32,
-    /// Thread slots.
+    /// Thread slots (threads that poll).
     pub max_threads: usize,
     /// Spawn locations per thread slot.
     pub max_locations: usize,
-    /// Spawn/terminate events buffered per thread.
+    /// Spawn/terminate events buffered per thread slot, and in the shared ring.
     pub event_ring: usize,
     /// Live tasks whose age is tracked.
     pub max_tracked_tasks: usize,

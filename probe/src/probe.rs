@@ -68,13 +68,16 @@ impl ProbeBuilder {
         /// (default 16; 1 times every poll at ~2 × 11 ns per poll on the benchmark machine).
         timed_poll_every: u32);
     setter!(
-        /// Thread slots (default 64). Threads beyond this are not measured; they are counted.
+        /// Thread slots (default 64), one per thread that polls: runtime workers, `block_on`
+        /// threads. Polling threads beyond this are not measured; they are counted. Threads that
+        /// only spawn or end tasks take none (their events go to one shared ring).
         max_threads: usize);
     setter!(
         /// Spawn locations per thread (default 512); further locations share an overflow row.
         max_locations: usize);
     setter!(
-        /// Spawn/terminate events buffered per thread between drains (default 16384).
+        /// Spawn/terminate events buffered per thread slot between drains, and in the shared ring
+        /// of threads without a slot (default 16384).
         event_ring: usize);
     setter!(
         /// Live tasks whose age is tracked (default 1,000,000).

@@ -1,7 +1,8 @@
-//! Live-task ages per spawn location, from the slots' spawn/terminate event rings (drained on
-//! the aggregator thread): what `oldest_live_ns`, the leak rule and task dumps' spawn locations
-//! read. Each drain pass goes through a [`Batch`] first, which pairs the spawn and end of every
-//! task that lived within the pass, so that only tasks that outlive a pass reach [`Ages`].
+//! Live-task ages per spawn location, from the slots' spawn/terminate event rings and the shared
+//! event ring of threads without a slot (drained on the aggregator thread): what
+//! `oldest_live_ns`, the leak rule and task dumps' spawn locations read. Each drain pass goes
+//! through a [`Batch`] first, which pairs the spawn and end of every task that lived within the
+//! pass, so that only tasks that outlive a pass reach [`Ages`].
 
 use std::collections::VecDeque;
 

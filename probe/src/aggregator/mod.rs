@@ -294,6 +294,7 @@ impl Agg {
         // Read before any ring's head: every event the next pass finds was written after it.
         let floor = now_raw();
         self.batch.begin_pass(self.drain_floor);
+        self.drain_shared_events();
         for slot in shared.slots.slots.iter() {
             let head = slot.ev_head.load(Acquire);
             let tail = slot.ev_tail.load(Relaxed);
@@ -315,6 +316,16 @@ impl Agg {
         self.last_drain = now;
     }
 
+    /// Feeds the shared event ring (spawns and terminations of threads without a slot,
+    /// `poll/event_ring.rs`) into this drain pass, through `Batch::event` like the slots' rings.
+    /// Read first: such a thread's spawns end on a worker, so their ends are in a slot's ring.
+    fn drain_shared_events(&mut self) {
+        let shared = self.shared.clone();
+        let Some(ring) = shared.slots.shared.ring.as_ref() else { return };
+        let batch = &mut self.batch;
+        ring.drain(ring.capacity(), |loc, task, at| batch.event(loc, task, at));
+    }
+
     fn drain_long(&mut self, i: usize) {
         let slot = &self.shared.slots.slots[i];
         let head = slot.long_head.load(Acquire);
@@ -325,15 +336,12 @@ impl Agg {
         }
         let mut found = Vec::new();
         while tail != head {
-            let e = &slot.long[(tail % LONG_RING as u64) as usize];
-            let seq = e.seq.load(Acquire);
-            let start = e.start.load(Relaxed);
-            let ticks = e.ticks.load(Relaxed);
-            let task = e.task.load(Relaxed);
-            let loc = e.loc.load(Relaxed);
-            let flags = e.flags.load(Relaxed);
-            if seq != 0 && e.seq.load(Acquire) == seq {
-                found.push(LongPoll { seq, start, ticks, task, loc, flags });
+            match slot.long[(tail % LONG_RING as u64) as usize].read() {
+                Some((seq, start, ticks, task, loc, flags)) => {
+                    found.push(LongPoll { seq, start, ticks, task, loc, flags })
+                }
+                // Being rewritten: the owner has lapped us, and this record is lost.
+                None => self.long_overrun += 1,
             }
             tail = tail.wrapping_add(1);
         }

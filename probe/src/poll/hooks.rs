@@ -4,9 +4,10 @@
 //! writes to the calling thread's own slot with plain atomic stores and bumps histogram buckets.
 //! Most polls read no clock: one in `timed_every` reads the raw clock at both ends, and an
 //! untimed poll reads it at its end only if the watchdog marked it as possibly long. It takes no locks, makes no allocations, does no
-//! I/O and never panics (indices are masked; the one slow path, the first call on a thread,
-//! claims a slot with compare-and-swap). Do not add anything here that is not per-poll essential:
-//! aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
+//! I/O and never panics (indices are masked; the one slow path, the first poll or park hook on a
+//! thread, claims a slot with compare-and-swap; a spawn or termination on a thread without a slot
+//! takes a position in the shared event ring with a bounded compare-and-swap loop). Do not add
+//! anything here that is not per-poll essential: aggregation belongs to the aggregator thread. The benchmark in `probe/benches/overhead.rs`
 //! guards this file.
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
@@ -23,8 +24,9 @@ thread_local! {
     /// (probe id, slot) claimed by this thread. The slot pointer is valid while the probe id
     /// matches: slots live in a boxed slice owned by `Shared`, which the hooks keep alive, and
     /// probe ids are never reused. A null slot with a matching id means that this thread found
-    /// no free slot: its polls are not tracked, its spawns and terminations go to the shared
-    /// slot. Const-initialised with no destructor: a plain TLS load.
+    /// no free slot: its polls are not tracked. Spawns and terminations of a thread without a
+    /// slot go to the shared slot and its event ring. Const-initialised with no destructor: a
+    /// plain TLS load.
     static CLAIM: Cell<(u64, *const Slot)> = const { Cell::new((0, std::ptr::null())) };
 }
 
@@ -56,10 +58,19 @@ fn own_slot<'a>(hot: &Hot, shared: &'a Shared) -> Option<&'a Slot> {
     unsafe { slot.as_ref() }
 }
 
-/// The slot spawns and terminations count in: the thread's own, or the shared one.
+/// The slot spawns and terminations count in: the thread's own if it already holds one, or the
+/// shared one. Never claims: a thread that only spawns or ends tasks (a blocking-pool thread, a
+/// plain thread spawning through a `Handle`, another runtime's worker) would hold a slot it
+/// never gives back, and once the slots ran out the workers that came after had none, so their
+/// stalls went unseen (P7, defect 2). Its events go to the shared slot's event ring instead.
 #[inline(always)]
 fn count_slot<'a>(hot: &Hot, shared: &'a Shared) -> &'a Slot {
-    own_slot(hot, shared).unwrap_or(&shared.slots.shared)
+    let (probe, slot) = CLAIM.with(Cell::get);
+    if probe == hot.id && !slot.is_null() {
+        // SAFETY: see CLAIM.
+        return unsafe { &*slot };
+    }
+    &shared.slots.shared
 }
 
 #[cold]
@@ -67,7 +78,8 @@ fn count_slot<'a>(hot: &Hot, shared: &'a Shared) -> &'a Slot {
 fn claim(shared: &Shared) -> Option<&Slot> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
-    let slot = shared.slots.claim(tid).map(|i| &shared.slots.slots[i as usize]);
+    let owner = crate::poll::slots::thread_serial();
+    let slot = shared.slots.claim(tid, owner).map(|i| &shared.slots.slots[i as usize]);
     CLAIM.with(|c| c.set((shared.id, slot.map_or(std::ptr::null(), |s| s as *const Slot))));
     slot
 }
@@ -111,13 +123,14 @@ pub(crate) fn release_at_thread_exit(shared: &std::sync::Arc<Shared>, slot: &Slo
     let _ = WATCHED.try_with(|w| w.borrow_mut().push(entry));
 }
 
-/// Releases the calling thread's slot (`on_thread_stop`).
+/// Releases the calling thread's slot of this probe (`on_thread_stop`), whichever probe its
+/// claim names now: a worker that ran another probe's hooks since (an `instrument`ed future of
+/// that probe, a nested runtime) holds that probe's claim, and its slot here was never given
+/// back when this was looked up through the claim.
 pub(crate) fn thread_stop(shared: &Shared) {
-    let (probe, slot) = CLAIM.with(Cell::get);
+    shared.slots.release_owned(crate::poll::slots::thread_serial());
+    let (probe, _) = CLAIM.with(Cell::get);
     if probe == shared.id {
-        if !slot.is_null() {
-            shared.slots.release(slot);
-        }
         CLAIM.with(|c| c.set((0, std::ptr::null())));
     }
 }
@@ -411,4 +424,58 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
     builder.on_thread_park(move || parked(&hot, &s));
     let s = shared.clone();
     builder.on_thread_stop(move || thread_stop(&s));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe() -> crate::Probe {
+        crate::Probe::builder().server(false).sampling(false).build().unwrap()
+    }
+
+    fn held(shared: &Shared) -> usize {
+        shared.slots.slots.iter().filter(|s| s.tid.load(Acquire) != 0).count()
+    }
+
+    /// A thread that only spawns and ends tasks takes no slot; its events reach the shared ring.
+    #[test]
+    fn spawning_and_terminating_claim_no_slot() {
+        let p = probe();
+        let s = &*p.shared;
+        let hot = Hot::of(s);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                spawn(&hot, s, 41, Location::caller());
+                terminate(&hot, s, 41, Location::caller());
+            });
+        });
+        assert_eq!(held(s), 0, "no slot claimed");
+        let ring = s.slots.shared.ring.as_ref().unwrap();
+        let mut events = Vec::new();
+        ring.drain(usize::MAX, |_, task, _| events.push(task));
+        assert_eq!(events, vec![41, 41 | EVENT_TERMINATE]);
+        assert_eq!(s.slots.shared.ev_dropped.load(Relaxed), 0);
+    }
+
+    /// A worker of probe A that has since polled under probe B (an `instrument`ed future of B, a
+    /// nested runtime) holds B's claim; A's `on_thread_stop` still gives back its slot in A.
+    #[test]
+    fn thread_stop_releases_the_slot_whichever_probe_the_claim_names() {
+        let (a, b) = (probe(), probe());
+        let (sa, sb) = (&*a.shared, &*b.shared);
+        std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let (ha, hb) = (Hot::of(sa), Hot::of(sb));
+                before_poll(&ha, sa, 1, Location::caller(), None);
+                after_poll(&ha, sa);
+                assert_eq!(held(sa), 1);
+                before_poll(&hb, sb, 0, Location::caller(), None);
+                after_poll(&hb, sb);
+                // The worker exits: A's runtime runs A's stop hook (B's never runs here).
+                thread_stop(sa);
+            });
+        });
+        assert_eq!(held(sa), 0, "A's slot given back");
+    }
 }

@@ -3,6 +3,7 @@
 //! heartbeat task that measures loop lag on the service's runtime.
 
 pub(crate) mod clock;
+pub(crate) mod event_ring;
 pub(crate) mod hist;
 pub(crate) mod hooks;
 pub(crate) mod instrument;

@@ -1,15 +1,22 @@
 //! Per-thread slots: everything the poll hooks write. All memory is allocated when the probe is
-//! built; a thread claims a slot on its first hook call and then writes only to that slot, so no
-//! cache line is shared between workers on the poll path.
+//! built; a thread claims a slot on its first poll (or park hook) and then writes only to that
+//! slot, so no cache line is shared between workers on the poll path.
+//!
+//! Only threads that poll claim a slot. Threads that only spawn or end tasks (blocking-pool
+//! threads, plain threads spawning through a `Handle`, another runtime's workers) count in the
+//! shared slot, and their events go to its shared event ring (`event_ring.rs`): given a slot
+//! each, such threads used every slot up, and the workers that came after got none (P7, defect 2).
 //!
 //! Writers: the slot's owner thread (plain atomic load + store, no read-modify-write), except
-//! the shared slot used by threads that found no free slot (read-modify-write).
+//! the shared slot used by threads that hold no slot (read-modify-write).
 //! Readers: the watchdog (current poll), the aggregator (everything else).
 #![cfg_attr(not(tokio_unstable), allow(dead_code))]
 
+use std::cell::Cell;
 use std::panic::Location;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+use crate::poll::event_ring::EventRing;
 use crate::poll::hist::TickHist;
 
 /// Long polls each slot remembers between two aggregator drains.
@@ -82,15 +89,48 @@ pub(crate) struct PollState {
 }
 
 /// A poll that ran past the stall threshold, written by the owner when the poll ends.
+///
+/// A seqlock guards each record, because the owner overwrites the oldest record when the
+/// aggregator is a full ring behind, possibly while the aggregator reads it. The writer
+/// (`Slot::push_long`) stores `seq = 0`, a release fence, the fields, then the record's `seq`
+/// with release; the reader (`read`) loads `seq` with acquire, the fields, an acquire fence, then
+/// `seq` again, and keeps the record only if both loads give the same non-zero value. The fences
+/// are what make this hold on weakly ordered CPUs (aarch64): if the reader saw any field of a
+/// newer record, the writer's release fence synchronises with the reader's acquire fence, so the
+/// second load sees the `0` (or the newer `seq`) and the torn record is refused. Without them
+/// the field stores could become visible before the `0`, and both loads could match around a
+/// mix of two records. On x86 the fences compile to nothing.
 #[derive(Debug, Default)]
 pub(crate) struct LongPoll {
-    /// Poll sequence number at the poll's start (odd). 0 = never written.
+    /// Poll sequence number at the poll's start (odd). 0 = never written, or being rewritten.
     pub(crate) seq: AtomicU64,
     pub(crate) start: AtomicU64,
     pub(crate) ticks: AtomicU64,
     pub(crate) task: AtomicU64,
     pub(crate) loc: AtomicUsize,
     pub(crate) flags: AtomicU32,
+}
+
+/// A whole long-poll record as read: `(seq, start, ticks, task, loc, flags)`.
+pub(crate) type LongRecord = (u64, u64, u64, u64, usize, u32);
+
+impl LongPoll {
+    /// The record, if it was read whole (see the type's docs); None while it is being
+    /// rewritten or was never written.
+    pub(crate) fn read(&self) -> Option<LongRecord> {
+        let seq = self.seq.load(Acquire);
+        let rec = (
+            seq,
+            self.start.load(Relaxed),
+            self.ticks.load(Relaxed),
+            self.task.load(Relaxed),
+            self.loc.load(Relaxed),
+            self.flags.load(Relaxed),
+        );
+        // The field loads above stay before the second `seq` load.
+        fence(Acquire);
+        (seq != 0 && self.seq.load(Relaxed) == seq).then_some(rec)
+    }
 }
 
 /// The spawn hook's clock (`hooks::spawn_time`): written only by the slot's owner, read by no
@@ -228,12 +268,46 @@ pub(crate) fn zeroed_slice<T: Zeroable>(n: usize) -> Zeroed<T> {
     }
 }
 
+thread_local! {
+    /// This thread's serial number (0: none drawn yet). Const-initialised, no destructor.
+    static SERIAL: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number for the calling thread, unique in the process for its lifetime (unlike its tid,
+/// which the kernel hands to a new thread once it has exited, or its `pthread_t`, which glibc
+/// reuses with the thread's stack). A slot records its owner's, so a thread can tell its own slot
+/// from the one a dead thread with the same tid left behind. No allocation: a plain TLS cell.
+pub(crate) fn thread_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    SERIAL
+        .try_with(|s| {
+            if s.get() == 0 {
+                s.set(NEXT.fetch_add(1, Relaxed));
+            }
+            s.get()
+        })
+        .unwrap_or(0)
+}
+
+/// Whether the thread `tid` of this process still exists (`tgkill` with signal 0 sends nothing).
+fn thread_alive(tid: i32) -> bool {
+    // SAFETY: plain system calls; signal 0 only checks that the target exists.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid as libc::c_long, 0 as libc::c_long) == 0
+            || *libc::__errno_location() != libc::ESRCH
+    }
+}
+
 /// One thread's slot.
 #[derive(Debug)]
 pub(crate) struct Slot {
     /// Kernel thread id of the owner; 0 while free.
     pub(crate) tid: AtomicI32,
-    /// `pthread_t` of the owner, for the watchdog's stack-bounds query.
+    /// The owner's [`thread_serial`] (0 while free).
+    pub(crate) owner: AtomicU64,
+    /// `pthread_t` of the owner, for the watchdog's stack-bounds query. Written with every
+    /// claim, before `generation` is bumped: a thread that takes over a dead thread's slot
+    /// (same tid) must not leave the dead thread's `pthread_t` behind.
     pub(crate) pthread: AtomicUsize,
     /// Bumped on every claim, so readers can tell a new owner from the old one.
     pub(crate) generation: AtomicU64,
@@ -247,6 +321,9 @@ pub(crate) struct Slot {
     pub(crate) ev_tail: Padded<AtomicU64>,
     pub(crate) ev_dropped: AtomicU64,
     pub(crate) spawn_clock: Padded<SpawnClock>,
+    /// The shared slot's event ring, for every thread without a slot of its own (None in owner
+    /// slots, whose events go to `events`).
+    pub(crate) ring: Option<EventRing>,
     /// Open-addressed by location address; the last entry is the overflow row.
     pub(crate) locs: Zeroed<LocEntry>,
     /// Indices (+ 1) of the entries of `locs` taken so far, in the order they were taken, so that
@@ -274,17 +351,19 @@ impl Slot {
         let locations = locations.next_power_of_two();
         Slot {
             tid: AtomicI32::new(0),
+            owner: AtomicU64::new(0),
             pthread: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             shared,
             poll: Padded::default(),
             long: (0..LONG_RING).map(|_| LongPoll::default()).collect(),
             long_head: Padded::default(),
-            events: zeroed_slice(events.next_power_of_two()),
+            events: zeroed_slice(if shared { 1 } else { events.next_power_of_two() }),
             ev_head: Padded::default(),
             ev_tail: Padded::default(),
             ev_dropped: AtomicU64::new(0),
             spawn_clock: Padded::default(),
+            ring: shared.then(|| EventRing::new(events)),
             locs: zeroed_slice(locations + 1),
             used: zeroed_slice(if shared { 0 } else { locations }),
             used_len: AtomicU32::new(0),
@@ -388,11 +467,13 @@ impl Slot {
     }
 
     /// Appends a spawn/terminate event. Single producer (the owner); drops and counts when the
-    /// aggregator has fallen a full ring behind.
+    /// aggregator has fallen a full ring behind. The shared slot's events go to its shared ring.
     #[inline(always)]
     pub(crate) fn push_event(&self, loc: usize, task: u64, at: u64) {
         if self.shared {
-            self.ev_dropped.fetch_add(1, Relaxed);
+            if !self.ring.as_ref().is_some_and(|r| r.push(loc, task, at)) {
+                self.ev_dropped.fetch_add(1, Relaxed);
+            }
             return;
         }
         let head = self.ev_head.load(Relaxed);
@@ -416,7 +497,9 @@ impl Slot {
         }
         let head = self.long_head.load(Relaxed);
         let e = &self.long[head as usize % LONG_RING];
+        // Seqlock writer (see `LongPoll`): the 0 is visible before any field of the new record.
         e.seq.store(0, Relaxed);
+        fence(Release);
         e.start.store(start, Relaxed);
         e.ticks.store(ticks, Relaxed);
         e.task.store(task, Relaxed);
@@ -446,43 +529,78 @@ impl Slots {
     pub(crate) fn new(threads: usize, locations: usize, events: usize) -> Slots {
         Slots {
             slots: (0..threads).map(|_| Slot::new(locations, events, false)).collect(),
-            shared: Slot::new(locations, 0, true),
+            shared: Slot::new(locations, events, true),
             busy_ticks: (0..threads).map(|_| AtomicU64::new(0)).collect(),
             no_slot: AtomicU64::new(0),
             any_claimed: AtomicBool::new(false),
         }
     }
 
-    /// Claims a free slot for the calling thread (or finds the one it already holds).
-    /// Called once per thread, not per poll.
+    /// Claims a slot for the calling thread (kernel id `tid`, [`thread_serial`] `owner`), or finds
+    /// the one it already holds. Called once per thread, not per poll.
+    ///
+    /// A slot that holds `tid` under another owner was left by a thread that exited without
+    /// giving it back (a thread's tid is unique among live threads): the caller takes it over as
+    /// a new claim. When no slot is free, a slot whose thread no longer exists is taken back
+    /// (one `tgkill(.., 0)` per slot, only then): a thread that polled without an
+    /// `on_thread_stop` hook (a `block_on` thread, one that polled an `instrument`ed future)
+    /// never gives its slot back otherwise.
     #[cold]
-    pub(crate) fn claim(&self, tid: i32) -> Option<u32> {
+    pub(crate) fn claim(&self, tid: i32, owner: u64) -> Option<u32> {
         for (i, s) in self.slots.iter().enumerate() {
             if s.tid.load(Acquire) == tid {
+                if s.owner.load(Relaxed) != owner {
+                    self.take(s, owner);
+                }
                 return Some(i as u32);
             }
         }
         for (i, s) in self.slots.iter().enumerate() {
             if s.tid.compare_exchange(0, tid, AcqRel, Relaxed).is_ok() {
-                // SAFETY: pthread_self has no preconditions.
-                let me = unsafe { libc::pthread_self() } as usize;
-                s.pthread.store(me, Relaxed);
-                s.poll.run.store(0, Relaxed);
-                s.poll.runtime_wanted.store(true, Relaxed);
-                // A lower bound of every poll this thread makes from now on (`anchor`): the
-                // watchdog's scans bound only the polls they saw begin.
-                s.poll.anchor.store(crate::poll::clock::now_raw(), Relaxed);
-                s.poll.anchor_seq.store(s.poll.seq.load(Relaxed), Relaxed);
-                s.foreign.store(false, Relaxed);
-                // The new owner's first spawn reads the clock (`hooks::spawn_time`).
-                s.spawn_clock.count.store(0, Relaxed);
-                s.generation.fetch_add(1, Release);
-                self.any_claimed.store(true, Relaxed);
+                self.take(s, owner);
+                return Some(i as u32);
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            let held = s.tid.load(Acquire);
+            if held != 0 && !thread_alive(held) && s.tid.compare_exchange(held, tid, AcqRel, Relaxed).is_ok() {
+                self.take(s, owner);
                 return Some(i as u32);
             }
         }
         self.no_slot.fetch_add(1, Relaxed);
         None
+    }
+
+    /// Makes `s`, whose `tid` the caller has just set to its own, the calling thread's: every
+    /// field that describes the owner is written afresh, then `generation` tells the readers.
+    fn take(&self, s: &Slot, owner: u64) {
+        s.owner.store(owner, Relaxed);
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as usize;
+        s.pthread.store(me, Relaxed);
+        let p = &s.poll.0;
+        // A thread that died inside a poll (it cannot unwind through the hooks, but may exit
+        // the process's way) left it open: close it, so this thread's polls are not nested in it.
+        let seq = p.seq.load(Relaxed);
+        if seq & 1 == 1 {
+            p.seq.store(seq.wrapping_add(1), Release);
+        }
+        p.depth.store(0, Relaxed);
+        p.run.store(0, Relaxed);
+        p.runtime_wanted.store(true, Relaxed);
+        // A lower bound of every poll this thread makes from now on (`anchor`): the
+        // watchdog's scans bound only the polls they saw begin.
+        p.anchor.store(crate::poll::clock::now_raw(), Relaxed);
+        p.anchor_seq.store(p.seq.load(Relaxed), Relaxed);
+        if let Ok(mut rt) = s.runtime.try_lock() {
+            *rt = None;
+        }
+        s.foreign.store(false, Relaxed);
+        // The new owner's first spawn reads the clock (`hooks::spawn_time`).
+        s.spawn_clock.count.store(0, Relaxed);
+        s.generation.fetch_add(1, Release);
+        self.any_claimed.store(true, Relaxed);
     }
 
     /// Lets go of every runtime handle the slots hold (the probe is stopping): a handle keeps
@@ -493,8 +611,8 @@ impl Slots {
         }
     }
 
-    /// Releases the slot held by `tid` (its thread is exiting). Counters stay: they are
-    /// cumulative and the aggregator sums every slot.
+    /// Releases `slot` (its thread is exiting). Counters stay: they are cumulative and the
+    /// aggregator sums every slot.
     pub(crate) fn release(&self, slot: *const Slot) {
         if let Some(s) = self.slots.iter().find(|s| std::ptr::eq(*s, slot)) {
             if let Ok(mut rt) = s.runtime.try_lock() {
@@ -502,7 +620,20 @@ impl Slots {
             }
             s.foreign.store(false, Relaxed);
             s.pthread.store(0, Relaxed);
+            s.owner.store(0, Relaxed);
             s.tid.store(0, Release);
+        }
+    }
+
+    /// Releases the slot the thread `owner` ([`thread_serial`]) holds, if any (its thread is
+    /// exiting). Found by owner, not through the thread's claim: that names one probe only, and
+    /// a thread that ran another probe's hooks since it claimed here holds that probe's claim.
+    pub(crate) fn release_owned(&self, owner: u64) {
+        if owner == 0 {
+            return;
+        }
+        if let Some(s) = self.slots.iter().find(|s| s.owner.load(Relaxed) == owner && s.tid.load(Acquire) != 0) {
+            self.release(s);
         }
     }
 }
@@ -534,5 +665,119 @@ mod tests {
         let shared = Slot::new(64, 0, true);
         shared.entry_index(here());
         assert_eq!(shared.used_entries().count(), shared.locs.len(), "the shared slot is read whole");
+    }
+
+    fn gettid() -> i32 {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::gettid() }
+    }
+
+    /// A thread that exited without giving its slot back, whose tid the kernel then hands to a
+    /// new thread: the new thread takes the slot over as a new claim, with its own `pthread_t`
+    /// (the watchdog reads the stack bounds through it) and a new generation.
+    #[test]
+    fn a_reused_tid_takes_the_slot_over_with_its_own_pthread() {
+        // Not a live thread's tid: `claim` takes the caller's word for it.
+        const TID: i32 = 0x7fff_fff0;
+        let slots = Slots::new(2, 64, 64);
+        let (i, dead, generation) = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let i = slots.claim(TID, thread_serial()).unwrap() as usize;
+                // SAFETY: pthread_self has no preconditions.
+                (i, unsafe { libc::pthread_self() } as usize, slots.slots[i].generation.load(Relaxed))
+            })
+            .join()
+            .unwrap()
+        });
+        let s = &slots.slots[i];
+        assert_eq!(s.pthread.load(Relaxed), dead);
+        // SAFETY: as above.
+        let me = unsafe { libc::pthread_self() } as usize;
+        assert_ne!(me, dead);
+        assert_eq!(slots.claim(TID, thread_serial()), Some(i as u32), "the slot holding its tid");
+        assert_eq!(s.pthread.load(Relaxed), me, "the new owner's pthread_t, not the dead thread's");
+        assert_eq!(s.owner.load(Relaxed), thread_serial());
+        assert!(s.generation.load(Relaxed) > generation, "readers are told of the new owner");
+        // The same thread asking again changes nothing.
+        let g = s.generation.load(Relaxed);
+        assert_eq!(slots.claim(TID, thread_serial()), Some(i as u32));
+        assert_eq!(s.generation.load(Relaxed), g);
+    }
+
+    /// Threads that polled and exited without `on_thread_stop` (`block_on` threads) do not keep
+    /// their slots from the threads that come after, while live holders keep theirs.
+    #[test]
+    fn a_full_table_takes_back_the_slots_of_exited_threads() {
+        let slots = Slots::new(2, 64, 64);
+        for _ in 0..2 {
+            // `join` returns once the kernel has cleared the thread's tid: it no longer exists.
+            std::thread::scope(|sc| sc.spawn(|| slots.claim(gettid(), thread_serial()).unwrap()).join().unwrap());
+        }
+        let mine = slots.claim(gettid(), thread_serial()).expect("the slot of an exited thread");
+        assert_eq!(slots.no_slot.load(Relaxed), 0);
+        // One slot left to a dead thread: taken by the next thread, and then the table is full
+        // of live holders (this thread and the one blocked below).
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|sc| {
+            let slots = &slots;
+            let holder = sc.spawn(move || {
+                let got = slots.claim(gettid(), thread_serial());
+                let _ = release.recv();
+                got
+            });
+            while !slots.slots.iter().all(|s| s.tid.load(Acquire) != 0 && thread_alive(s.tid.load(Acquire))) {
+                std::thread::yield_now();
+            }
+            let refused = sc.spawn(|| slots.claim(gettid(), thread_serial())).join().unwrap();
+            assert_eq!(refused, None, "a live holder keeps its slot");
+            drop(hold);
+            let theirs = holder.join().unwrap().expect("a slot for the second thread");
+            assert_ne!(theirs, mine);
+        });
+        assert_eq!(slots.no_slot.load(Relaxed), 1);
+    }
+
+    /// A writer laps the long-poll ring as fast as it can while a reader reads it: every record
+    /// read is whole (its fields all derive from its `seq`). The fences this relies on are no-ops
+    /// on x86; the test bites on weakly ordered CPUs (aarch64), where the records were torn.
+    #[test]
+    fn long_poll_records_are_never_read_torn() {
+        let slot = Slot::new(64, 64, false);
+        let stop = AtomicBool::new(false);
+        let (read, refused) = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let mut seq = 1u64;
+                while !stop.load(Relaxed) {
+                    slot.push_long(seq, seq * 3, seq ^ 0xABCD, seq + 7, (seq * 5) as usize, seq as u32);
+                    seq += 2;
+                }
+            });
+            let reader = sc.spawn(|| {
+                let (mut read, mut refused) = (0u64, 0u64);
+                for _ in 0..2_000_000 {
+                    for e in slot.long.iter() {
+                        match e.read() {
+                            Some((seq, start, ticks, task, loc, flags)) => {
+                                assert_eq!(
+                                    (start, ticks, task, loc, flags),
+                                    (seq * 3, seq ^ 0xABCD, seq + 7, (seq * 5) as usize, seq as u32),
+                                    "a torn record"
+                                );
+                                read += 1;
+                            }
+                            None => refused += 1,
+                        }
+                    }
+                    if read > 2_000_000 {
+                        break;
+                    }
+                }
+                (read, refused)
+            });
+            let out = reader.join().unwrap();
+            stop.store(true, Relaxed);
+            out
+        });
+        assert!(read > 0, "records were read ({refused} refused mid-write)");
     }
 }

@@ -26,6 +26,11 @@ const REQUESTED: u8 = 1;
 const WRITING: u8 = 2;
 const READY: u8 = 3;
 
+/// `Entry::probe` of a buffer whose probe gave it up while the handler was still writing it
+/// (`release_all`): once READY, whoever requests next takes it (`free_entry`). Probe ids start
+/// at 1.
+const ORPHAN: u64 = 0;
+
 thread_local! {
     static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
 }
@@ -85,31 +90,34 @@ static TABLE: OnceLock<Box<[Entry]>> = OnceLock::new();
 pub(crate) static CAPTURES: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
+impl Entry {
+    /// An idle buffer (its STACK_COPY bytes leaked: they live as long as the process).
+    fn new() -> Entry {
+        Entry {
+            state: AtomicU8::new(IDLE),
+            probe: AtomicU64::new(ORPHAN),
+            tid: AtomicI32::new(0),
+            seq_ptr: AtomicPtr::new(std::ptr::null_mut()),
+            want_seq: AtomicU64::new(0),
+            got_seq: AtomicU64::new(0),
+            slot: AtomicUsize::new(0),
+            stack_lo: AtomicUsize::new(0),
+            stack_hi: AtomicUsize::new(0),
+            ip: AtomicU64::new(0),
+            sp: AtomicU64::new(0),
+            fp: AtomicU64::new(0),
+            lr: AtomicU64::new(0),
+            len: AtomicUsize::new(0),
+            requested_at: AtomicU64::new(0),
+            handler_ticks: AtomicU64::new(0),
+            captured_at: AtomicU64::new(0),
+            buf: Box::leak(vec![0u8; STACK_COPY].into_boxed_slice()).as_mut_ptr(),
+        }
+    }
+}
+
 fn table() -> &'static [Entry] {
-    TABLE.get_or_init(|| {
-        (0..ENTRIES)
-            .map(|_| Entry {
-                state: AtomicU8::new(IDLE),
-                probe: AtomicU64::new(0),
-                tid: AtomicI32::new(0),
-                seq_ptr: AtomicPtr::new(std::ptr::null_mut()),
-                want_seq: AtomicU64::new(0),
-                got_seq: AtomicU64::new(0),
-                slot: AtomicUsize::new(0),
-                stack_lo: AtomicUsize::new(0),
-                stack_hi: AtomicUsize::new(0),
-                ip: AtomicU64::new(0),
-                sp: AtomicU64::new(0),
-                fp: AtomicU64::new(0),
-                lr: AtomicU64::new(0),
-                len: AtomicUsize::new(0),
-                requested_at: AtomicU64::new(0),
-                handler_ticks: AtomicU64::new(0),
-                captured_at: AtomicU64::new(0),
-                buf: Box::leak(vec![0u8; STACK_COPY].into_boxed_slice()).as_mut_ptr(),
-            })
-            .collect()
-    })
+    TABLE.get_or_init(|| (0..ENTRIES).map(|_| Entry::new()).collect())
 }
 
 /// Why the sample handler could not be installed.
@@ -280,11 +288,7 @@ pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
     if !still_ours(signal) {
         return Err(RequestError::NotOurs);
     }
-    let table = table();
-    let Some(e) = table
-        .iter()
-        .find(|e| e.state.load(Acquire) == IDLE && e.state.compare_exchange(IDLE, WRITING, AcqRel, Relaxed).is_ok())
-    else {
+    let Some(e) = free_entry(table()) else {
         return Err(RequestError::NoBuffer);
     };
     // The buffer is ours (WRITING blocks the handler); fill the request, then publish it.
@@ -309,6 +313,27 @@ pub(crate) fn request(signal: i32, r: Request<'_>) -> Result<(), RequestError> {
         return Err(RequestError::NoThread);
     }
     Ok(())
+}
+
+/// Takes a buffer for a new request (state WRITING, so the handler leaves it alone): an idle
+/// one, or one a stopped probe gave up while the handler was writing it (READY, `ORPHAN`).
+fn free_entry(table: &[Entry]) -> Option<&Entry> {
+    table.iter().find(|e| match e.state.load(Acquire) {
+        IDLE => e.state.compare_exchange(IDLE, WRITING, AcqRel, Relaxed).is_ok(),
+        READY if e.probe.load(Relaxed) == ORPHAN => {
+            if e.state.compare_exchange(READY, WRITING, AcqRel, Relaxed).is_err() {
+                return false;
+            }
+            // Between our look and the exchange it may have been freed and captured again for
+            // a live probe: WRITING keeps everyone else off it, so look again and give it back.
+            if e.probe.load(Relaxed) != ORPHAN {
+                e.state.store(READY, Release);
+                return false;
+            }
+            true
+        }
+        _ => false,
+    })
 }
 
 /// Whether a request for `tid` from `probe` is in flight or captured but not yet collected.
@@ -389,28 +414,38 @@ pub(crate) fn collect(
     expired
 }
 
-/// Gives back every buffer `probe` still holds (its watchdog is stopping). A capture in progress
-/// is waited for briefly so that its buffer is not handed out while the handler writes it.
+/// Gives back every buffer `probe` still holds (its watchdog is stopping). Never waits: a buffer
+/// the handler is writing now (WRITING) is handed to `ORPHAN`, and the next request of any probe
+/// takes it once the handler has published it (`free_entry`). It used to be waited for, 1,000
+/// yields at most, and a handler slower than that (preempted on a busy host) left a READY buffer
+/// that no probe would ever collect: one of the process's `ENTRIES` buffers gone for good.
 pub(crate) fn release_all(probe: u64) {
-    for e in table().iter() {
+    release_all_in(table(), probe)
+}
+
+fn release_all_in(table: &[Entry], probe: u64) {
+    for e in table.iter() {
         if e.probe.load(Relaxed) != probe {
             continue;
         }
-        for _ in 0..1000 {
-            match e.state.load(Acquire) {
-                REQUESTED => {
-                    if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() {
-                        break;
-                    }
-                }
-                READY => {
-                    e.state.store(IDLE, Release);
-                    break;
-                }
-                WRITING => std::thread::yield_now(),
-                _ => break,
+        match e.state.load(Acquire) {
+            // The exchange fails only if the handler took it meanwhile (WRITING): then as below.
+            REQUESTED if e.state.compare_exchange(REQUESTED, IDLE, AcqRel, Relaxed).is_ok() => continue,
+            READY => {
+                // Nobody else touches a READY buffer of a live probe: ours to free.
+                e.state.store(IDLE, Release);
+                continue;
             }
+            IDLE => continue,
+            _ => {}
         }
+        // WRITING: the handler is capturing for us, or another probe has just taken the buffer
+        // (IDLE → WRITING) and has not written its id yet. Only the first is ours to orphan; the
+        // exchange fails in the second once that probe has written its id, and that probe's
+        // store overwrites ours if it comes later.
+        // If the handler has published meanwhile, the buffer is READY and orphaned: taken by the
+        // next request like any other orphan.
+        let _ = e.probe.compare_exchange(probe, ORPHAN, AcqRel, Relaxed);
     }
 }
 
@@ -435,6 +470,44 @@ pub(crate) fn stack_bounds(thread: usize) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A probe that stops while the handler is still writing one of its buffers does not strand
+    /// it: once the handler publishes, the next request (of any probe) gets it.
+    #[test]
+    fn release_all_strands_no_buffer_being_written() {
+        const PROBE: u64 = 7;
+        let table: Vec<Entry> = (0..2).map(|_| Entry::new()).collect();
+        // The watchdog requested a sample for PROBE; the handler has begun copying it.
+        let e = free_entry(&table).expect("an idle buffer");
+        e.probe.store(PROBE, Relaxed);
+        e.state.store(REQUESTED, Release);
+        assert!(e.state.compare_exchange(REQUESTED, WRITING, Acquire, Relaxed).is_ok());
+        // The probe's watchdog stops now, with the handler still inside the capture.
+        release_all_in(&table, PROBE);
+        assert!(!table.iter().any(|e| e.probe.load(Relaxed) == PROBE), "no buffer stays with the stopped probe");
+        // The handler finishes.
+        e.state.store(READY, Release);
+        let a = free_entry(&table).map(|e| e as *const Entry);
+        let b = free_entry(&table).map(|e| e as *const Entry);
+        assert!(a.is_some() && b.is_some() && a != b, "both buffers can be requested again");
+        assert!(free_entry(&table).is_none());
+    }
+
+    /// A live probe's READY capture is never taken for someone else's request.
+    #[test]
+    fn a_live_probes_capture_is_not_taken() {
+        let table: Vec<Entry> = (0..1).map(|_| Entry::new()).collect();
+        let e = free_entry(&table).unwrap();
+        e.probe.store(9, Relaxed);
+        e.state.store(READY, Release);
+        assert!(free_entry(&table).is_none());
+        release_all_in(&table, 8);
+        assert_eq!(e.state.load(Acquire), READY, "another probe's release leaves it alone");
+        release_all_in(&table, 9);
+        assert_eq!(e.state.load(Acquire), IDLE);
+    }
+
     #[test]
     fn blocked_by_reads_the_threads_own_mask() {
         let signal = libc::SIGRTMIN() + 9;

@@ -550,7 +550,12 @@ fn scan(
     let mut far_anchor = false;
     let mut next_wake = u64::MAX;
     let timed_mask = u64::from(shared.timed_every - 1);
-    let mut drain_asked = false;
+    // The shared event ring (threads without a slot) too, once it is a quarter full.
+    let mut drain_asked =
+        shared.slots.shared.ring.as_ref().is_some_and(|r| r.queued() >= (r.capacity() as u64 / 4).max(1));
+    if drain_asked {
+        send(tx, shared, Msg::Drain);
+    }
     for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
         if let Some(msg) = w.unsent_end.take() {
             match tx.try_send(msg) {
