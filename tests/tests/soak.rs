@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stallscope_tests::{describe, user_frames, Service};
+use stallscope_tests::{describe, user_frames};
 
 struct Tripwire;
 static IN_HANDLER_ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -133,43 +133,63 @@ fn a_hundred_thousand_captures_over_allocation_and_panics_allocate_nothing_in_th
     PEAK.store(heap_before, Relaxed);
     let before = stallscope_probe::__sample_captures();
     let started = Instant::now();
-    let (snap, rounds) = Service::multi()
-        .probe(|b| {
-            b.stall_threshold(Duration::from_millis(2)).sample_interval(Duration::from_micros(200)).max_stalls(4096)
-        })
-        .run_with(|_| async move {
-            let stop = Arc::new(AtomicBool::new(false));
-            let deadline = Instant::now() + budget;
-            let mut tasks = Vec::new();
-            for which in 0..2 {
-                let stop = stop.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut rounds = 0u64;
-                    while !stop.load(Relaxed) {
-                        // 100 ms without yielding: one stall per round.
-                        let until = Instant::now() + Duration::from_millis(100);
-                        if which == 0 {
-                            alloc_churn(until);
-                        } else {
-                            panic_loop(until);
-                        }
-                        rounds += 1;
-                        tokio::task::yield_now().await;
+    let probe = stallscope_probe::Probe::builder()
+        .stall_threshold(Duration::from_millis(2))
+        .sample_interval(Duration::from_micros(200))
+        .max_stalls(4096)
+        .server(false)
+        .build()
+        .unwrap();
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    probe.install(&mut b);
+    let rt = b.build().unwrap();
+    let guard = probe.start(rt.handle());
+    let rounds = rt.block_on(async move {
+        let stop = Arc::new(AtomicBool::new(false));
+        let deadline = Instant::now() + budget;
+        let mut tasks = Vec::new();
+        for which in 0..2 {
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rounds = 0u64;
+                while !stop.load(Relaxed) {
+                    // 100 ms without yielding: one stall per round.
+                    let until = Instant::now() + Duration::from_millis(100);
+                    if which == 0 {
+                        alloc_churn(until);
+                    } else {
+                        panic_loop(until);
                     }
-                    rounds
-                }));
-            }
-            while stallscope_probe::__sample_captures() - before < wanted && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            stop.store(true, Relaxed);
-            let mut rounds = Vec::new();
-            for t in tasks {
-                rounds.push(t.await.unwrap());
-            }
-            rounds
-        });
+                    rounds += 1;
+                    tokio::task::yield_now().await;
+                }
+                rounds
+            }));
+        }
+        while stallscope_probe::__sample_captures() - before < wanted && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, Relaxed);
+        let mut rounds = Vec::new();
+        for t in tasks {
+            rounds.push(t.await.unwrap());
+        }
+        rounds
+    });
     let elapsed = started.elapsed();
+    drop(rt);
+    // The aggregator may be far behind after the soak (each stall closes once its stacks are
+    // symbolized): wait for it, within a bound, and say how long it took.
+    let behind = Instant::now();
+    let snap = loop {
+        if let Some(s) = probe.refresh(Duration::from_secs(10)) {
+            break s;
+        }
+        assert!(behind.elapsed() < Duration::from_secs(180), "the probe did not catch up in 180 s");
+    };
+    let caught_up = behind.elapsed();
+    drop(guard);
     stallscope_probe::__set_sample_handler_hook(None);
     let _ = std::panic::take_hook();
     let captures = stallscope_probe::__sample_captures() - before;
@@ -197,7 +217,7 @@ fn a_hundred_thousand_captures_over_allocation_and_panics_allocate_nothing_in_th
     assert!(named("panic_loop"), "{}", describe(&snap));
     assert_eq!(snap.drops.probe_panics, 0);
     eprintln!(
-        "soak: {captures} captures in {elapsed:.1?} ({hook_in} handler runs seen by the hook, 0 allocations in \
+        "soak: {captures} captures in {elapsed:.1?}, the probe caught up {caught_up:.1?} later ({hook_in} handler runs seen by the hook, 0 allocations in \
          the handler), {} stalls, rounds {rounds:?}, heap peak +{} KiB, drops {:?}, missing {:?}",
         snap.stall_count,
         heap_peak / 1024,
