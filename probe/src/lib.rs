@@ -98,6 +98,17 @@ pub fn __in_sample_handler() -> bool {
     sampler::in_handler()
 }
 
+/// Sets a function the sample signal handler calls on the sampled thread after each capture,
+/// or none. For the fault suite's soak only (feature `fault-injection`, never on in a service): the
+/// function must be async-signal-safe; the soak's checks that `__in_sample_handler` is true
+/// there, which is what its allocation tripwire relies on.
+#[cfg(all(feature = "fault-injection", target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+#[doc(hidden)]
+pub fn __set_sample_handler_hook(hook: Option<fn()>) {
+    let p = hook.map_or(std::ptr::null_mut(), |f| f as *mut ());
+    sampler::signal::HANDLER_HOOK.store(p, std::sync::atomic::Ordering::Release);
+}
+
 /// Stacks copied by the sample signal handler in this process, ever. For soak tests and
 /// benchmarks; not part of the stable API.
 #[doc(hidden)]

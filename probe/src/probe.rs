@@ -204,6 +204,7 @@ impl ProbeBuilder {
             samples_lost: AtomicU64::new(0),
             stall_msgs_dropped: AtomicU64::new(0),
             lag_running: AtomicBool::new(false),
+            runtime_gone: AtomicBool::new(false),
             problems: Mutex::new(Vec::new()),
             endpoints: Mutex::new(Endpoints::default()),
             clients_refused: AtomicU64::new(0),
@@ -331,6 +332,7 @@ impl Probe {
         *self.shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
         let mut threads = Vec::new();
         crate::poll::instrument::register_runtime(handle, &self.shared);
+        self.shared.runtime_gone.store(false, Release);
         let lag = crate::poll::lag::spawn_heartbeat(&self.shared, handle, stop.clone());
         self.shared.lag_running.store(lag, Relaxed);
         {

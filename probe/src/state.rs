@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub(crate) stall_msgs_dropped: AtomicU64,
     /// Whether the heartbeat (loop lag) runs.
     pub(crate) lag_running: AtomicBool,
+    /// The runtime `start` was given shut down while the probe ran (`poll::lag`): loop lag,
+    /// runtime metrics and task dumps stopped with it. Cleared by the next `start`.
+    pub(crate) runtime_gone: AtomicBool,
     /// Problems found after start (server, recorder), shown in `process.missing`.
     pub(crate) problems: Mutex<Vec<String>>,
     /// Where the server listens.

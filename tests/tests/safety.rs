@@ -163,7 +163,9 @@ fn a_clean_service_raises_no_alert_and_drops_nothing() {
     assert!(snap.alerts.is_empty(), "{:?}", snap.alerts);
     assert_eq!(snap.drops.total(), 0, "{:?}", snap.drops);
     assert_eq!(snap.stall_count, 0, "{}", describe(&snap));
-    assert!(snap.process.missing.is_empty(), "{:?}", snap.process.missing);
+    // `Service::run` takes its snapshot after the runtime has shut down, which the probe says
+    // (its loop lag stopped there); nothing else may be missing.
+    assert!(snap.process.missing.iter().all(|m| m.contains("has shut down")), "{:?}", snap.process.missing);
 }
 
 #[inline(never)]

@@ -160,6 +160,13 @@ pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
              process; call probe.install(&mut builder) on its builder"
                 .to_string()
         });
+    } else if shared.runtime_gone.load(Acquire) {
+        missing.push(
+            "loop lag, runtime metrics and task dumps: the runtime the probe was started on has shut down (its \
+             figures stopped there); start the probe again on the runtime that replaced it. Stalls are still \
+             seen on every runtime the probe is installed on"
+                .to_string(),
+        );
     }
     missing.extend(shared.problems.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
     missing.extend(shared.threads.problems());

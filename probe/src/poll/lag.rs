@@ -11,6 +11,24 @@ use crate::state::Shared;
 /// File of the heartbeat's spawn call, so the aggregator can mark its location as internal.
 pub(crate) const HEARTBEAT_FILE: &str = file!();
 
+/// Dropped with the heartbeat task. Dropped before the probe was stopped, the task was dropped by
+/// its runtime's shutdown: the runtime the probe was started on is gone, and with it loop lag,
+/// runtime metrics and task dumps, while stalls on other runtimes the probe is installed on are
+/// still seen. `process.missing` says so until the probe is started again (a service that
+/// rebuilds its runtime without restarting the probe used to get stale figures, said nowhere).
+struct RuntimeGone {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for RuntimeGone {
+    fn drop(&mut self) {
+        if !self.stop.load(Acquire) {
+            self.shared.runtime_gone.store(true, Release);
+        }
+    }
+}
+
 /// Spawns the heartbeat. Returns `false` (and spawns nothing) when the runtime has no timer.
 pub(crate) fn spawn_heartbeat(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, stop: Arc<AtomicBool>) -> bool {
     // `tokio::time::sleep` panics on a runtime built without `enable_time`, and Tokio has no
@@ -30,7 +48,9 @@ pub(crate) fn spawn_heartbeat(shared: &Arc<Shared>, handle: &tokio::runtime::Han
     }
     let shared = shared.clone();
     let period = shared.config.heartbeat_interval;
+    let gone = RuntimeGone { shared: shared.clone(), stop: stop.clone() };
     handle.spawn(async move {
+        let _gone = gone;
         let mut deadline = Instant::now() + period;
         while !stop.load(Acquire) {
             tokio::time::sleep_until(deadline).await;

@@ -158,13 +158,20 @@ pub(crate) fn install(signal: i32) -> Result<(), InstallError> {
     Ok(())
 }
 
+/// A function the handler calls on the sampled thread after each capture, set by the fault
+/// suite's soak (`__set_sample_handler_hook`) to prove that `in_handler` is true for everything
+/// the handler runs. Only with the `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+pub(crate) static HANDLER_HOOK: AtomicPtr<()> = AtomicPtr::new(std::ptr::null_mut());
+
 extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // First, so that an allocation tripwire covers every instruction of the handler's own.
+    IN_HANDLER.with(|c| c.set(true));
     // SAFETY: errno location is thread-local and always valid.
     let saved_errno = unsafe { *libc::__errno_location() };
     // Next, so that the measured time covers the rest of the handler (a counter read; errno is
     // saved first because without a usable TSC the read is a `clock_gettime` call).
     let entered = crate::poll::clock::now_raw_in_handler();
-    IN_HANDLER.with(|c| c.set(true));
     // SAFETY: gettid is async-signal-safe.
     let tid = unsafe { libc::gettid() };
     if let Some(table) = TABLE.get() {
@@ -187,12 +194,20 @@ extern "C" fn handler(_sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut 
             e.captured_at.store(entered, Relaxed);
             e.state.store(READY, Release);
             CAPTURES.fetch_add(1, Relaxed);
+            #[cfg(feature = "fault-injection")]
+            {
+                let hook = HANDLER_HOOK.load(Acquire);
+                if !hook.is_null() {
+                    // SAFETY: only `__set_sample_handler_hook` stores here, and only `fn()`s.
+                    unsafe { std::mem::transmute::<*mut (), fn()>(hook)() };
+                }
+            }
             break;
         }
     }
-    IN_HANDLER.with(|c| c.set(false));
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = saved_errno };
+    IN_HANDLER.with(|c| c.set(false));
 }
 
 #[cfg(target_arch = "x86_64")]
