@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
-use crate::poll::slots::{zeroed_slice, Padded, Zeroable, Zeroed};
+use crate::poll::zeroed::{zeroed_slice, Padded, Zeroable, Zeroed};
 
 /// Lost races for `head` after which a producer drops its event rather than retry again.
 const RACES: usize = 64;

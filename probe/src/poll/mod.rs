@@ -9,3 +9,4 @@ pub(crate) mod hooks;
 pub(crate) mod instrument;
 pub(crate) mod lag;
 pub(crate) mod slots;
+pub(crate) mod zeroed;
