@@ -26,6 +26,7 @@ mod alert_text;
 pub mod codec;
 pub mod discovery;
 mod error;
+pub mod fit;
 pub mod frame;
 pub mod intern;
 pub mod model;
