@@ -514,7 +514,7 @@ impl Agg {
         let mut stalls: Vec<Stall> = self.done.iter().cloned().collect();
         stalls.extend(self.join.running().map(|rec| self.conv.wire_stall(rec, false)));
 
-        let drops = drops(&shared, self.long_overrun, self.ages.untracked);
+        let drops = drops(&shared, self.long_overrun, self.ages.untracked, self.ages.orphans_evicted);
         let lag = wire::LagStats {
             period_ns: shared.config.heartbeat_interval.as_nanos() as u64,
             lag: shared.lag.to_wire(),

@@ -120,12 +120,14 @@ pub(crate) fn sum_slots(shared: &Shared, long_polls: &LongPolls, clk: &Clock) ->
     Sums { locs, overflow, workers }
 }
 
-/// What every bounded structure has lost so far, summed.
-pub(crate) fn drops(shared: &Shared, long_overrun: u64, untracked: u64) -> wire::Drops {
+/// What every bounded structure has lost so far, summed. `task_events` also counts the
+/// terminate events evicted from the aggregator's orphan map (`orphans_evicted`).
+pub(crate) fn drops(shared: &Shared, long_overrun: u64, untracked: u64, orphans_evicted: u64) -> wire::Drops {
     wire::Drops {
         samples: shared.samples_lost.load(Relaxed),
         task_events: shared.slots.slots.iter().map(|s| s.ev_dropped.load(Relaxed)).sum::<u64>()
-            + shared.slots.shared.ev_dropped.load(Relaxed),
+            + shared.slots.shared.ev_dropped.load(Relaxed)
+            + orphans_evicted,
         threads_without_slot: shared.slots.no_slot.load(Relaxed),
         location_overflow: shared.slots.slots.iter().map(|s| s.loc_overflow.load(Relaxed)).sum::<u64>()
             + shared.slots.shared.loc_overflow.load(Relaxed),
