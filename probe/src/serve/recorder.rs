@@ -182,3 +182,48 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use stallscope_wire::intern::Received;
+    use stallscope_wire::recording::RecordingReader;
+    use stallscope_wire::Update;
+
+    /// P7 defect 4 for the recorder: an update above the frame limit failed to write, was taken
+    /// for a disk error, and the recorder dropped the file for a fresh one every second. It is
+    /// now trimmed to fit and recorded, what was trimmed counted.
+    #[test]
+    fn an_update_larger_than_a_record_is_trimmed_and_recorded() {
+        let dir = std::env::temp_dir().join(format!("stallscope-rec-oversized-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.stsc");
+        let probe =
+            crate::Probe::builder().server(false).record_to(&path).client_queue_bytes(256 << 20).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let seq = 1_000_000;
+        probe.shared.publisher.publish(crate::serve::testing::oversized_tick(seq));
+        let losses = &probe.shared.publisher.losses;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while losses.trimmed_stalls.load(super::Relaxed) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(guard);
+        let problems = probe.shared.problems.lock().unwrap().clone();
+        assert!(problems.is_empty(), "{problems:?}");
+        let rec = RecordingReader::open(&path).unwrap().read_all();
+        let got = rec.events.iter().find_map(|e| match &e.event {
+            Received::Update(Update::Tick { snapshot, .. }) if snapshot.seq == seq => Some(snapshot.clone()),
+            _ => None,
+        });
+        let got = got.expect("the large tick is not in the recording");
+        assert_eq!(got.stalls.last().map(|s| s.id), Some(2015));
+        assert!(got.stalls[0].id >= 16);
+        assert!(losses.trimmed_stalls.load(super::Relaxed) >= 16);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -647,29 +647,12 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::time::{Duration, Instant};
 
-    use stallscope_wire::frame::{read_frame, MAX_FRAME_BYTES};
+    use stallscope_wire::frame::read_frame;
     use stallscope_wire::intern::{Decoder, Received};
     use stallscope_wire::proto::{client_handshake, Hello};
-    use stallscope_wire::{Interval, Snapshot, Stall, Update};
+    use stallscope_wire::{Snapshot, Update};
 
-    /// A stall whose spawn location is `text`.
-    fn stall(id: u64, text: String) -> Stall {
-        Stall {
-            id,
-            start_unix_ms: id,
-            duration_ns: Some(20_000_000),
-            elapsed_ns: 20_000_000,
-            worker: 0,
-            tid: 1,
-            task: Some(id),
-            spawned_at: text,
-            in_block_in_place: false,
-            stacks: Vec::new(),
-            samples_lost: 0,
-            anatomy: None,
-            unobserved: false,
-        }
-    }
+    use crate::serve::testing::stall;
 
     /// Reads until a tick with `seq`, or the probe hangs up (`None`).
     fn tick_with_seq(stream: &mut UnixStream, dec: &mut Decoder, seq: u64) -> Option<Snapshot> {
@@ -704,19 +687,8 @@ mod tests {
                 (s, Decoder::new())
             })
             .collect();
-        // 16 oldest stalls carry a spawn location of about 1 MiB each (just under the string
-        // table's limit of 16 MiB together), 2,000 newer ones share a short one: the encoding is
-        // just above a frame, with no table over its limit.
-        let big = MAX_FRAME_BYTES / 16 - 1024;
-        let mut stalls: Vec<Stall> = (0..16).map(|i| stall(i, format!("{i:x}").repeat(big))).collect();
-        stalls.extend((16..2016).map(|i| stall(i, "src/handlers/h.rs:10:5".to_string())));
         let seq = 1_000_000;
-        let update = Update::Tick {
-            interval: Box::new(Interval { seq, ..Interval::default() }),
-            snapshot: Box::new(Snapshot { seq, stalls, ..Snapshot::default() }),
-        };
-        let len = stallscope_wire::intern::Encoder::new().encode(&update).unwrap().to_payload().unwrap().len();
-        assert!(len > MAX_FRAME_BYTES, "{len}");
+        let update = crate::serve::testing::oversized_tick(seq);
         // Every client is streaming before the large tick comes.
         for (s, d) in clients.iter_mut() {
             assert!(tick_with_seq(s, d, 2).is_some());

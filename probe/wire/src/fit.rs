@@ -210,7 +210,7 @@ fn trim_stacks(stalls: &mut [Stall], keep: f64, floor: usize) -> Trimmed {
         }
         let drop = ((n as f64 * (1.0 - keep)).ceil() as usize).clamp(1, n - floor);
         // Most samples first; stable, so equal counts keep their order and the later go.
-        s.stacks.sort_by(|x, y| y.count.cmp(&x.count));
+        s.stacks.sort_by_key(|k| std::cmp::Reverse(k.count));
         for gone in s.stacks.drain(n - drop..) {
             t.stacks += 1;
             t.samples += gone.count;
