@@ -780,4 +780,57 @@ mod tests {
         drop(guard);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// An update that cannot be encoded even trimmed (70,000 spawn locations of 250 bytes:
+    /// more text than the 16 MiB string table, and nothing `fit` trims) used to be skipped
+    /// silently. It is now counted, and the client is told with `Dropped`; it stays connected.
+    #[test]
+    fn an_update_that_cannot_be_encoded_is_counted_and_told() {
+        let dir = std::env::temp_dir().join(format!("stallscope-unencodable-{}", std::process::id()));
+        let probe = crate::Probe::builder().socket_dir(&dir).client_queue_bytes(256 << 20).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let path = probe.socket_path().unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        client_handshake(&mut s, &Hello::new("test", "0")).unwrap();
+        let mut dec = Decoder::new();
+        assert!(tick_with_seq(&mut s, &mut dec, 2).is_some());
+        let location = |i: usize| stallscope_wire::LocationStats {
+            location: format!("{i:0250}"),
+            spawned: 0,
+            completed: 0,
+            live: 0,
+            oldest_live_ns: None,
+            polls: 0,
+            poll_time: Default::default(),
+            schedule_latency: None,
+            leak_suspect: false,
+            internal: false,
+            blocking: false,
+        };
+        let snapshot =
+            Snapshot { seq: 1_000_000, locations: (0..70_000).map(location).collect(), ..Snapshot::default() };
+        probe.shared.publisher.publish(Update::Tick { snapshot: Box::new(snapshot), interval: Default::default() });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut dropped = 0;
+        while dropped == 0 && Instant::now() < deadline {
+            let frame = read_frame(&mut s).unwrap().expect("closed");
+            if let Received::Dropped { intervals } = dec.decode_payload(&frame).unwrap() {
+                dropped += intervals;
+            }
+        }
+        assert_eq!(dropped, 1);
+        let next = probe.snapshot().map_or(3, |s| s.seq + 2);
+        assert!(tick_with_seq(&mut s, &mut dec, next).is_some(), "closed after the update");
+        let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+        assert!(snap.drops.subscriber_updates >= 1);
+        assert!(
+            snap.process.missing.iter().any(|m| m.contains("1 updates could not be encoded")),
+            "{:?}",
+            snap.process.missing
+        );
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
