@@ -470,6 +470,11 @@ fn client(
             return;
         }
     };
+    // Tests inject a panic on this thread, holding a place among `max_clients`.
+    #[cfg(test)]
+    if hello.client_name == tests::PANIC_CLIENT {
+        panic!("injected by a test");
+    }
     // What this connection may carry: the smaller of the two minors.
     let minor = ProtocolVersion::CURRENT.common(hello.protocol).minor;
     let _ = conn.set_read_timeout(None);
@@ -654,6 +659,9 @@ mod tests {
 
     use crate::serve::testing::stall;
 
+    /// A client of this name makes its client thread panic after the handshake.
+    pub(super) const PANIC_CLIENT: &str = "test-panic-in-client-thread";
+
     /// Reads until a tick with `seq`, or the probe hangs up (`None`).
     fn tick_with_seq(stream: &mut UnixStream, dec: &mut Decoder, seq: u64) -> Option<Snapshot> {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -830,6 +838,36 @@ mod tests {
             "{:?}",
             snap.process.missing
         );
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A panic on a client's thread was caught but not counted, and (the place among
+    /// `max_clients` being given back by hand after the writer) it kept that place for good.
+    /// Now it is counted in `drops.probe_panics` and the place is given back by a guard.
+    #[test]
+    fn a_panic_on_a_client_thread_is_counted_and_gives_its_place_back() {
+        let dir = std::env::temp_dir().join(format!("stallscope-client-panic-{}", std::process::id()));
+        let probe = crate::Probe::builder().socket_dir(&dir).max_clients(1).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let path = probe.socket_path().unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client_handshake(&mut s, &Hello::new(PANIC_CLIENT, "0")).unwrap();
+        // The thread dies: the connection ends.
+        assert!(matches!(read_frame(&mut s), Ok(None) | Err(_)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.shared.panics.load(super::Relaxed) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(probe.shared.panics.load(super::Relaxed), 1);
+        // Its place is free: the one client allowed attaches.
+        let mut next = UnixStream::connect(&path).unwrap();
+        next.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client_handshake(&mut next, &Hello::new("test", "0")).expect("the panicked client kept its place");
+        let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+        assert_eq!(snap.drops.probe_panics, 1);
         drop(guard);
         let _ = std::fs::remove_dir_all(&dir);
     }
