@@ -34,6 +34,13 @@ pub const DEFAULT_MAX_SAMPLES_PER_STALL: usize = 2_000;
 pub const DEFAULT_MAX_CLIENTS: usize = 16;
 /// Default number of updates queued per client before it loses them.
 pub const DEFAULT_CLIENT_QUEUE: usize = 64;
+/// Default bytes the updates queued for one client may hold before it loses them (16 MiB). The
+/// updates are shared by every queue, so this bounds what one client that stops reading keeps
+/// alive, not a copy per client.
+pub const DEFAULT_CLIENT_QUEUE_BYTES: usize = 16 << 20;
+/// Default time a write to a client may block before the client is disconnected (it does not
+/// read) and counted.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default size bound of one recording file (64 MiB).
 pub const DEFAULT_RECORD_MAX_BYTES: u64 = 64 << 20;
 /// Default number of rotated recording files kept.
@@ -101,6 +108,12 @@ pub struct Config {
     pub max_clients: usize,
     /// Updates queued per client (and for the recorder) before it loses them.
     pub client_queue: usize,
+    /// Bytes the updates queued for one client (or the recorder, or a subscriber) may hold
+    /// before it loses them.
+    pub client_queue_bytes: usize,
+    /// A write to a client that blocks this long (`SO_SNDTIMEO`: the client does not read)
+    /// disconnects it; it is counted in `process.missing`.
+    pub client_write_timeout: Duration,
     /// Record every update to this file (no client needed).
     pub record_to: Option<std::path::PathBuf>,
     /// Size bound of one recording file, bytes.
@@ -136,6 +149,8 @@ impl Default for Config {
             tcp_allow_remote: false,
             max_clients: DEFAULT_MAX_CLIENTS,
             client_queue: DEFAULT_CLIENT_QUEUE,
+            client_queue_bytes: DEFAULT_CLIENT_QUEUE_BYTES,
+            client_write_timeout: DEFAULT_CLIENT_WRITE_TIMEOUT,
             record_to: None,
             record_max_bytes: DEFAULT_RECORD_MAX_BYTES,
             record_keep: DEFAULT_RECORD_KEEP,
@@ -213,6 +228,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
     dur("aggregation_interval", c.aggregation_interval, ms(10), Duration::from_secs(60))?;
     dur("heartbeat_interval", c.heartbeat_interval, ms(1), Duration::from_secs(10))?;
     dur("leak_window", c.leak_window, ms(10), Duration::from_secs(3600))?;
+    dur("client_write_timeout", c.client_write_timeout, ms(10), Duration::from_secs(600))?;
     let lim = |name, value: usize, min: u64, max: u64| {
         let value = value as u64;
         if value < min || value > max {
@@ -231,6 +247,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), BuildError> {
     lim("timed_poll_every", c.timed_poll_every as usize, 1, 1 << 16)?;
     lim("max_clients", c.max_clients, 1, 1024)?;
     lim("client_queue", c.client_queue, 1, 1 << 16)?;
+    lim("client_queue_bytes", c.client_queue_bytes, 64 << 10, 1 << 32)?;
     lim("record_max_bytes", c.record_max_bytes.min(usize::MAX as u64) as usize, 64 << 10, 1 << 40)?;
     // Each rotation renames every kept file: u32::MAX of them would stall the recorder for good.
     lim("record_keep", c.record_keep as usize, 0, 1000)?;
@@ -299,8 +316,41 @@ pub(crate) fn apply_env(c: &mut Config, get: impl Fn(&str) -> Option<String>) ->
     if let Some(v) = get("STALLSCOPE_RECORD_MAX_MB") {
         c.record_max_bytes = num::<u64>("STALLSCOPE_RECORD_MAX_MB", &v, "expected a whole number of MiB")? << 20;
     }
+    if let Some(v) = get("STALLSCOPE_CLIENT_QUEUE_MB") {
+        let mb: usize = num("STALLSCOPE_CLIENT_QUEUE_MB", &v, "expected a whole number of MiB")?;
+        c.client_queue_bytes = mb.saturating_mul(1 << 20);
+    }
+    if let Some(v) = get("STALLSCOPE_CLIENT_WRITE_TIMEOUT_MS") {
+        c.client_write_timeout = Duration::from_millis(num("STALLSCOPE_CLIENT_WRITE_TIMEOUT_MS", &v, MS)?);
+    }
     if let Some(v) = get("STALLSCOPE_NAME") {
         c.name = Some(v);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_budget_and_write_timeout_are_validated_and_read_from_the_environment() {
+        let c = Config::default();
+        assert_eq!((c.client_queue_bytes, c.client_write_timeout), (16 << 20, Duration::from_secs(5)));
+        let bad = Config { client_queue_bytes: 1000, ..Config::default() };
+        assert!(matches!(validate(&bad), Err(BuildError::Limit { name: "client_queue_bytes", value: 1000, .. })));
+        let bad = Config { client_write_timeout: Duration::ZERO, ..Config::default() };
+        assert!(matches!(validate(&bad), Err(BuildError::Duration { name: "client_write_timeout", .. })));
+        let mut c = Config::default();
+        apply_env(&mut c, |v| match v {
+            "STALLSCOPE_CLIENT_QUEUE_MB" => Some("2".into()),
+            "STALLSCOPE_CLIENT_WRITE_TIMEOUT_MS" => Some("750".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((c.client_queue_bytes, c.client_write_timeout), (2 << 20, Duration::from_millis(750)));
+        assert!(validate(&c).is_ok());
+        let e = apply_env(&mut c, |v| (v == "STALLSCOPE_CLIENT_WRITE_TIMEOUT_MS").then(|| "soon".into())).unwrap_err();
+        assert!(matches!(e, BuildError::Env { var: "STALLSCOPE_CLIENT_WRITE_TIMEOUT_MS", .. }));
+    }
 }

@@ -117,6 +117,14 @@ impl ProbeBuilder {
         /// Updates queued per client before it loses them (default 64).
         client_queue: usize);
     setter!(
+        /// Bytes the updates queued for one client may hold before it loses them (default
+        /// 16 MiB, from 64 KiB to 4 GiB). Updates are shared by every client's queue.
+        client_queue_bytes: usize);
+    setter!(
+        /// How long a write to a client may block before the client, which does not read, is
+        /// disconnected and counted (default 5 s, from 10 ms to 10 min).
+        client_write_timeout: Duration);
+    setter!(
         /// Size bound of one recording file in bytes (default 64 MiB).
         record_max_bytes: u64);
     setter!(
@@ -401,11 +409,11 @@ impl Probe {
         self.snapshot()
     }
 
-    /// Receives every update (ticks, stall starts and ends) through a bounded queue of
-    /// `capacity`. A subscriber that does not keep up loses updates; the count is in
-    /// [`Subscription::dropped`] and in the snapshots.
+    /// Receives every update (ticks, stall starts and ends) through a queue bounded at
+    /// `capacity` updates and at `client_queue_bytes` of them. A subscriber that does not keep
+    /// up loses updates; the count is in [`Subscription::dropped`] and in the snapshots.
     pub fn subscribe(&self, capacity: usize) -> Subscription {
-        self.shared.publisher.subscribe(capacity)
+        self.shared.publisher.subscribe(capacity, self.shared.config.client_queue_bytes)
     }
 
     /// Kills one of the probe's threads (`"aggregator"`, `"watchdog"`, `"server"`,

@@ -9,6 +9,21 @@ use std::collections::VecDeque;
 use crate::aggregator::intmap::IntMap;
 use crate::poll::slots::EVENT_TERMINATE;
 
+/// Drain passes that must end after a terminate event is seen before its spawn (an orphan,
+/// `Ages::orphans`) before a promotion ([`Batch::promote`]) may let it go. A spawn is written
+/// before its task can terminate, so a spawn missed by the pass that saw the terminate (its ring
+/// was read earlier in that pass) is read by the next pass, stays young, and reaches [`Ages`] at
+/// the first promotion after that pass, which finds the orphan. Orphans that no such promotion
+/// claimed never will be: their spawn was dropped, or they are `spawn_blocking` tasks, which have
+/// no spawn event at all. Keeping those for 256 passes, as before, grew the map with every
+/// blocking task, uncounted (P7 defect 8).
+const ORPHAN_PASSES: u64 = 2;
+/// Most orphans kept at once; past it the oldest pass's orphans are evicted, counted in
+/// `drops.task_events` (a spawn that then arrives is tracked as live until the exact live count
+/// corrects it, `Ages::oldest`). Without promotions for a long time (a long
+/// `aggregation_interval`), `spawn_blocking` completions reach it.
+pub(crate) const ORPHAN_CAP: usize = 65_536;
+
 /// Spawn and terminate events, paired before any of them touches [`Ages`].
 ///
 /// In a spawn storm nearly every task is spawned and ends between two ticks (100 ms apart), and
@@ -105,6 +120,7 @@ impl Batch {
         for (at, task, loc) in self.left.drain(..) {
             ages.spawn(task, loc, at, cap);
         }
+        ages.expire_orphans();
     }
 }
 
@@ -114,9 +130,13 @@ pub(crate) struct Ages {
     /// Tracked live tasks: their location and spawn time.
     pub(crate) tasks: IntMap<u64, (usize, u64)>,
     locs: IntMap<usize, LocAges>,
+    /// Terminate events whose spawn was not seen yet, with the drain pass that saw them: kept
+    /// until a promotion `ORPHAN_PASSES` passes later, at most `ORPHAN_CAP`.
     orphans: IntMap<u64, u64>,
     /// Spawns not tracked because the map was full.
     pub(crate) untracked: u64,
+    /// Orphans evicted to keep the map within `ORPHAN_CAP`.
+    pub(crate) orphans_evicted: u64,
     passes: u64,
 }
 
@@ -155,18 +175,42 @@ impl Ages {
     pub(crate) fn terminate(&mut self, task: u64) {
         match self.tasks.remove(&task) {
             Some((loc, _)) => self.untrack(loc),
-            // Seen before its spawn (two rings drained out of order) or its spawn was dropped.
+            // Seen before its spawn (two rings drained out of order), its spawn was dropped, or a
+            // `spawn_blocking` task (no spawn event).
             None => {
+                if self.orphans.len() >= ORPHAN_CAP {
+                    self.evict_orphans();
+                }
                 self.orphans.insert(task, self.passes);
             }
+        }
+    }
+
+    /// Makes room in a full orphan map: the oldest pass's orphans go (all of them if the map
+    /// holds one pass only), counted.
+    fn evict_orphans(&mut self) {
+        let oldest = self.orphans.values().copied().min().unwrap_or(self.passes);
+        let before = self.orphans.len();
+        if oldest < self.passes {
+            self.orphans.retain(|_, at| *at != oldest);
+        } else {
+            self.orphans.clear();
+        }
+        self.orphans_evicted += (before - self.orphans.len()) as u64;
+    }
+
+    /// After a promotion's spawns: the orphans no spawn can claim any more go (see
+    /// `ORPHAN_PASSES`).
+    pub(crate) fn expire_orphans(&mut self) {
+        if !self.orphans.is_empty() {
+            let p = self.passes;
+            self.orphans.retain(|_, at| p - *at < ORPHAN_PASSES);
         }
     }
 
     pub(crate) fn end_pass(&mut self) {
         self.passes += 1;
         if self.passes.is_multiple_of(64) {
-            let p = self.passes;
-            self.orphans.retain(|_, at| p - *at < 256);
             // A spawn storm grows these maps to its peak; give the memory back once it is over,
             // so the probe's footprint follows the live tasks instead of keeping the high-water
             // mark (docs/benchmarks.md, "Probe costs": flatness over a million tasks).
@@ -323,6 +367,47 @@ mod tests {
         b.end_pass(&mut ages, CAP);
         assert!(b.young.is_empty(), "handed over at the cap, not held beside it");
         assert_eq!((ages.tasks.len(), ages.untracked), (CAP, 10));
+    }
+
+    /// P7 defect 8: every `spawn_blocking` completion is a terminate event with no spawn, and
+    /// each one stayed in the orphan map for 256 drain passes, uncounted: 1,000,000 blocking
+    /// tasks in a few seconds made a map of 1,000,000 entries.
+    #[test]
+    fn orphans_are_kept_until_a_promotion_two_passes_later_and_at_most_the_cap() {
+        let (mut b, mut ages) = (Batch::default(), Ages::default());
+        // 100,000 blocking completions in each of 10 passes, a tick after each.
+        let mut task = 1u64 << 40;
+        for _ in 0..10 {
+            pass_and_tick(&mut b, &mut ages, 0, |b| {
+                for _ in 0..100_000 {
+                    task += 1;
+                    end(b, task);
+                }
+            });
+            assert!(ages.orphans.len() <= ORPHAN_CAP);
+        }
+        assert!(ages.orphans_evicted > 0);
+        // Two quiet passes and a tick later none is left.
+        pass_and_tick(&mut b, &mut ages, 0, |_| {});
+        pass_and_tick(&mut b, &mut ages, 0, |_| {});
+        assert!(ages.orphans.is_empty());
+        let evicted = ages.orphans_evicted;
+        // What the map is for still works: an end drained a pass before its spawn, with ticks
+        // between the two passes and passes before the next tick, leaves no live task.
+        pass_and_tick(&mut b, &mut ages, 0, |b| end(b, 7));
+        b.promote(&mut ages, CAP);
+        b.promote(&mut ages, CAP);
+        b.begin_pass(0);
+        spawn(&mut b, 7, 500);
+        b.end_pass(&mut ages, CAP);
+        for _ in 0..5 {
+            b.begin_pass(0);
+            b.end_pass(&mut ages, CAP);
+        }
+        b.promote(&mut ages, CAP);
+        assert!(ages.tasks.is_empty());
+        assert!(ages.orphans.is_empty());
+        assert_eq!(ages.orphans_evicted, evicted);
     }
 
     #[test]

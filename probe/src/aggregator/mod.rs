@@ -110,7 +110,7 @@ pub(crate) fn run_guarded(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio:
     last.drops.probe_panics = s.panics.load(Relaxed);
     let last = Arc::new(last);
     s.publisher.set_latest(last.clone());
-    s.publisher.publish(&Update::Tick {
+    s.publisher.publish(Update::Tick {
         snapshot: Box::new((*last).clone()),
         interval: Box::new(Interval { seq: last.seq, ..Interval::default() }),
     });
@@ -209,7 +209,7 @@ impl Agg {
                 // An unhooked stall is published once a sample confirms it (`unhooked_sample`).
                 if let Some(rec) = self.join.started(s) {
                     let stall = self.conv.wire_stall(rec, false);
-                    self.shared.publisher.publish(&Update::StallStarted(stall));
+                    self.shared.publisher.publish(Update::StallStarted(stall));
                 }
             }
             Msg::Sample { slot, seq, at, addrs, blocked } => {
@@ -375,7 +375,7 @@ impl Agg {
             while self.done.len() > self.shared.config.max_stalls {
                 self.done.pop_front();
             }
-            self.shared.publisher.publish(&Update::StallEnded(stall));
+            self.shared.publisher.publish(Update::StallEnded(stall));
         }
     }
 
@@ -400,7 +400,7 @@ impl Agg {
             Unhooked::Confirmed => {
                 if let Some(rec) = self.join.get(key) {
                     let stall = self.conv.wire_stall(rec, false);
-                    self.shared.publisher.publish(&Update::StallStarted(stall));
+                    self.shared.publisher.publish(Update::StallStarted(stall));
                 }
             }
             Unhooked::Refuted => {
@@ -514,7 +514,7 @@ impl Agg {
         let mut stalls: Vec<Stall> = self.done.iter().cloned().collect();
         stalls.extend(self.join.running().map(|rec| self.conv.wire_stall(rec, false)));
 
-        let drops = drops(&shared, self.long_overrun, self.ages.untracked);
+        let drops = drops(&shared, self.long_overrun, self.ages.untracked, self.ages.orphans_evicted);
         let lag = wire::LagStats {
             period_ns: shared.config.heartbeat_interval.as_nanos() as u64,
             lag: shared.lag.to_wire(),
@@ -533,7 +533,7 @@ impl Agg {
             stalled_ns: clk.ticks_to_ns(self.stalled_ticks),
             lag,
             runtime: self.runtime.sample(shared.config.aggregation_interval / 2),
-            pools: crate::aggregator::pool::collect(),
+            pools: self.pools(),
             alerts: Vec::new(),
             drops,
             alert_history: Vec::new(),
@@ -548,8 +548,21 @@ impl Agg {
         shared.publisher.set_latest(snapshot.clone());
         shared
             .publisher
-            .publish(&Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
+            .publish(Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
         let _ = self.started;
+    }
+
+    /// The registered pools' figures. A gauge that panics is left out of the snapshot, each
+    /// panic counted in `drops.probe_panics` and the pool named in `process.missing`.
+    fn pools(&self) -> Vec<wire::PoolStats> {
+        let (pools, panicked) = crate::aggregator::pool::collect();
+        for name in panicked {
+            self.shared.panics.fetch_add(1, Relaxed);
+            self.shared.note_problem(format!(
+                "pool {name:?}: its gauge panicked; the pool is left out of the snapshots while it does (each panic counted in drops.probe_panics)"
+            ));
+        }
+        pools
     }
 
     fn interval(&mut self, s: &Snapshot, now: Instant) -> Interval {

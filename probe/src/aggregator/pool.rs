@@ -114,17 +114,23 @@ pub fn register(name: impl Into<String>, gauge: impl PoolGauge) -> PoolHandle {
 }
 
 /// Every registered pool, as the aggregator reports it.
-pub(crate) fn collect() -> Vec<PoolStats> {
+/// Every registered pool's figures, and the names of the pools whose gauge panicked (their
+/// figures are left out of this snapshot; the caller counts each panic).
+pub(crate) fn collect() -> (Vec<PoolStats>, Vec<String>) {
     let entries: Vec<Arc<Entry>> = {
         let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         reg.retain(|w| w.strong_count() > 0);
         reg.iter().filter_map(Weak::upgrade).collect()
     };
-    entries
+    let mut panicked = Vec::new();
+    let stats = entries
         .iter()
         .filter_map(|e| {
             // A user's gauge implementation must not take the aggregator down.
-            let g = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.gauge.gauges())).ok()?;
+            let Ok(g) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.gauge.gauges())) else {
+                panicked.push(e.name.clone());
+                return None;
+            };
             Some(PoolStats {
                 name: e.name.clone(),
                 in_use: g.in_use,
@@ -135,7 +141,8 @@ pub(crate) fn collect() -> Vec<PoolStats> {
                 wait_time: e.waits.to_wire(),
             })
         })
-        .collect()
+        .collect();
+    (stats, panicked)
 }
 
 // === impl Semaphore ===

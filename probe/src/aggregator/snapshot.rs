@@ -120,16 +120,22 @@ pub(crate) fn sum_slots(shared: &Shared, long_polls: &LongPolls, clk: &Clock) ->
     Sums { locs, overflow, workers }
 }
 
-/// What every bounded structure has lost so far, summed.
-pub(crate) fn drops(shared: &Shared, long_overrun: u64, untracked: u64) -> wire::Drops {
+/// What every bounded structure has lost so far, summed. Besides the structures' own counts:
+/// `samples` and `stalls` count what was trimmed from updates too large for a frame (once per
+/// client that lost it), `task_events` the terminate events evicted from the aggregator's
+/// orphan map (`orphans_evicted`), `subscriber_updates` the updates a client's queue refused or
+/// that could not be encoded for it.
+pub(crate) fn drops(shared: &Shared, long_overrun: u64, untracked: u64, orphans_evicted: u64) -> wire::Drops {
+    let losses = &shared.publisher.losses;
     wire::Drops {
-        samples: shared.samples_lost.load(Relaxed),
+        samples: shared.samples_lost.load(Relaxed) + losses.trimmed_samples.load(Relaxed),
         task_events: shared.slots.slots.iter().map(|s| s.ev_dropped.load(Relaxed)).sum::<u64>()
-            + shared.slots.shared.ev_dropped.load(Relaxed),
+            + shared.slots.shared.ev_dropped.load(Relaxed)
+            + orphans_evicted,
         threads_without_slot: shared.slots.no_slot.load(Relaxed),
         location_overflow: shared.slots.slots.iter().map(|s| s.loc_overflow.load(Relaxed)).sum::<u64>()
             + shared.slots.shared.loc_overflow.load(Relaxed),
-        stalls: shared.stall_msgs_dropped.load(Relaxed) + long_overrun,
+        stalls: shared.stall_msgs_dropped.load(Relaxed) + long_overrun + losses.trimmed_stalls.load(Relaxed),
         untracked_tasks: untracked,
         probe_panics: shared.panics.load(Relaxed),
         subscriber_updates: shared.publisher.subscriber_drops.load(Relaxed),
@@ -177,6 +183,7 @@ pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
              of this process's probes a runtime belongs to"
         ));
     }
+    missing.extend(client_losses(shared));
     if shared.config.schedule_latency && !cfg!(all(tokio_unstable, feature = "schedule-latency")) {
         missing.push("schedule latency: needs the probe's `schedule-latency` feature and tokio_unstable".to_string());
     }
@@ -197,6 +204,42 @@ pub(crate) fn process_info(shared: &Shared) -> wire::ProcessInfo {
 /// to the probe by `watch_thread` or `instrument` count.
 fn stack_sampling(shared: &Shared) -> bool {
     shared.signal.is_some() && (cfg!(tokio_unstable) || shared.slots.slots.iter().any(|s| s.tid.load(Relaxed) != 0))
+}
+
+/// What serving clients refused or lost, one line each, with the counts so far.
+fn client_losses(shared: &Shared) -> Vec<String> {
+    let c = &shared.config;
+    let l = &shared.publisher.losses;
+    let mut out = Vec::new();
+    let refused = shared.clients_refused.load(Relaxed);
+    if refused > 0 {
+        out.push(format!(
+            "socket server: {refused} connections refused (another user's, or more than max_clients = {} attached or in their handshake)",
+            c.max_clients
+        ));
+    }
+    let timed_out = l.clients_timed_out.load(Relaxed);
+    if timed_out > 0 {
+        out.push(format!(
+            "socket server: {timed_out} clients disconnected for not reading: a write blocked for {:?} (client_write_timeout)",
+            c.client_write_timeout
+        ));
+    }
+    let failed = l.encode_failures.load(Relaxed);
+    if failed > 0 {
+        out.push(format!(
+            "socket server: {failed} updates could not be encoded for a client, even trimmed (counted in drops.subscriber_updates)"
+        ));
+    }
+    let (stalls, stacks) = (l.trimmed_stalls.load(Relaxed), l.trimmed_stacks.load(Relaxed));
+    if stalls + stacks > 0 {
+        out.push(format!(
+            "socket server: {stalls} stall records and {stacks} stacks ({} samples) left out of updates larger than a {} MiB frame, per client (counted in drops.stalls and drops.samples)",
+            l.trimmed_samples.load(Relaxed),
+            stallscope_wire::frame::MAX_FRAME_BYTES >> 20
+        ));
+    }
+    out
 }
 
 /// The executable's file name (`/proc/self/comm` is cut to 15 bytes).

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use stallscope_wire::fit::{fit, Attempt};
 use stallscope_wire::recording::{rotate, Append, RecordingHeader, RecordingOptions, RecordingWriter};
-use stallscope_wire::{Interval, Update};
+use stallscope_wire::{Error, Update};
 
 use crate::state::Shared;
 use crate::threads::Role;
@@ -64,18 +65,37 @@ pub(crate) fn start(shared: &Arc<Shared>) -> Option<Recorder> {
 /// How long the recorder waits after a failed write before it tries a fresh file.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// A full tick of the latest snapshot: how a file starts, so that it reads on its own.
-fn full_tick(shared: &Arc<Shared>) -> Option<Update> {
-    let snap = shared.publisher.latest()?;
-    Some(Update::Tick {
-        interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
-        snapshot: Box::new((*snap).clone()),
-    })
+/// Records `update`, trimmed to fit a record (`stallscope_wire::fit`) when it is too large;
+/// what was trimmed is counted. An update that cannot be made to fit is lost, counted, and is
+/// not a write error (the file is fine).
+fn write_fitted<W: std::io::Write>(
+    shared: &Shared,
+    w: &mut RecordingWriter<W>,
+    update: &Update,
+) -> Result<Append, Error> {
+    let r = fit(update, |u| match w.write_update(u) {
+        // The writer reset its encoder: nothing of it reached the file.
+        Err(Error::Oversized { len, limit }) => Ok(Attempt::TooLarge { len: Some(len), limit: Some(limit) }),
+        Err(Error::TableFull { .. }) => Ok(Attempt::TooLarge { len: None, limit: None }),
+        other => other.map(Attempt::Done),
+    });
+    match r {
+        Ok((append, trimmed)) => {
+            shared.publisher.losses.trimmed(trimmed);
+            Ok(append)
+        }
+        Err(Error::Oversized { .. }) => {
+            shared.publisher.losses.encode_failures.fetch_add(1, Relaxed);
+            shared.publisher.subscriber_drops.fetch_add(1, Relaxed);
+            Ok(Append::Written { bytes: 0 })
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), String> {
     let c = &shared.config;
-    let sub = shared.publisher.subscribe(c.client_queue);
+    let sub = shared.publisher.subscribe(c.client_queue, c.client_queue_bytes);
     let options = RecordingOptions::default().max_bytes(c.record_max_bytes);
     // A fresh file, the one before it rotated away (never truncated: it may be the recording
     // of the previous run, wanted for the incident review). Only a regular file is rotated:
@@ -88,8 +108,8 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
         let mut w = RecordingWriter::create(path, &header, options)
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         // The file starts with the cumulative state, like a new client.
-        if let Some(first) = full_tick(shared) {
-            w.write_update(&first).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if let Some(first) = shared.publisher.first_update() {
+            write_fitted(shared, &mut w, &first).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
         Ok(w)
     };
@@ -105,7 +125,7 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
             let _ = w.write_dropped(dropped - reported);
             reported = dropped;
         }
-        let Some(update) = sub.recv_timeout(Duration::from_millis(50)) else { continue };
+        let Some(update) = sub.recv_shared(Duration::from_millis(50)) else { continue };
         if w.is_none() {
             if std::time::Instant::now() < retry_at {
                 lost += 1;
@@ -134,15 +154,15 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
             }
         }
         let Some(writer) = w.as_mut() else { continue };
-        let written = match writer.write_update(&update) {
+        let written = match write_fitted(shared, writer, &update) {
             Ok(Append::Written { .. }) => Ok(()),
             Ok(Append::Full) => {
                 // A new file must read on its own: start it with a full tick (`fresh`), then
                 // this update unless it was a tick (the full one replaces it).
                 w = None;
                 fresh(&path).and_then(|mut nw| {
-                    if !matches!(update, Update::Tick { .. }) {
-                        nw.write_update(&update).map_err(|e| e.to_string())?;
+                    if !matches!(*update, Update::Tick { .. }) {
+                        write_fitted(shared, &mut nw, &update).map_err(|e| e.to_string())?;
                     }
                     w = Some(nw);
                     Ok(())
@@ -161,4 +181,49 @@ fn run(shared: &Arc<Shared>, path: PathBuf, stop: &AtomicBool) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use stallscope_wire::intern::Received;
+    use stallscope_wire::recording::RecordingReader;
+    use stallscope_wire::Update;
+
+    /// P7 defect 4 for the recorder: an update above the frame limit failed to write, was taken
+    /// for a disk error, and the recorder dropped the file for a fresh one every second. It is
+    /// now trimmed to fit and recorded, what was trimmed counted.
+    #[test]
+    fn an_update_larger_than_a_record_is_trimmed_and_recorded() {
+        let dir = std::env::temp_dir().join(format!("stallscope-rec-oversized-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.stsc");
+        let probe =
+            crate::Probe::builder().server(false).record_to(&path).client_queue_bytes(256 << 20).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let seq = 1_000_000;
+        probe.shared.publisher.publish(crate::serve::testing::oversized_tick(seq));
+        let losses = &probe.shared.publisher.losses;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while losses.trimmed_stalls.load(super::Relaxed) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        drop(guard);
+        let problems = probe.shared.problems.lock().unwrap().clone();
+        assert!(problems.is_empty(), "{problems:?}");
+        let rec = RecordingReader::open(&path).unwrap().read_all();
+        let got = rec.events.iter().find_map(|e| match &e.event {
+            Received::Update(Update::Tick { snapshot, .. }) if snapshot.seq == seq => Some(snapshot.clone()),
+            _ => None,
+        });
+        let got = got.expect("the large tick is not in the recording");
+        assert_eq!(got.stalls.last().map(|s| s.id), Some(2015));
+        assert!(got.stalls[0].id >= 16);
+        assert!(losses.trimmed_stalls.load(super::Relaxed) >= 16);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -3,9 +3,13 @@
 //! It listens on a private Unix socket (`stallscope_wire::discovery`), checks each peer's
 //! credentials (same uid or root), runs the versioned handshake, then streams interned updates:
 //! first the latest cumulative snapshot, then every tick and every stall start and end. Each
-//! client is a subscriber with a bounded queue: a client that does not read loses updates (they
-//! are counted and it is told how many), and costs the service nothing, because the aggregator
-//! only ever `try_send`s. TCP is opt-in and binds to loopback unless explicitly allowed.
+//! client is a subscriber with a queue bounded in updates and in bytes (`client_queue`,
+//! `client_queue_bytes`; the updates are shared with the other queues, not copied): a client
+//! that does not read loses updates (they are counted and it is told how many), and costs the
+//! service nothing, because the aggregator only ever `try_send`s. A write that blocks for
+//! `client_write_timeout` (`SO_SNDTIMEO`) disconnects the client, counted. An update too large
+//! for a frame is trimmed to fit (`stallscope_wire::fit`), what it lost counted. TCP is opt-in
+//! and binds to loopback unless explicitly allowed.
 //!
 //! Threads: `stallscope-server` accepts; each client has a writer and a reader thread. A client's
 //! requests are served on its reader thread: a task dump (`taskdump.rs`) runs on a thread of its
@@ -23,10 +27,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use stallscope_wire::discovery;
-use stallscope_wire::frame::{read_frame, write_frame};
+use stallscope_wire::fit::encode_fitting;
+use stallscope_wire::frame::{read_frame, write_frame, MAX_FRAME_BYTES};
 use stallscope_wire::intern::Encoder;
 use stallscope_wire::proto::{self, ClientMessage, ProtocolVersion, Request, ServerMessage};
-use stallscope_wire::{Interval, Update};
 
 use crate::serve::taskdump::Dumper;
 use crate::state::{Endpoints, Shared};
@@ -73,6 +77,13 @@ impl Conn {
         match self {
             Conn::Unix(s) => s.set_read_timeout(d),
             Conn::Tcp(s) => s.set_read_timeout(d),
+        }
+    }
+    /// `SO_SNDTIMEO`: it bounds each `send` below as well (a blocked one fails with `EAGAIN`).
+    fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.set_write_timeout(d),
+            Conn::Tcp(s) => s.set_write_timeout(d),
         }
     }
 }
@@ -385,6 +396,8 @@ fn serve(
         Conn::Unix(s) => s.set_nonblocking(false).ok()?,
         Conn::Tcp(s) => s.set_nonblocking(false).ok()?,
     }
+    // Every write to this client, the handshake's included, gives up after this long.
+    conn.set_write_timeout(Some(shared.config.client_write_timeout)).ok()?;
     let control = conn.try_clone().ok()?;
     let reader_conn = conn.try_clone().ok()?;
     let shared = shared.clone();
@@ -394,12 +407,24 @@ fn serve(
     let t = std::thread::Builder::new()
         .name("stallscope-client".into())
         .spawn(move || {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 client(&shared, conn, reader_conn, is_unix, &live, &stop, dumper);
             }));
+            if r.is_err() {
+                shared.panics.fetch_add(1, Relaxed);
+            }
         })
         .ok()?;
     Some(Client { conn: control, threads: vec![t] })
+}
+
+/// A claimed place among the `max_clients`, given back when dropped (also on a panic).
+struct Claim<'a>(&'a AtomicUsize);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, AcqRel);
+    }
 }
 
 /// One client: check, handshake, then a reader thread for its requests and this thread writing
@@ -424,10 +449,11 @@ fn client(
     }
     .or_else(|| {
         // Claimed before the handshake, atomically: two clients handshaking at once used to both
-        // pass a plain `live < max` check. Given back below if the handshake fails.
+        // pass a plain `live < max` check. Given back when `claim` drops.
         let claimed = live.fetch_update(AcqRel, Acquire, |n| (n < max).then_some(n + 1)).is_ok();
         (!claimed).then(|| format!("too many clients ({max}) attached to this probe"))
     });
+    let _claim = refusal.is_none().then(|| Claim(live));
     let _ = conn.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
     let process = crate::aggregator::snapshot::process_info(shared);
     let hello = proto::server_handshake_with(&mut conn, |_| match &refusal {
@@ -439,17 +465,20 @@ fn client(
         Err(_) => {
             if refusal.is_some() {
                 shared.clients_refused.fetch_add(1, Relaxed);
-            } else {
-                live.fetch_sub(1, AcqRel);
             }
             conn.shutdown();
             return;
         }
     };
+    // Tests inject a panic on this thread, holding a place among `max_clients`.
+    #[cfg(test)]
+    if hello.client_name == tests::PANIC_CLIENT {
+        panic!("injected by a test");
+    }
     // What this connection may carry: the smaller of the two minors.
     let minor = ProtocolVersion::CURRENT.common(hello.protocol).minor;
     let _ = conn.set_read_timeout(None);
-    let sub = shared.publisher.subscribe(shared.config.client_queue);
+    let sub = shared.publisher.subscribe(shared.config.client_queue, shared.config.client_queue_bytes);
     let (reply_tx, reply_rx) = mpsc::sync_channel::<ServerMessage>(16);
     let writer_done = Arc::new(AtomicBool::new(false));
     let done = writer_done.clone();
@@ -461,12 +490,13 @@ fn client(
             dumper.note_panic();
         }
     });
-    write_loop(shared, conn, sub, reply_rx, stop);
+    write_loop(shared, &mut conn, sub, reply_rx, stop);
+    // Wakes the reader, blocked in a read on a client that may never send or close.
+    conn.shutdown();
     writer_done.store(true, Release);
     if let Ok(r) = reader {
         let _ = r.join();
     }
-    live.fetch_sub(1, AcqRel);
 }
 
 /// Reads the client's requests and answers them (through the writer). Anything that is not a
@@ -522,59 +552,323 @@ fn read_loop(
     conn.shutdown();
 }
 
+/// Why a write to the client failed.
+enum WriteError {
+    /// It blocked for `client_write_timeout`: the client does not read.
+    TimedOut,
+    /// The client is gone, or another error.
+    Closed,
+}
+
+/// Writes one frame; a write that timed out (`SO_SNDTIMEO` gives `EAGAIN`) is told apart.
+fn send_payload(conn: &mut Conn, payload: &[u8]) -> Result<(), WriteError> {
+    let r = write_frame(conn, payload).and_then(|()| conn.flush().map_err(Into::into));
+    match r {
+        Ok(()) => Ok(()),
+        Err(stallscope_wire::Error::Io(e))
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+        {
+            Err(WriteError::TimedOut)
+        }
+        Err(_) => Err(WriteError::Closed),
+    }
+}
+
+/// Sends updates (each fitted into a frame) and the reader's replies until the client or the
+/// probe stops. A write that times out counts the client as disconnected for not reading.
 fn write_loop(
     shared: &Shared,
-    mut conn: Conn,
+    conn: &mut Conn,
     sub: crate::publish::Subscription,
     replies: Receiver<ServerMessage>,
     stop: &AtomicBool,
 ) {
+    let losses = &shared.publisher.losses;
+    let r = write_updates(shared, conn, sub, replies, stop);
+    if let Err(WriteError::TimedOut) = r {
+        losses.clients_timed_out.fetch_add(1, Relaxed);
+    }
+}
+
+fn write_updates(
+    shared: &Shared,
+    conn: &mut Conn,
+    sub: crate::publish::Subscription,
+    replies: Receiver<ServerMessage>,
+    stop: &AtomicBool,
+) -> Result<(), WriteError> {
+    let losses = &shared.publisher.losses;
     let mut enc = Encoder::new();
-    let send = |conn: &mut Conn, msg: &ServerMessage| -> bool {
-        match msg.to_payload() {
-            Ok(p) => write_frame(conn, &p).is_ok() && conn.flush().is_ok(),
-            Err(_) => true,
+    // Updates lost here (not encodable even trimmed), to tell the client with the queue's.
+    let lost = std::cell::Cell::new(0u64);
+    let mut send_update = |conn: &mut Conn, update: &stallscope_wire::Update| -> Result<(), WriteError> {
+        match encode_fitting(&mut enc, update, MAX_FRAME_BYTES) {
+            Ok((payload, trimmed)) => {
+                losses.trimmed(trimmed);
+                send_payload(conn, &payload)
+            }
+            Err(_) => {
+                // Nothing of it was sent; `enc` is reset, so the next update is self-contained.
+                losses.encode_failures.fetch_add(1, Relaxed);
+                shared.publisher.subscriber_drops.fetch_add(1, Relaxed);
+                lost.set(lost.get() + 1);
+                Ok(())
+            }
         }
     };
-    // A new client first gets the cumulative state.
-    if let Some(snap) = shared.publisher.latest() {
-        let first = Update::Tick {
-            interval: Box::new(Interval { seq: snap.seq, ..Interval::default() }),
-            snapshot: Box::new((*snap).clone()),
-        };
-        match enc.encode(&first) {
-            Ok(m) if send(&mut conn, &m) => {}
-            _ => return,
+    let send = |conn: &mut Conn, msg: &ServerMessage| -> Result<(), WriteError> {
+        match msg.to_payload() {
+            Ok(p) => send_payload(conn, &p),
+            Err(_) => Ok(()),
         }
+    };
+    // A new client first gets the cumulative state (one copy shared by the clients that attach
+    // from the same snapshot).
+    if let Some(first) = shared.publisher.first_update() {
+        send_update(conn, &first)?;
     }
     let mut reported_drops = sub.dropped();
     while !stop.load(Acquire) {
         while let Ok(r) = replies.try_recv() {
             let closing = matches!(&r, ServerMessage::Error { message } if message.starts_with("closing"));
-            if !send(&mut conn, &r) || closing {
-                conn.shutdown();
-                return;
+            send(conn, &r)?;
+            if closing {
+                return Ok(());
             }
         }
-        let drops = sub.dropped();
+        let drops = sub.dropped() + lost.get();
         if drops > reported_drops {
-            if !send(&mut conn, &ServerMessage::Dropped { intervals: drops - reported_drops }) {
-                return;
-            }
+            send(conn, &ServerMessage::Dropped { intervals: drops - reported_drops })?;
             reported_drops = drops;
         }
-        let Some(update) = sub.recv_timeout(POLL) else { continue };
-        match enc.encode(&update) {
-            Ok(m) => {
-                if !send(&mut conn, &m) {
-                    return;
+        let Some(update) = sub.recv_shared(POLL) else { continue };
+        send_update(conn, &update)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::time::{Duration, Instant};
+
+    use stallscope_wire::frame::read_frame;
+    use stallscope_wire::intern::{Decoder, Received};
+    use stallscope_wire::proto::{client_handshake, Hello};
+    use stallscope_wire::{Snapshot, Update};
+
+    use crate::serve::testing::stall;
+
+    /// A client of this name makes its client thread panic after the handshake.
+    pub(super) const PANIC_CLIENT: &str = "test-panic-in-client-thread";
+
+    /// Reads until a tick with `seq`, or the probe hangs up (`None`).
+    fn tick_with_seq(stream: &mut UnixStream, dec: &mut Decoder, seq: u64) -> Option<Snapshot> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let frame = read_frame(stream).ok()??;
+            if let Received::Update(Update::Tick { snapshot, .. }) = dec.decode_payload(&frame).unwrap() {
+                if snapshot.seq == seq {
+                    return Some(*snapshot);
                 }
             }
-            Err(_) => {
-                // Could not encode (a table limit): start the client over with fresh tables.
-                enc.reset();
+        }
+        None
+    }
+
+    /// P7 defect 4: a tick whose encoding is above the 16 MiB frame limit failed to send, and
+    /// the server closed every client on it. Now it is trimmed (its oldest stalls go) and sent,
+    /// the clients stay, and what was trimmed is counted.
+    #[test]
+    fn a_tick_larger_than_a_frame_is_trimmed_and_every_client_stays() {
+        let dir = std::env::temp_dir().join(format!("stallscope-oversized-{}", std::process::id()));
+        // Room in the queues for the large tick beside the probe's own ticks.
+        let probe = crate::Probe::builder().socket_dir(&dir).client_queue_bytes(256 << 20).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let path = probe.socket_path().unwrap();
+        let mut clients: Vec<(UnixStream, Decoder)> = (0..3)
+            .map(|_| {
+                let mut s = UnixStream::connect(&path).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                client_handshake(&mut s, &Hello::new("test", "0")).unwrap();
+                (s, Decoder::new())
+            })
+            .collect();
+        let seq = 1_000_000;
+        let update = crate::serve::testing::oversized_tick(seq);
+        // Every client is streaming before the large tick comes.
+        for (s, d) in clients.iter_mut() {
+            assert!(tick_with_seq(s, d, 2).is_some());
+        }
+        probe.shared.publisher.publish(update);
+        for (s, d) in clients.iter_mut() {
+            let got = tick_with_seq(s, d, seq).expect("the client was closed instead of getting the tick");
+            // The oldest stalls went, the newest stayed.
+            assert_eq!(got.stalls.last().map(|s| s.id), Some(2015));
+            assert!(got.stalls.len() >= 1500 && got.stalls[0].id >= 16, "{} stalls", got.stalls.len());
+        }
+        // Still connected: the probe's next ticks come.
+        let next = probe.snapshot().map_or(3, |s| s.seq + 2);
+        for (s, d) in clients.iter_mut() {
+            assert!(tick_with_seq(s, d, next).is_some(), "closed after the large tick");
+        }
+        // Counted, per client, and said.
+        let l = &probe.shared.publisher.losses;
+        assert!(l.trimmed_stalls.load(super::Relaxed) >= 3 * 16);
+        let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+        assert!(snap.drops.stalls >= 48, "{:?}", snap.drops);
+        assert!(
+            snap.process.missing.iter().any(|m| m.contains("left out of updates larger than")),
+            "{:?}",
+            snap.process.missing
+        );
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// P7 defect 4: a client that never reads blocked its writer thread for good (no write
+    /// timeout), holding its place among `max_clients` and its queue. Now the write gives up
+    /// after `client_write_timeout`, the client is disconnected and counted, and its place is
+    /// free for another.
+    #[test]
+    fn a_client_that_never_reads_is_disconnected_after_the_write_timeout() {
+        let dir = std::env::temp_dir().join(format!("stallscope-never-reads-{}", std::process::id()));
+        let probe = crate::Probe::builder()
+            .socket_dir(&dir)
+            .max_clients(1)
+            .client_write_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let path = probe.socket_path().unwrap();
+        let mut idle = UnixStream::connect(&path).unwrap();
+        client_handshake(&mut idle, &Hello::new("test", "0")).unwrap();
+        // It holds the one place: another client is refused, and that is said.
+        let mut refused = UnixStream::connect(&path).unwrap();
+        let e = client_handshake(&mut refused, &Hello::new("test", "0")).unwrap_err();
+        assert!(matches!(e, stallscope_wire::Error::Refused { .. }), "{e:?}");
+        // Fill its socket: 64 updates of about 100 KB each, never read.
+        let losses = &probe.shared.publisher.losses;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut id = 0;
+        while losses.clients_timed_out.load(super::Relaxed) == 0 && Instant::now() < deadline {
+            for _ in 0..8 {
+                id += 1;
+                probe.shared.publisher.publish(Update::StallEnded(stall(id, format!("{id}:").repeat(25_000))));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(losses.clients_timed_out.load(super::Relaxed), 1, "never disconnected");
+        // Its place is free again: another client attaches and streams.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut next = loop {
+            let mut s = UnixStream::connect(&path).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            match client_handshake(&mut s, &Hello::new("test", "0")) {
+                Ok(_) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("no place for a new client: {e}"),
+            }
+        };
+        let seq = probe.snapshot().map_or(3, |s| s.seq + 2);
+        assert!(tick_with_seq(&mut next, &mut Decoder::new(), seq).is_some());
+        let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+        assert!(
+            snap.process.missing.iter().any(|m| m.contains("1 clients disconnected for not reading")),
+            "{:?}",
+            snap.process.missing
+        );
+        assert!(snap.process.missing.iter().any(|m| m.contains("connections refused")), "{:?}", snap.process.missing);
+        drop(idle);
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An update that cannot be encoded even trimmed (70,000 spawn locations of 250 bytes:
+    /// more text than the 16 MiB string table, and nothing `fit` trims) used to be skipped
+    /// silently. It is now counted, and the client is told with `Dropped`; it stays connected.
+    #[test]
+    fn an_update_that_cannot_be_encoded_is_counted_and_told() {
+        let dir = std::env::temp_dir().join(format!("stallscope-unencodable-{}", std::process::id()));
+        let probe = crate::Probe::builder().socket_dir(&dir).client_queue_bytes(256 << 20).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let path = probe.socket_path().unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        client_handshake(&mut s, &Hello::new("test", "0")).unwrap();
+        let mut dec = Decoder::new();
+        assert!(tick_with_seq(&mut s, &mut dec, 2).is_some());
+        let location = |i: usize| stallscope_wire::LocationStats {
+            location: format!("{i:0250}"),
+            spawned: 0,
+            completed: 0,
+            live: 0,
+            oldest_live_ns: None,
+            polls: 0,
+            poll_time: Default::default(),
+            schedule_latency: None,
+            leak_suspect: false,
+            internal: false,
+            blocking: false,
+        };
+        let snapshot =
+            Snapshot { seq: 1_000_000, locations: (0..70_000).map(location).collect(), ..Snapshot::default() };
+        probe.shared.publisher.publish(Update::Tick { snapshot: Box::new(snapshot), interval: Default::default() });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut dropped = 0;
+        while dropped == 0 && Instant::now() < deadline {
+            let frame = read_frame(&mut s).unwrap().expect("closed");
+            if let Received::Dropped { intervals } = dec.decode_payload(&frame).unwrap() {
+                dropped += intervals;
             }
         }
+        assert_eq!(dropped, 1);
+        let next = probe.snapshot().map_or(3, |s| s.seq + 2);
+        assert!(tick_with_seq(&mut s, &mut dec, next).is_some(), "closed after the update");
+        let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+        assert!(snap.drops.subscriber_updates >= 1);
+        assert!(
+            snap.process.missing.iter().any(|m| m.contains("1 updates could not be encoded")),
+            "{:?}",
+            snap.process.missing
+        );
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    conn.shutdown();
+
+    /// A panic on a client's thread was caught but not counted, and (the place among
+    /// `max_clients` being given back by hand after the writer) it kept that place for good.
+    /// Now it is counted in `drops.probe_panics` and the place is given back by a guard.
+    #[test]
+    fn a_panic_on_a_client_thread_is_counted_and_gives_its_place_back() {
+        let dir = std::env::temp_dir().join(format!("stallscope-client-panic-{}", std::process::id()));
+        let probe = crate::Probe::builder().socket_dir(&dir).max_clients(1).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let guard = probe.start(rt.handle());
+        let path = probe.socket_path().unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client_handshake(&mut s, &Hello::new(PANIC_CLIENT, "0")).unwrap();
+        // The thread dies: the connection ends.
+        assert!(matches!(read_frame(&mut s), Ok(None) | Err(_)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.shared.panics.load(super::Relaxed) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(probe.shared.panics.load(super::Relaxed), 1);
+        // Its place is free: the one client allowed attaches.
+        let mut next = UnixStream::connect(&path).unwrap();
+        next.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        client_handshake(&mut next, &Hello::new("test", "0")).expect("the panicked client kept its place");
+        let snap = probe.refresh(Duration::from_secs(5)).unwrap();
+        assert_eq!(snap.drops.probe_panics, 1);
+        drop(guard);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

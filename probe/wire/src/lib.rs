@@ -26,6 +26,7 @@ mod alert_text;
 pub mod codec;
 pub mod discovery;
 mod error;
+pub mod fit;
 pub mod frame;
 pub mod intern;
 pub mod model;
@@ -892,21 +893,26 @@ pub struct AlertRecord {
 /// Data the probe had to drop, and failures it absorbed. All cumulative.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drops {
-    /// Stack samples requested but not captured.
+    /// Stack samples requested but not captured, or left out of an update too large for a frame
+    /// (`fit`; counted once per client that lost them).
     pub samples: u64,
-    /// Spawn/terminate events dropped because a ring was full (counts stay exact; ages may not).
+    /// Spawn/terminate events dropped because a ring was full, or terminate events evicted from
+    /// the aggregator's bounded map of those seen before their spawn (counts stay exact; ages may
+    /// not).
     pub task_events: u64,
     /// Threads that found no free slot (their polls are not measured).
     pub threads_without_slot: u64,
     /// Polls or spawns whose location did not fit the location table (counted in an overflow row).
     pub location_overflow: u64,
-    /// Stall records dropped because the stall queue was full.
+    /// Stall records dropped because the stall queue was full, or left out of an update too
+    /// large for a frame (`fit`; counted once per client that lost them).
     pub stalls: u64,
     /// Live tasks not tracked for age because the tracking table was full.
     pub untracked_tasks: u64,
     /// Panics caught inside the probe's own threads.
     pub probe_panics: u64,
-    /// Snapshots a subscriber did not take in time.
+    /// Updates a subscriber did not take in time (its queue was full, in count or in bytes), or
+    /// that could not be encoded for it.
     pub subscriber_updates: u64,
 }
 
