@@ -6,7 +6,14 @@
 //! STALLSCOPE_BENCH_QUICK=1 cargo bench -p stallscope-probe --bench overhead
 //! cargo bench -p stallscope-probe --bench overhead -- --diag    # + breakdown, wake-up cost (~3 min)
 //! cargo bench -p stallscope-probe --bench overhead -- --spawn-only --pairs 15   # W2 and W2b only
+//! cargo bench -p stallscope-probe --bench overhead -- --cpu-pairs 30   # the 1 % lines in CPU time (~30 min)
 //! ```
+//!
+//! `--cpu-pairs N` runs something else instead of the wall-time tables: the service's own CPU time
+//! per request on W3 and W4 (probe vs bare) and with a client that never reads (probe + that
+//! client vs probe), in N alternating pairs of child processes, with a 95 % interval of the ratio
+//! (`cpu_pairs/mod.rs` says how; `--cpu-only stuck,w3,w4` picks lines, `--stuck-interval-ms M`
+//! sets the never-reading line's update interval, by default the probe's 100 ms).
 //!
 //! Workloads, each on a fresh 2-worker multi-thread runtime per run:
 //! - **W1 yield storm**: `W1_TASKS` tasks each `yield_now().await` N times; polls are counted as
@@ -51,6 +58,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use stallscope_probe::Probe;
+
+mod cpu_pairs;
 
 /// Workers of every measured runtime (the budget is stated for a 2-worker yield storm).
 const WORKERS: usize = 2;
@@ -700,14 +709,44 @@ fn smoke() {
     }
     hook_cost(1_000, 1);
     wake_up_cost(Duration::from_millis(1), 1, 0.01);
+    let smoke =
+        cpu_pairs::Options { pairs: 1, only: Vec::new(), stuck_interval_ms: cpu_pairs::STUCK_INTERVAL_MS, smoke: true };
+    if let Err(e) = cpu_pairs::run(&smoke) {
+        panic!("cpu pairs smoke run: {e}");
+    }
     println!("overhead: smoke run only (pass --bench, as `cargo bench` does, to measure)");
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // One timed run for `--cpu-pairs`, in a child process of its own (cpu_pairs/mod.rs).
+    if args.first().map(String::as_str) == Some("--cpu-child") {
+        return match cpu_pairs::child(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !args.iter().any(|a| a == "--bench") {
         smoke();
         return ExitCode::SUCCESS;
+    }
+    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
+    // `--cpu-pairs N`: the 1 % lines in CPU time instead of the wall-time tables.
+    if let Some(pairs) = value("--cpu-pairs").and_then(|v| v.parse().ok()) {
+        let only = value("--cpu-only").map_or(Vec::new(), |v| v.split(',').map(str::to_string).collect());
+        let stuck_interval_ms =
+            value("--stuck-interval-ms").and_then(|v| v.parse().ok()).unwrap_or(cpu_pairs::STUCK_INTERVAL_MS);
+        let o = cpu_pairs::Options { pairs, only, stuck_interval_ms, smoke: false };
+        return match cpu_pairs::run(&o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let env_quick = std::env::var("STALLSCOPE_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let mut plan = if env_quick || args.iter().any(|a| a == "--quick") { Plan::quick() } else { Plan::full() };
