@@ -444,8 +444,20 @@ fn clients_that_send_garbage_truncated_frames_or_a_4_gib_length_are_closed_with_
     while rounds == 0 || began.elapsed() < run {
         rounds += 1;
         for (what, bytes, then_close) in &cases {
-            let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
-            stallscope_wire::proto::client_handshake(&mut s, &stallscope_wire::proto::Hello::new("bad", "0")).unwrap();
+            // A closed client's place is given back just after its socket closes (its threads
+            // end first), so a refusal here is retried.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut s = loop {
+                let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+                match stallscope_wire::proto::client_handshake(&mut s, &stallscope_wire::proto::Hello::new("bad", "0"))
+                {
+                    Ok(_) => break s,
+                    Err(stallscope_wire::Error::Refused { .. }) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("{what}: {e}"),
+                }
+            };
             s.write_all(bytes).unwrap();
             if *then_close {
                 s.shutdown(std::net::Shutdown::Write).unwrap();
