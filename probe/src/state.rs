@@ -132,6 +132,11 @@ pub(crate) struct WatchdogSleep {
     /// 1 while the watchdog sleeps (or is about to) until an unpark; set to 0 by the watchdog when
     /// it wakes and by the one waker that takes it (an atomic swap).
     asleep: AtomicU32,
+    /// Set by the aggregator while it ticks once a second (`aggregator::IDLE_TICK`); the
+    /// watchdog takes it when an unpark wakes it from a deep sleep and sends a drain, which
+    /// brings the aggregator's period back at once: a spawn read from the rings a second late
+    /// would look a second older (its age is floored at the drain that first sees it).
+    pub(crate) aggregator_idle: AtomicBool,
 }
 
 impl WatchdogSleep {

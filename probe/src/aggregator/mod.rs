@@ -48,7 +48,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// snapshot; ten a second were most of what an idle service still paid for the probe once the
 /// watchdog slept (docs/benchmarks.md, "Idle cost"). A client still gets a fresh snapshot every
 /// second (the UI's refresh), and a stall, a drain or a refresh request brings the configured
-/// period back at once; otherwise the first tick after the service wakes comes within this.
+/// period back at once; so does a worker's wake-up, through the watchdog
+/// (`WatchdogSleep::aggregator_idle`), so spawns are drained as promptly as before.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long `refresh` waits for stalls that have just ended to be closed.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -188,8 +189,10 @@ fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Ok(m) = msg {
                 if idle && !matches!(m, Msg::Stop) {
-                    // Work arrived (a stall, a drain, a refresh): back to the configured period.
+                    // Work arrived (a stall, a drain, a refresh; the watchdog sends a drain when
+                    // a worker wakes): back to the configured period.
                     idle = false;
+                    agg.shared.sleep.aggregator_idle.store(false, Release);
                     next_tick = next_tick.min(Instant::now() + tick_every);
                 }
                 agg.handle(m);
@@ -208,6 +211,7 @@ fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
                     next_tick = now + tick_every;
                 }
                 idle = quiet && agg.shared.sleep.is_asleep();
+                agg.shared.sleep.aggregator_idle.store(idle, Release);
                 if idle {
                     next_tick = now + IDLE_TICK.max(tick_every);
                 }

@@ -391,6 +391,10 @@ fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
                     // A worker unparked: if it is still running an idle period from now, a
                     // backed-off heartbeat must beat within its period (`HeartbeatNudge`).
                     woken_at = Some(now_raw());
+                    // And an aggregator ticking once a second goes back to its period now.
+                    if shared.sleep.aggregator_idle.swap(false, AcqRel) {
+                        send(&tx, &shared, Msg::Drain);
+                    }
                 }
                 slept_deep = true;
             }
