@@ -7,6 +7,7 @@
 //! cargo bench -p stallscope-probe --bench overhead -- --diag    # + breakdown, wake-up cost (~3 min)
 //! cargo bench -p stallscope-probe --bench overhead -- --spawn-only --pairs 15   # W2 and W2b only
 //! cargo bench -p stallscope-probe --bench overhead -- --cpu-pairs 30   # the 1 % lines in CPU time (~30 min)
+//! cargo bench -p stallscope-probe --bench overhead -- --idle    # idle cost only (~1.5 min)
 //! ```
 //!
 //! `--cpu-pairs N` runs something else instead of the wall-time tables: the service's own CPU time
@@ -44,6 +45,12 @@
 //! probe installed but not started (its hooks without its threads), and the CPU cost of one
 //! wake-up of a thread that only sleeps is measured. Every run also records what this process's
 //! threads did (CPU, times on CPU, preemptions), printed per setup.
+//!
+//! `--idle` measures something else: what the probe costs a service that does nothing. A 2-worker
+//! runtime with one task waiting forever runs for `--idle-secs` (10) seconds, bare and probed in
+//! alternation (`--pairs`, default 3 with `--idle`), after one warm-up pair; the process's CPU
+//! time (`getrusage`) over that span, per second, is the figure, probed minus bare. It also
+//! prints what each thread group used and how often the watchdog woke (`SamplerStats`).
 //!
 //! Quick mode exits with status 1 when the median probe/bare ratio on W1 exceeds
 //! [`QUICK_MAX_W1_RATIO`]. Run without `--bench` (as `cargo test --benches` does), the binary
@@ -699,6 +706,118 @@ fn print_threads(workloads: &[(&str, &Rounds)]) {
     }
 }
 
+// === idle cost (`--idle`) ===
+
+/// Process CPU time so far (user + system, all threads), from `getrusage`.
+fn process_cpu() -> Duration {
+    // SAFETY: `usage` is a valid, writable rusage struct for the call.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF needs nothing else.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// One idle run: CPU per second of the whole process, what its threads did, and the watchdog's
+/// wake-ups and deep sleeps in the span.
+struct IdleRun {
+    cpu_ms_per_s: f64,
+    threads: Vec<ThreadUse>,
+    wakes: Option<(u64, u64)>,
+}
+
+/// A 2-worker runtime (bare or with the probe started) with one task that waits forever, left
+/// alone for `secs` after a 1 s settle (the probe's threads start, the heartbeat backs off).
+fn idle_once(with_probe: bool, secs: f64) -> IdleRun {
+    let probe = with_probe.then(|| Probe::builder().build().expect("probe with default settings"));
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(WORKERS).enable_all();
+    if let Some(p) = &probe {
+        p.install(&mut builder);
+    }
+    let rt = builder.build().expect("runtime");
+    let guard = probe.as_ref().map(|p| p.start(rt.handle()));
+    // A service waiting for work: one task that is never woken.
+    rt.spawn(std::future::pending::<()>());
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = |p: &Probe| {
+        let s = p.sampler_stats();
+        (s.watchdog_wakes, s.watchdog_deep_sleeps)
+    };
+    let wakes_before = probe.as_ref().map(stats);
+    let threads_before = thread_table();
+    let cpu_before = process_cpu();
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let cpu = process_cpu().saturating_sub(cpu_before);
+    let elapsed = start.elapsed().as_secs_f64();
+    let threads = thread_use(&threads_before, &thread_table());
+    let wakes = probe.as_ref().map(stats).zip(wakes_before).map(|(a, b)| (a.0 - b.0, a.1 - b.1));
+    drop(guard);
+    drop(rt);
+    IdleRun { cpu_ms_per_s: cpu.as_secs_f64() * 1e3 / elapsed, threads, wakes }
+}
+
+/// `--idle`: the probe's cost to a service that does nothing (docs/benchmarks.md, "Idle cost").
+fn idle_cost(pairs: usize, secs: f64) {
+    eprintln!("overhead --idle: {pairs} pairs of {secs} s idle runs, {WORKERS} workers");
+    idle_once(false, 1.0);
+    idle_once(true, 1.0);
+    let mut runs: [Vec<IdleRun>; 2] = [Vec::new(), Vec::new()];
+    for i in 0..pairs {
+        for (k, with_probe) in [false, true].into_iter().enumerate() {
+            let r = idle_once(with_probe, secs);
+            eprintln!("  idle pair {}/{pairs}: {} {:.3} ms CPU per s", i + 1, ["bare", "probe"][k], r.cpu_ms_per_s);
+            runs[k].push(r);
+        }
+    }
+    let cpu = |k: usize| runs[k].iter().map(|r| r.cpu_ms_per_s).collect::<Vec<_>>();
+    let added: Vec<f64> = cpu(1).iter().zip(cpu(0)).map(|(p, b)| p - b).collect();
+    println!();
+    println!("### idle cost ({WORKERS} workers, one task waiting forever, {pairs} pairs of {secs} s, process CPU from getrusage)");
+    println!();
+    println!("| setup | CPU, ms per s: median (min to max) | % of a core |");
+    println!("|---|---|---|");
+    for (k, name) in ["bare", "probe"].into_iter().enumerate() {
+        let (lo, hi) = min_max(&cpu(k));
+        println!("| {name} | {:.3} ({lo:.3} to {hi:.3}) | {:.3} % |", median(&cpu(k)), median(&cpu(k)) / 10.0);
+    }
+    let (lo, hi) = min_max(&added);
+    println!(
+        "| probe − bare (per pair) | {:.3} ({lo:.3} to {hi:.3}) | {:.3} % |",
+        median(&added),
+        median(&added) / 10.0
+    );
+    println!();
+    println!("| setup | threads | CPU, ms per s | on CPU, times per s |");
+    println!("|---|---|---|---|");
+    for (k, name) in ["bare", "probe"].into_iter().enumerate() {
+        let mut groups: std::collections::BTreeMap<&str, (u64, u64)> = std::collections::BTreeMap::new();
+        for t in runs[k].iter().flat_map(|r| &r.threads) {
+            let g = groups.entry(&t.name).or_default();
+            g.0 += t.run_ns;
+            g.1 += t.slices;
+        }
+        let total = secs * runs[k].len() as f64;
+        for (thread, (run, slices)) in groups {
+            println!("| {name} | {thread} | {:.3} | {:.1} |", run as f64 / 1e6 / total, slices as f64 / total);
+        }
+    }
+    let wakes: Vec<(u64, u64)> = runs[1].iter().filter_map(|r| r.wakes).collect();
+    if !wakes.is_empty() {
+        let total = secs * wakes.len() as f64;
+        let (w, d) = wakes.iter().fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        println!();
+        println!(
+            "Watchdog (`SamplerStats`): {:.1} wake-ups per s, {:.1} deep sleeps per s.",
+            w as f64 / total,
+            d as f64 / total
+        );
+    }
+}
+
 fn smoke() {
     // `cargo test --benches` runs this binary without `--bench`: check that everything runs, but
     // time nothing and assert nothing about time.
@@ -714,6 +833,7 @@ fn smoke() {
     if let Err(e) = cpu_pairs::run(&smoke) {
         panic!("cpu pairs smoke run: {e}");
     }
+    idle_once(true, 0.01);
     println!("overhead: smoke run only (pass --bench, as `cargo bench` does, to measure)");
 }
 
@@ -766,6 +886,13 @@ fn main() -> ExitCode {
     let diag = args.iter().any(|a| a == "--diag");
     if args.iter().any(|a| a == "--spawn-only") {
         return spawn_only(&plan, diag);
+    }
+    if args.iter().any(|a| a == "--idle") {
+        let pairs = args.iter().position(|a| a == "--pairs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+        let secs =
+            args.iter().position(|a| a == "--idle-secs").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+        idle_cost(pairs.unwrap_or(3), secs.unwrap_or(10.0));
+        return ExitCode::SUCCESS;
     }
     if !cfg!(tokio_unstable) {
         eprintln!("warning: built without --cfg tokio_unstable: the probe installs no task hooks");

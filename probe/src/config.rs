@@ -62,9 +62,11 @@ pub struct Config {
     pub stall_threshold: Duration,
     /// Interval between stack samples of a stalled thread.
     pub sample_interval: Duration,
-    /// One snapshot per interval.
+    /// One snapshot per interval (one a second at most while the service is idle, see
+    /// docs/guide.md, "Settings").
     pub aggregation_interval: Duration,
-    /// Heartbeat period for loop lag.
+    /// Heartbeat period for loop lag while the runtime is busy; it doubles up to 1 s while the
+    /// runtime stays idle.
     pub heartbeat_interval: Duration,
     /// Sample signal is `SIGRTMIN + signal_offset`.
     pub signal_offset: i32,

@@ -48,10 +48,11 @@ impl ProbeBuilder {
         /// Interval between stack samples while a stall lasts (default 2 ms).
         sample_interval: Duration);
     setter!(
-        /// Interval between snapshots (default 100 ms).
+        /// Interval between snapshots (default 100 ms; 1 s while every worker is parked).
         aggregation_interval: Duration);
     setter!(
-        /// Heartbeat period for loop lag (default 25 ms).
+        /// Heartbeat period for loop lag (default 25 ms) while the runtime is busy; it backs off
+        /// to 1 s while the runtime stays idle.
         heartbeat_interval: Duration);
     setter!(
         /// Sample signal is `SIGRTMIN + offset` (default 5). Change it if another profiler uses it.
@@ -219,6 +220,8 @@ impl ProbeBuilder {
             polls_stalled: AtomicUsize::new(0),
             sampler_costs: SamplerCosts::default(),
             threads: Default::default(),
+            sleep: crate::state::WatchdogSleep::default(),
+            heartbeat: crate::state::HeartbeatNudge::default(),
             config: c,
         });
         Ok(Probe { shared })
@@ -494,6 +497,10 @@ impl Drop for ProbeGuard {
         drop(self.recorder.take());
         let Some(stop) = self.stop.take() else { return };
         stop.store(true, Release);
+        // A watchdog asleep until an unpark (every worker parked) wakes now, not within 1 s.
+        self.shared.sleep.wake_if_asleep();
+        // And a backed-off heartbeat (up to 1 s) sees `stop` now.
+        self.shared.heartbeat.notify.notify_one();
         if let Some(tx) = self.shared.control.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.try_send(Msg::Stop);
         }

@@ -42,6 +42,15 @@ use snapshot::{drops, sum_slots, LocAgg, LongPolls, Sums};
 /// (`Msg::Drain`), which is what keeps a spawn storm from overflowing the rings, and a stall's end
 /// triggers its own drain (`Msg::StallEnded`).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Time between ticks while the service is idle: every thread the watchdog watches is parked
+/// and it sleeps until one unparks (`state::WatchdogSleep`), and the last snapshot showed nothing
+/// else going on (`Agg::tick`). Each tick builds and publishes a
+/// snapshot; ten a second were most of what an idle service still paid for the probe once the
+/// watchdog slept (docs/benchmarks.md, "Idle cost"). A client still gets a fresh snapshot every
+/// second (the UI's refresh), and a stall, a drain or a refresh request brings the configured
+/// period back at once; so does a worker's wake-up, through the watchdog
+/// (`WatchdogSleep::aggregator_idle`), so spawns are drained as promptly as before.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long `refresh` waits for stalls that have just ended to be closed.
 const SETTLE: Duration = Duration::from_millis(500);
 /// How long `refresh` waits for a stall still running when it was asked for to end. A task
@@ -163,11 +172,14 @@ fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
     }
     let tick_every = agg.shared.config.aggregation_interval;
     let mut next_tick = now + tick_every;
+    // Whether the last tick found the watchdog asleep until an unpark (`IDLE_TICK`).
+    let mut idle = false;
     loop {
         agg.shared.threads.injection_point(Role::Aggregator);
         let now = Instant::now();
         let next_drain = agg.last_drain + DRAIN_EVERY;
-        let mut wake = next_tick.min(next_drain);
+        // While idle nothing fills the rings between ticks: the tick's drain is enough.
+        let mut wake = if idle { next_tick } else { next_tick.min(next_drain) };
         if !agg.pending.is_empty() {
             wake = wake.min(now + Duration::from_millis(1));
         }
@@ -176,6 +188,13 @@ fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
         let stop = matches!(msg, Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Ok(m) = msg {
+                if idle && !matches!(m, Msg::Stop) {
+                    // Work arrived (a stall, a drain, a refresh; the watchdog sends a drain when
+                    // a worker wakes): back to the configured period.
+                    idle = false;
+                    agg.shared.sleep.aggregator_idle.store(false, Release);
+                    next_tick = next_tick.min(Instant::now() + tick_every);
+                }
                 agg.handle(m);
             }
             let now = Instant::now();
@@ -186,10 +205,15 @@ fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
                 agg.drain();
             }
             if now >= next_tick {
-                agg.tick();
+                let quiet = agg.tick();
                 next_tick += tick_every;
                 if next_tick < now {
                     next_tick = now + tick_every;
+                }
+                idle = quiet && agg.shared.sleep.is_asleep();
+                agg.shared.sleep.aggregator_idle.store(idle, Release);
+                if idle {
+                    next_tick = now + IDLE_TICK.max(tick_every);
                 }
             }
         }));
@@ -496,7 +520,11 @@ impl Agg {
         locations
     }
 
-    fn tick(&mut self) {
+    /// Builds and publishes a snapshot. Returns whether it shows nothing going on that parked
+    /// workers would not show: no alert, no busy or queued blocking-pool work, no pool handed out
+    /// or waited for (a starved blocking pool or a saturated pool parks the workers too, and
+    /// their alerts are measured in ticks), for `IDLE_TICK`.
+    fn tick(&mut self) -> bool {
         let shared = self.shared.clone();
         let now = Instant::now();
         let now_raw = now_raw();
@@ -544,12 +572,19 @@ impl Agg {
         self.alert_history.update(snapshot.at_unix_ms, &raised);
         (snapshot.alert_history, snapshot.alert_history_evicted) = self.alert_history.records();
         snapshot.alerts = raised.into_iter().map(|r| r.alert).collect();
+        let quiet = snapshot.alerts.is_empty()
+            && snapshot
+                .runtime
+                .as_ref()
+                .is_none_or(|r| r.blocking_queue_depth == 0 && r.idle_blocking_threads >= r.blocking_threads)
+            && snapshot.pools.iter().all(|p| p.in_use == 0 && p.waiters == 0);
         let snapshot = Arc::new(snapshot);
         shared.publisher.set_latest(snapshot.clone());
         shared
             .publisher
             .publish(Update::Tick { snapshot: Box::new((*snapshot).clone()), interval: Box::new(interval) });
         let _ = self.started;
+        quiet
     }
 
     /// The registered pools' figures. A gauge that panics is left out of the snapshot, each

@@ -81,6 +81,11 @@ fn claim(shared: &Shared) -> Option<&Slot> {
     let owner = crate::poll::slots::thread_serial();
     let slot = shared.slots.claim(tid, owner).map(|i| &shared.slots.slots[i as usize]);
     CLAIM.with(|c| c.set((shared.id, slot.map_or(std::ptr::null(), |s| s as *const Slot))));
+    // A new thread may poll before it ever parks (a worker that finds work at once): a watchdog
+    // asleep until an unpark must look at it (`WatchdogSleep`; the claim published the slot).
+    if slot.is_some() {
+        shared.sleep.wake_if_asleep();
+    }
     slot
 }
 
@@ -247,6 +252,10 @@ pub(crate) fn after_poll(hot: &Hot, shared: &Shared) {
 /// now, so now is a lower bound of those polls' starts (the anchor). Idle workers park, so this
 /// makes the start of a stall that follows idle time exact; a busy worker's anchor is the end of
 /// its last timed poll, at most `timed_poll_every` polls back.
+///
+/// It also wakes the watchdog if it sleeps until an unpark (every watched thread was parked,
+/// `state::WatchdogSleep`): a fence and a load of a line no poll writes; only the one unpark that
+/// ends such a sleep swaps a flag and makes a futex wake system call. No lock, no allocation.
 #[inline(always)]
 pub(crate) fn unparked(hot: &Hot, shared: &Shared) {
     let Some(slot) = own_slot(hot, shared) else { return };
@@ -264,6 +273,8 @@ pub(crate) fn unparked(hot: &Hot, shared: &Shared) {
         if run & 1 == 0 {
             p.run.store(run.wrapping_add(1), Release);
         }
+        // After the store of `run` (the fence inside orders them): see `WatchdogSleep`.
+        shared.sleep.wake_if_asleep();
         if p.runtime_wanted.load(Relaxed) {
             note_runtime(slot);
         }
@@ -273,14 +284,19 @@ pub(crate) fn unparked(hot: &Hot, shared: &Shared) {
 /// A worker thread parks (`on_thread_park`): the watchdog must not count what follows as busy.
 /// Plain loads and stores on the thread's own slot, nothing else. Only between polls, like
 /// `unparked`: a nested runtime parking inside a poll does not park this thread's runtime.
+///
+/// A thread's first park may come before any unpark (a new worker that found work at once):
+/// `run` then goes from 0 (never through the park hooks) to 2, parked, so the watchdog can sleep
+/// on its word (`watchdog::parked_for_good`); left at 0, such a worker kept the watchdog awake
+/// for as long as it stayed parked.
 #[inline(always)]
 pub(crate) fn parked(hot: &Hot, shared: &Shared) {
     let Some(slot) = own_slot(hot, shared) else { return };
     let p = &slot.poll.0;
     if p.seq.load(Relaxed) & 1 == 0 {
         let run = p.run.load(Relaxed);
-        if run & 1 == 1 {
-            p.run.store(run.wrapping_add(1), Release);
+        if run & 1 == 1 || run == 0 {
+            p.run.store(run.wrapping_add(1 + u64::from(run == 0)), Release);
         }
     }
 }

@@ -78,6 +78,12 @@ pub struct SamplerStats {
     pub anatomy_read_p99: Duration,
     /// Time of all of them.
     pub anatomy_time: Duration,
+    /// Times the watchdog thread woke (to scan the slots, or to stop). While the service is busy
+    /// it wakes every threshold / 2 or sooner (`docs/architecture.md`, "watchdog"); while every
+    /// worker is parked it sleeps until one unparks, and wakes at most once a second.
+    pub watchdog_wakes: u64,
+    /// Times the watchdog went to sleep until a worker unparks (every watched thread was parked).
+    pub watchdog_deep_sleeps: u64,
 }
 
 impl SamplerStats {
@@ -108,6 +114,10 @@ pub(crate) struct SamplerCosts {
     pub(crate) anatomy_ns: FineHist,
     /// Time of all anatomy reads, ns.
     pub(crate) anatomy_total_ns: AtomicU64,
+    /// Watchdog wake-ups.
+    pub(crate) watchdog_wakes: AtomicU64,
+    /// Watchdog sleeps until an unpark.
+    pub(crate) watchdog_deep_sleeps: AtomicU64,
 }
 
 impl SamplerCosts {
@@ -133,6 +143,8 @@ impl SamplerCosts {
             anatomy_read_p50: ns(self.anatomy_ns.quantile(0.5)),
             anatomy_read_p99: ns(self.anatomy_ns.quantile(0.99)),
             anatomy_time: ns(self.anatomy_total_ns.load(Relaxed)),
+            watchdog_wakes: self.watchdog_wakes.load(Relaxed),
+            watchdog_deep_sleeps: self.watchdog_deep_sleeps.load(Relaxed),
         }
     }
 }

@@ -55,6 +55,14 @@ struct Watch {
     /// and its signal mask blocks the signal. Its stalls go on without stacks until it unblocks
     /// the signal (checked again at each sample it would have had); 0 for none.
     muted: i32,
+    /// The slot's owner, poll `seq` and park state (`PollState::run`) as the previous scan read
+    /// them: whether anything moved since, for the deep sleep (`parked_for_good`).
+    look: (i32, u64, u64),
+    /// The slot's thread polled while its park state said parked: it has no working unpark hook
+    /// (one set on the builder after `Probe::install` replaced the probe's), so its polls can
+    /// begin without waking the watchdog, which then never sleeps on its word. Cleared when
+    /// another thread claims the slot.
+    deaf: bool,
 }
 
 impl Watch {
@@ -278,6 +286,51 @@ pub(crate) fn run_guarded(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<At
     }
 }
 
+/// Longest deep sleep (see [`parked_for_good`]): a wake-up per second at most while the service
+/// is idle. Only a safety net: the unpark and claim hooks end a deep sleep, and a thread found
+/// polling without them (`Watch::deaf`) keeps the watchdog on its cadence from then on.
+const DEEP_SLEEP: Duration = Duration::from_secs(1);
+
+/// Scans in a row that must find every thread parked, with nothing moved since the scan before,
+/// before the watchdog sleeps until an unpark: at least two idle periods (threshold / 2 each) of
+/// quiet. A shorter hold would let a service whose workers wake every few milliseconds wake the
+/// watchdog more often than its cadence did (one hook wake-up per sleep).
+const QUIET_SCANS: u32 = 2;
+
+/// Whether slot `slot`'s thread cannot begin a poll without waking the watchdog first, given
+/// what the watchdog's previous scan saw of it (`w.look`): the slot is free (a claim wakes the
+/// watchdog, `hooks::claim`), or its thread is parked through the probe's park hooks (its next
+/// poll comes after an unpark, which wakes the watchdog, `hooks::unparked`) with nothing moved
+/// since that scan. A thread that never went through the park hooks (`run` 0) counts only if it
+/// has never polled (`seq` 0: a thread that only spawned tasks); its first poll would then be
+/// seen up to [`DEEP_SLEEP`] late, and that poll, a slot's first, is timed (`hooks::before_poll`:
+/// poll 0 is), so its start and length stay exact. A thread given by `Probe::watch_thread` has
+/// no park hooks at all, and never counts.
+///
+/// The watchdog calls this again after publishing that it sleeps (`WatchdogSleep::announce`),
+/// so that an unpark or claim racing with its decision is seen by one side or the other.
+fn parked_for_good(slot: &crate::poll::slots::Slot, w: &Watch) -> bool {
+    let tid = slot.tid.load(Acquire);
+    if tid != w.look.0 {
+        return false;
+    }
+    if tid == 0 {
+        return true;
+    }
+    let p = &slot.poll.0;
+    let (seq, run) = (p.seq.load(Acquire), p.run.load(Acquire));
+    let parked = (run & 1 == 0 && run != 0) || (run == 0 && seq == 0);
+    parked
+        && seq & 1 == 0
+        && (seq, run) == (w.look.1, w.look.2)
+        && !w.deaf
+        && slot.generation.load(Acquire) == w.generation
+        && !slot.foreign.load(Acquire)
+        && w.active.is_none()
+        && w.track.is_none()
+        && w.unsent_end.is_none()
+}
+
 fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let c = &shared.config;
     let clk = clock();
@@ -285,6 +338,7 @@ fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let request_timeout = clk.ns_to_ticks(50_000_000);
     let mut cadence = Cadence::new(c);
     let min_ticks = clk.ns_to_ticks(MIN_SLEEP.as_nanos() as u64);
+    let heartbeat_ticks = clk.ns_to_ticks(c.heartbeat_interval.as_nanos() as u64);
     let mut watches: Vec<Watch> = (0..shared.slots.slots.len()).map(|_| Watch::default()).collect();
     let cgroup = Cgroup::open();
     {
@@ -317,28 +371,83 @@ fn run(shared: Arc<Shared>, tx: SyncSender<Msg>, stop: Arc<AtomicBool>) {
     let mut prev_scan = 0;
     // The planned length of the interval that ends with the next scan.
     let mut planned = cadence.idle;
+    // Scans in a row that found every thread parked for good (`QUIET_SCANS`).
+    let mut quiet_scans = 0;
+    // When a hook last woke this thread from a deep sleep, until a scan an idle period later
+    // decides whether to nudge the heartbeat.
+    let mut woken_at: Option<u64> = None;
     while !stop.load(Acquire) {
         shared.threads.injection_point(Role::Watchdog);
-        // Parked, not asleep: the guard's drop unparks this thread, so stopping never waits for
-        // an interval (up to threshold / 2). An early wake only makes one interval shorter.
-        std::thread::park_timeout(Duration::from_nanos(clk.ticks_to_ns(planned)));
+        let mut slept_deep = false;
+        if quiet_scans >= QUIET_SCANS {
+            // Every thread is parked: sleep until one unparks (`WatchdogSleep`). Publish that
+            // first, then look again: an unpark between the last scan and now is seen here, one
+            // after it clears the flag, so the sleep returns at once or is woken. The guard's
+            // drop stores `stop` and then wakes this sleep the same way.
+            shared.sleep.announce();
+            if !stop.load(Acquire) && shared.slots.slots.iter().zip(&watches).all(|(s, w)| parked_for_good(s, w)) {
+                shared.sampler_costs.watchdog_deep_sleeps.fetch_add(1, Relaxed);
+                if shared.sleep.sleep(DEEP_SLEEP) {
+                    // A worker unparked: if it is still running an idle period from now, a
+                    // backed-off heartbeat must beat within its period (`HeartbeatNudge`).
+                    woken_at = Some(now_raw());
+                    // And an aggregator ticking once a second goes back to its period now.
+                    if shared.sleep.aggregator_idle.swap(false, AcqRel) {
+                        send(&tx, &shared, Msg::Drain);
+                    }
+                }
+                slept_deep = true;
+            }
+            shared.sleep.awake();
+            quiet_scans = 0;
+            // Not asleep after all (something moved since the scan): scan now.
+        } else {
+            // Parked, not asleep: the guard's drop unparks this thread, so stopping never waits
+            // for an interval (up to threshold / 2). An early wake only makes one interval shorter.
+            std::thread::park_timeout(Duration::from_nanos(clk.ticks_to_ns(planned)));
+        }
+        shared.sampler_costs.watchdog_wakes.fetch_add(1, Relaxed);
         if stop.load(Acquire) {
             break;
         }
         let woke = now_raw();
+        if slept_deep {
+            // The interval this scan ends is the whole sleep: `scan` bounds a poll it finds by
+            // the previous scan and its thread's anchor (its unpark, which woke this thread).
+            planned = woke.saturating_sub(prev_scan);
+        }
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
             if let Some(unwinder) = unwinder.as_mut() {
                 collect_samples(&shared, &tx, unwinder, &mut addrs, &mut watches, request_timeout);
             }
-            let timing = Timing { sample_ticks, planned, woke, cgroup: &cgroup };
-            let (began, next) = scan(&shared, &tx, &mut watches, timing, &mut cadence, prev_scan);
+            // Busy time is counted from the previous scan, except across a deep sleep, during
+            // which every thread was parked until at most the moment this thread woke.
+            let busy_since = if slept_deep { woke } else { prev_scan };
+            let timing = Timing { sample_ticks, planned, woke, busy_since, cgroup: &cgroup };
+            let (began, next, quiet, running) = scan(&shared, &tx, &mut watches, timing, &mut cadence, prev_scan);
             prev_scan = began;
+            if let Some(at) = woken_at {
+                if !running {
+                    woken_at = None;
+                } else if began.saturating_sub(at) >= cadence.idle {
+                    shared.heartbeat.nudge_if_far(at, heartbeat_ticks);
+                    woken_at = None;
+                }
+            }
             planned = next.saturating_sub(began).clamp(min_ticks, cadence.idle);
+            // After a deep sleep that found everything as it left it (its safety-net timeout),
+            // sleep again at once rather than after another `QUIET_SCANS` scans.
+            quiet_scans = match (quiet, slept_deep) {
+                (false, _) => 0,
+                (true, true) => QUIET_SCANS,
+                (true, false) => quiet_scans + 1,
+            };
         }));
         if result.is_err() {
             shared.panics.fetch_add(1, Relaxed);
             planned = cadence.precise;
+            quiet_scans = 0;
         }
     }
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
@@ -427,6 +536,9 @@ struct Timing<'a> {
     planned: u64,
     /// When this thread woke for this scan (before collecting samples).
     woke: u64,
+    /// Since when a thread found in a poll counts as busy (`Slots::busy_ticks`): the previous
+    /// scan, or this wake-up after a deep sleep.
+    busy_since: u64,
     cgroup: &'a Cgroup,
 }
 
@@ -537,7 +649,9 @@ fn sample(
 }
 
 /// One scan of every slot. `prev_scan` is when the previous scan began; returns when this one
-/// began and when the next one should (see [`Cadence`]).
+/// began, when the next one should (see [`Cadence`]), whether every slot was parked for good
+/// ([`parked_for_good`]) with nothing for the watchdog to do, and whether some thread was out of
+/// its park or in a poll.
 fn scan(
     shared: &Shared,
     tx: &SyncSender<Msg>,
@@ -545,10 +659,12 @@ fn scan(
     t: Timing<'_>,
     cadence: &mut Cadence,
     prev_scan: u64,
-) -> (u64, u64) {
+) -> (u64, u64, bool, bool) {
     let now = now_raw();
     let mut far_anchor = false;
     let mut next_wake = u64::MAX;
+    let mut quiet = true;
+    let mut running = false;
     let timed_mask = u64::from(shared.timed_every - 1);
     // The shared event ring (threads without a slot) too, once it is a quarter full.
     let mut drain_asked =
@@ -568,9 +684,12 @@ fn scan(
             }
         }
         let generation = slot.generation.load(Acquire);
-        if generation != w.generation {
+        // A claim since the previous scan: not quiet until a scan has seen the new owner settle.
+        let fresh = generation != w.generation;
+        if fresh {
             w.generation = generation;
             w.stack = None;
+            w.deaf = false;
         }
         if generation != 0 {
             // A quarter-full event ring (a spawn storm): have the aggregator drain it now rather
@@ -583,9 +702,23 @@ fn scan(
         }
         let p = &slot.poll.0;
         let seq = p.seq.load(Acquire);
-        if seq & 1 == 1 && prev_scan != 0 {
+        if seq & 1 == 1 && t.busy_since != 0 {
             let busy = &shared.slots.busy_ticks[i];
-            busy.store(busy.load(Relaxed) + now.saturating_sub(prev_scan), Relaxed);
+            busy.store(busy.load(Relaxed) + now.saturating_sub(t.busy_since), Relaxed);
+        }
+        {
+            // For the deep sleep: what moved since the previous scan (`parked_for_good`).
+            let (tid, run) = (slot.tid.load(Acquire), p.run.load(Acquire));
+            let same_owner = !fresh && tid == w.look.0;
+            if same_owner && tid != 0 && run != 0 && run & 1 == 0 && run == w.look.2 && seq != w.look.1 {
+                // It polled while it stayed parked: its unpark hook does not run. (A thread
+                // polls only between its unpark and its park hooks; `run` 0 is a thread that has
+                // not been through them yet, never taken as parked for good unless it never polled.)
+                w.deaf = true;
+            }
+            quiet &= same_owner && parked_for_good(slot, w);
+            running |= tid != 0 && (seq & 1 == 1 || run & 1 == 1);
+            w.look = (tid, seq, run);
         }
         // What the thread's loop did since the last scan, for unhooked stalls (`Unhooked`).
         let (run, rt_busy) = loop_state(slot, seq, &w.unhooked);
@@ -798,11 +931,13 @@ fn scan(
     if far_anchor {
         cadence.precise_until = now.saturating_add(cadence.hold);
     }
+    // Something due (a stall's sample, a poll about to cross the threshold): no deep sleep.
+    quiet &= next_wake == u64::MAX;
     let next = next_wake.min(now.saturating_add(cadence.period(now)));
     // Stalls in progress, for whoever must not wait on a stalled worker (task dumps).
     let stalled = watches.iter().filter(|w| w.active.as_ref().is_some_and(|a| !a.ended)).count();
     shared.polls_stalled.store(stalled, Release);
-    (now, next)
+    (now, next, quiet, running)
 }
 
 /// Counts one anatomy read that began at `began` (raw clock), for `Probe::sampler_stats`.
