@@ -36,6 +36,8 @@ fn without_tokio_unstable_the_probe_reports_lag_and_names_what_is_missing() {
     assert_eq!(field("stall_count"), 1, "only the instrumented future's stall:\n{stdout}");
     assert_eq!(field("stalls_with_stacks"), 1, "{stdout}");
     assert!(stdout.contains("stack_sampling_before=false"), "{stdout}");
+    // The watchdog's cadence (threshold / 2) would be 200 wake-ups in that second.
+    assert!(field("idle_watchdog_wakes") <= 10, "the watchdog sleeps with nothing to watch:\n{stdout}");
     assert!(stdout.contains("stack_sampling_after=true"), "{stdout}");
     assert_eq!(field("runtime_workers"), 1, "stable runtime metrics are there");
     assert!(stdout.contains("missing: stalls, stack samples") && stdout.contains("tokio_unstable"), "{stdout}");

@@ -18,6 +18,10 @@ fn main() {
     });
     let before = probe.refresh(Duration::from_secs(5)).expect("snapshot");
     println!("stack_sampling_before={}", before.process.stack_sampling);
+    // No hooks and no watched thread: nothing for the watchdog to watch, so it sleeps.
+    let wakes = probe.sampler_stats().watchdog_wakes;
+    std::thread::sleep(Duration::from_secs(1));
+    println!("idle_watchdog_wakes={}", probe.sampler_stats().watchdog_wakes - wakes);
     // Without task hooks, a future wrapped in `instrument` is still watched: a 60 ms block in it
     // is a stall with a stack.
     rt.block_on(stallscope_probe::instrument(async {
