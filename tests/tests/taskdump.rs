@@ -218,6 +218,9 @@ fn a_dump_past_its_deadline_times_out_and_later_requests_are_busy_until_it_finis
         rt.spawn(async move { blocking_until(&started, &release) });
     }
     wait_for("the blocking task to start", || started.load(SeqCst));
+    // On any failure below, unblock the runtime and end its driver before the probe's guard is
+    // dropped: a failed assertion otherwise left the driver blocked and the test hung.
+    let unblock = Unblock(release.clone(), stop.clone());
 
     let mut a = Client::connect(&path).unwrap();
     let mut b = Client::connect(&path).unwrap();
@@ -235,9 +238,20 @@ fn a_dump_past_its_deadline_times_out_and_later_requests_are_busy_until_it_finis
     assert_eq!(parked.len(), 1, "{}", describe(&dump));
     assert_eq!(parked[0].count, 5, "{}", describe(&dump));
 
-    stop.notify_one();
+    drop(unblock);
     driver.join().unwrap();
     drop(guard);
+}
+
+/// Releases a blocked task and stops a runtime's driver when dropped, also when a test fails.
+struct Unblock(Arc<AtomicBool>, Arc<Notify>);
+
+impl Drop for Unblock {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
+        // A permit, if the driver is not waiting yet: it returns at once when it does.
+        self.1.notify_one();
+    }
 }
 
 #[test]
