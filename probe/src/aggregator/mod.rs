@@ -117,12 +117,11 @@ pub(crate) fn run_guarded(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio:
     let mut last = (*last).clone();
     last.process = snapshot::process_info(&s);
     last.drops.probe_panics = s.panics.load(Relaxed);
-    let last = Arc::new(last);
-    s.publisher.set_latest(last.clone());
-    s.publisher.publish(Update::Tick {
-        snapshot: Box::new((*last).clone()),
-        interval: Box::new(Interval { seq: last.seq, ..Interval::default() }),
-    });
+    s.publisher.set_latest(Arc::new(last));
+    // The same full tick a new client starts with, built once by the publisher.
+    if let Some(tick) = s.publisher.first_update() {
+        s.publisher.publish(Arc::unwrap_or_clone(tick));
+    }
 }
 
 fn run(shared: Arc<Shared>, rx: Receiver<Msg>, handle: tokio::runtime::Handle) {
