@@ -1000,12 +1000,12 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `--spawn-only`: W2 and W2b, alternating bare/probe pairs (with `--diag`, also the probe
-/// installed but not started), wall and CPU ratios, the threads' table and the drops.
+/// `--spawn-only`: W2 and W2b, alternating bare/probe pairs (with `--diag`, also four empty hooks
+/// and the probe installed but not started), wall and CPU ratios, the threads' table and the drops.
 fn spawn_only(plan: &Plan, diag: bool) -> ExitCode {
     let mut setups = vec![Setup::Bare, Setup::Probe];
     if diag {
-        setups.push(Setup::HooksOnly);
+        setups.extend([Setup::EmptyHooks, Setup::HooksOnly]);
     }
     eprintln!("overhead: spawn storms only, {} mode, {WORKERS} workers, {} pairs", plan.mode(), plan.pairs);
     let w2_work = Workload::SpawnStorm { tasks: plan.w2_tasks, spawners: W2_SPAWNERS, batch: W2_BATCH };

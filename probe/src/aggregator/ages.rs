@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 
 use crate::aggregator::intmap::IntMap;
+use crate::aggregator::young::Young;
 use crate::poll::slots::EVENT_TERMINATE;
 
 /// Drain passes that must end after a terminate event is seen before its spawn (an orphan,
@@ -29,26 +30,27 @@ pub(crate) const ORPHAN_CAP: usize = 65_536;
 /// In a spawn storm nearly every task is spawned and ends between two ticks (100 ms apart), and
 /// only ticks and task-location questions read [`Ages`]: such a task is never live when anyone
 /// looks, and only the slots' counters (exact on their own) can show it. Here its two events
-/// cancel with two operations on a map of the live young tasks, which stays in cache, instead of
-/// an insert into the live-task map, a place in its location's spawn order, a removal, and a
-/// lookup when that order is trimmed. On 2 cores the aggregator's CPU is taken from a worker
-/// (docs/benchmarks.md, "Spawn storms").
+/// cancel with an index and a store each in the window of young tasks ([`Young`]), which stays in
+/// cache, instead of an insert into the live-task map, a place in its location's spawn order, a
+/// removal, and a lookup when that order is trimmed. On 2 cores the aggregator's CPU is taken
+/// from a worker (docs/benchmarks.md, "Spawn storms").
 ///
 /// A spawn stays young until [`Batch::promote`] (each tick and each task-location question; also
 /// once the young and the tracked tasks together reach the tracking cap) hands it to [`Ages`],
-/// oldest first. An end whose spawn is not young goes to [`Ages`] at the end of its drain pass
-/// ([`Batch::end_pass`]): its task was spawned before the last promotion, or its spawn comes
-/// later or was dropped (`Ages` keeps those as orphans). Until then it waits for a spawn of the
-/// same pass, so that two rings drained in either order still pair.
+/// oldest first. Ends are held until the end of their drain pass ([`Batch::end_pass`]), after
+/// every spawn of the pass, so that a task spawned on one ring and ended on another pairs
+/// whichever ring was read first, with no lookup per spawn. An end whose spawn is not young then
+/// goes to [`Ages`]: its task was spawned before the last promotion, or its spawn comes in a later
+/// pass or was dropped (`Ages` keeps those as orphans).
 ///
 /// Events come from any ring: [`Batch::event`] is the one entry point, between
 /// [`Batch::begin_pass`] and [`Batch::end_pass`].
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// Spawns not paired yet since the last promotion: task → (location, spawn time, floored).
-    young: IntMap<u64, (usize, u64)>,
-    /// Ends of this pass whose spawn is not young (yet).
-    ends: IntMap<u64, ()>,
+    young: Young,
+    /// Ends of this pass, paired at its end.
+    ends: Vec<u64>,
     /// The young, sorted as they are promoted (kept for its allocation).
     left: Vec<(u64, u64, usize)>,
     /// This pass's floor of spawn times (`hooks::spawn_time`).
@@ -72,24 +74,22 @@ impl Batch {
     #[inline]
     pub(crate) fn event(&mut self, loc: usize, task: u64, at: u64) {
         if task & EVENT_TERMINATE != 0 {
-            let task = task & !EVENT_TERMINATE;
-            if self.young.remove(&task).is_some() {
-                self.paired += 1;
-            } else {
-                self.ends.insert(task, ());
-            }
-        } else if !self.ends.is_empty() && self.ends.remove(&task).is_some() {
-            self.paired += 1;
+            self.ends.push(task & !EVENT_TERMINATE);
         } else {
-            self.young.insert(task, (loc, at.max(self.floor)));
+            self.young.insert(task, loc, at.max(self.floor));
         }
     }
 
-    /// Ends a drain pass: the ends that did not pair go to `ages`, and `ages`'s pass ends.
+    /// Ends a drain pass: its ends pair with the young spawns, the others go to `ages`, and
+    /// `ages`'s pass ends.
     pub(crate) fn end_pass(&mut self, ages: &mut Ages, cap: usize) {
         self.peak = self.peak.max(self.young.len() + self.ends.len());
-        for (task, ()) in self.ends.drain() {
-            ages.terminate(task);
+        for task in self.ends.drain(..) {
+            if self.young.remove(task).is_some() {
+                self.paired += 1;
+            } else {
+                ages.terminate(task);
+            }
         }
         // The young count against the tracking cap too: past it, they are handed over (and
         // `Ages` counts what it cannot track).
@@ -113,7 +113,7 @@ impl Batch {
 
     /// Hands the young tasks, all live, to `ages`, oldest first: before anything reads `ages`.
     pub(crate) fn promote(&mut self, ages: &mut Ages, cap: usize) {
-        self.left.extend(self.young.drain().map(|(task, (loc, at))| (at, task, loc)));
+        self.left.extend(self.young.drain().map(|(task, loc, at)| (at, task, loc)));
         // Oldest first, as `Ages` keeps each location's tasks; Tokio's ids grow with each spawn,
         // which orders the spawns of one thread that carry the same clock reading.
         self.left.sort_unstable();

@@ -15,6 +15,7 @@ pub(crate) mod msg;
 pub mod pool;
 pub(crate) mod runtime_metrics;
 pub(crate) mod snapshot;
+pub(crate) mod young;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering::*;
