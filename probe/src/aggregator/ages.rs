@@ -365,7 +365,7 @@ mod tests {
             spawn(&mut b, t, t);
         }
         b.end_pass(&mut ages, CAP);
-        assert!(b.young.is_empty(), "handed over at the cap, not held beside it");
+        assert_eq!(b.young.len(), 0, "handed over at the cap, not held beside it");
         assert_eq!((ages.tasks.len(), ages.untracked), (CAP, 10));
     }
 

@@ -44,10 +44,6 @@ impl Young {
         self.in_window + self.spill.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Entries the two parts hold room for.
     pub(crate) fn capacity(&self) -> usize {
         self.window.capacity() + self.spill.capacity()
@@ -156,7 +152,7 @@ mod tests {
     fn drained(y: &mut Young) -> Vec<(u64, usize, u64)> {
         let mut v: Vec<_> = y.drain().collect();
         v.sort_unstable();
-        assert!(y.is_empty());
+        assert_eq!(y.len(), 0);
         v
     }
 
@@ -191,7 +187,7 @@ mod tests {
         // Reused after a drain, from any id.
         y.insert(3, LOC, 9);
         assert_eq!(y.remove(3), Some((LOC, 9)));
-        assert!(y.is_empty());
+        assert_eq!(y.len(), 0);
     }
 
     /// A task that lives through a storm moves to the map once the window passes it; the
@@ -208,6 +204,6 @@ mod tests {
         assert_eq!(y.len(), 1);
         assert_eq!(y.spill.len(), 1, "moved to the map when the window slid past it");
         assert_eq!(y.remove(1), Some((LOC, 7)));
-        assert!(y.is_empty());
+        assert_eq!(y.len(), 0);
     }
 }
