@@ -409,6 +409,31 @@ pub(crate) fn terminate(hot: &Hot, shared: &Shared, task: u64, loc: &'static Loc
 
 // === registration ===
 
+/// The terminate hook's captures, 128-byte aligned so that they sit two cache lines away from
+/// the count of the `Arc` Tokio keeps the hook in.
+///
+/// Tokio clones that `Arc` into every task it creates and drops the clone with the task
+/// (`TaskHarnessScheduleHooks`), so in a spawn storm both workers write its count all the time.
+/// With the captures in the count's line, every termination read a line the other worker had just
+/// written: the first load of this hook was the hottest instruction of the probe's hooks in the
+/// spawn storms (docs/benchmarks.md, "Spawn storms"). The other hooks are not cloned per task.
+/// Kept as a struct with a method (not a closure reading its fields) so that the closure
+/// captures the whole aligned value rather than its fields.
+#[cfg(tokio_unstable)]
+#[repr(align(128))]
+struct TerminateHook {
+    hot: Hot,
+    shared: std::sync::Arc<Shared>,
+}
+
+#[cfg(tokio_unstable)]
+impl TerminateHook {
+    #[inline(always)]
+    fn call(&self, meta: &tokio::runtime::TaskMeta<'_>) {
+        terminate(&self.hot, &self.shared, task_id_u64(meta.id()), meta.spawned_at())
+    }
+}
+
 /// Registers the hooks on a runtime builder.
 #[cfg(tokio_unstable)]
 pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::runtime::Builder) {
@@ -416,8 +441,8 @@ pub(crate) fn register(shared: &std::sync::Arc<Shared>, builder: &mut tokio::run
     let hot = Hot::of(shared);
     let s = shared.clone();
     builder.on_task_spawn(move |meta| spawn(&hot, &s, task_id_u64(meta.id()), meta.spawned_at()));
-    let s = shared.clone();
-    builder.on_task_terminate(move |meta| terminate(&hot, &s, task_id_u64(meta.id()), meta.spawned_at()));
+    let hook = TerminateHook { hot, shared: shared.clone() };
+    builder.on_task_terminate(move |meta| hook.call(meta));
     let s = shared.clone();
     // The schedule-latency choice is made here, once, not on every poll.
     #[cfg(feature = "schedule-latency")]
