@@ -23,7 +23,14 @@ pub const DEFAULT_MAX_THREADS: usize = 64;
 pub const DEFAULT_MAX_LOCATIONS: usize = 512;
 /// Default spawn/terminate events buffered per thread slot between aggregator drains (and in
 /// the shared ring of threads without a slot).
-pub const DEFAULT_EVENT_RING: usize = 16 * 1024;
+///
+/// 32,768 (768 KiB of 24-byte events per polling thread, touched as it wraps): a worker in a
+/// million-task spawn storm writes 3–4 million events a second, and the watchdog, which asks for
+/// a drain once a ring is a quarter full, scans about every 4 ms while busy. At 16,384 such a
+/// ring filled between two scans and 6–30 % of the storm's events were dropped; at 32,768 about
+/// 1–2 % on the harsher storm, for perhaps +0.01 of bare there (docs/benchmarks.md, "Spawn storms
+/// (P7)"). 65,536 dropped none, at twice the memory for every worker of every service.
+pub const DEFAULT_EVENT_RING: usize = 32 * 1024;
 /// Default number of live tasks whose age is tracked.
 pub const DEFAULT_MAX_TRACKED_TASKS: usize = 1_000_000;
 /// Default number of recent stalls kept in a snapshot.

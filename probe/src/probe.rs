@@ -78,7 +78,7 @@ impl ProbeBuilder {
         max_locations: usize);
     setter!(
         /// Spawn/terminate events buffered per thread slot between drains, and in the shared ring
-        /// of threads without a slot (default 16384).
+        /// of threads without a slot (default 32768).
         event_ring: usize);
     setter!(
         /// Live tasks whose age is tracked (default 1,000,000).

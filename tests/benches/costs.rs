@@ -42,7 +42,7 @@ use stallscope_probe::{Probe, SamplerStats};
 /// Workers of every runtime.
 const WORKERS: usize = 2;
 /// Live tasks spawned between two pauses, and the pause: the aggregator drains the per-thread
-/// event rings (16,384 events each) every 10 ms, so paced spawns are all tracked.
+/// event rings (32,768 events each) every 10 ms, so paced spawns are all tracked.
 const LIVE_BATCH: usize = 8_192;
 const LIVE_PAUSE: Duration = Duration::from_millis(10);
 /// Tasks spawned, then awaited, per batch of the flatness run.
