@@ -212,6 +212,8 @@ impl ProbeBuilder {
             panics: AtomicU64::new(0),
             samples_lost: AtomicU64::new(0),
             stall_msgs_dropped: AtomicU64::new(0),
+            stall_starts_sent: AtomicU64::new(0),
+            stall_starts_lost: AtomicU64::new(0),
             lag_running: AtomicBool::new(false),
             runtime_gone: AtomicBool::new(false),
             problems: Mutex::new(Vec::new()),

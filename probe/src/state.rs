@@ -49,6 +49,11 @@ pub(crate) struct Shared {
     pub(crate) samples_lost: AtomicU64,
     /// Watchdog messages lost because the aggregator's queue was full.
     pub(crate) stall_msgs_dropped: AtomicU64,
+    /// Stall starts the watchdog has sent or tried to send (counted before the send), and those
+    /// of them the full queue lost: with the starts it has handled, the aggregator knows when
+    /// every start sent before it read a long-poll record has reached it (`Join::long_poll`).
+    pub(crate) stall_starts_sent: AtomicU64,
+    pub(crate) stall_starts_lost: AtomicU64,
     /// Whether the heartbeat (loop lag) runs.
     pub(crate) lag_running: AtomicBool,
     /// The runtime `start` was given shut down while the probe ran (`poll::lag`): loop lag,

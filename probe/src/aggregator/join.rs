@@ -26,8 +26,13 @@ use crate::watchdog::anatomy::Raw;
 /// A stall the watchdog saw end but whose exact duration never arrived is closed after this,
 /// with the watchdog's end bound (or, without one, the detection time).
 const END_GRACE: Duration = Duration::from_secs(1);
-/// How long a stall seen only in the long-poll ring waits for the watchdog to claim it.
+/// How long a stall seen only in the long-poll ring waits for the watchdog to claim it, once
+/// every stall start the watchdog sent before the record was read has been handled (see
+/// [`Join::starts_sent`]).
 const UNSEEN_GRACE: Duration = Duration::from_millis(100);
+/// How long such a record waits at most when those starts have not all been handled: a bound
+/// for a count that never settles (the watchdog died between counting a start and sending it).
+const UNSEEN_MAX: Duration = Duration::from_secs(5);
 /// Finalized stall keys remembered, to ignore late watchdog messages for them.
 const RECENT_KEYS: usize = 4096;
 /// Anatomies of long polls kept for a long-poll record not drained yet (`Msg::PollAnatomy`).
@@ -68,6 +73,9 @@ pub(crate) struct StallRec {
     /// it (its start message can trail the ring when the aggregator is busy), so it is closed
     /// only after `UNSEEN_GRACE` unless the watchdog claims it first.
     pub(crate) unseen_since: Option<Instant>,
+    /// For such a stall: the watchdog's count of stall starts sent when its record was read
+    /// ([`Join::starts_sent`]).
+    pub(crate) unseen_starts: u64,
     /// For an unhooked stall (`FLAG_UNHOOKED`): what a sample showed it runs. Until one does,
     /// the stall is not published (it may be a thread that left its runtime).
     pub(crate) origin: Option<Origin>,
@@ -98,6 +106,7 @@ impl StallRec {
             anatomy: None,
             observed: true,
             unseen_since: None,
+            unseen_starts: 0,
             origin: None,
             end_hint: None,
             candidate: None,
@@ -150,6 +159,17 @@ pub(crate) struct Join {
     /// See `Msg::PollAnatomy`.
     orphan_anatomy: VecDeque<(Key, Box<Raw>)>,
     next_stall_id: u64,
+    /// The watchdog's count of stall starts sent (`Shared::stall_starts_sent`), read by the
+    /// aggregator before it reads the long-poll rings, and of those the full queue lost; and the
+    /// starts handled here. A record no start has claimed is closed as unobserved only once the
+    /// starts handled and lost reach the count read before it: until then its start may still be
+    /// queued behind other messages. That queue can hold well over `UNSEEN_GRACE` of messages
+    /// while the aggregator is busy (its symbolizer's warm-up at start, on a loaded host), and a
+    /// start handled after its stall was closed was ignored with every sample of it: the stall
+    /// was reported without stacks and its samples counted as lost.
+    pub(crate) starts_sent: u64,
+    pub(crate) starts_lost: u64,
+    starts_handled: u64,
     /// Samples kept per stall.
     max_samples: u64,
 }
@@ -162,6 +182,9 @@ impl Join {
             recent_set: HashSet::new(),
             orphan_anatomy: VecDeque::new(),
             next_stall_id: 1,
+            starts_sent: 0,
+            starts_lost: 0,
+            starts_handled: 0,
             max_samples: max_samples as u64,
         }
     }
@@ -188,6 +211,7 @@ impl Join {
     /// be published now (a hooked stall; an unhooked one waits for a sample to confirm it).
     pub(crate) fn started(&mut self, s: StallStart) -> Option<&StallRec> {
         let key = (s.slot, s.seq);
+        self.starts_handled += 1;
         if self.recent_set.contains(&key) {
             return None;
         }
@@ -312,6 +336,7 @@ impl Join {
                     observed: anatomy.is_some(),
                     anatomy,
                     unseen_since: Some(now),
+                    unseen_starts: self.starts_sent,
                     ..StallRec::new(self.next_stall_id, s)
                 };
                 self.next_stall_id += 1;
@@ -323,12 +348,16 @@ impl Join {
     /// Closes every stall that has both ended (per the watchdog) and has its exact duration, or
     /// that ended long enough ago that its duration will not come.
     pub(crate) fn finish_ready(&mut self, now: Instant) -> Vec<Closed> {
+        let accounted = self.starts_handled + self.starts_lost;
         let ready: Vec<Key> = self
             .active
             .iter()
             .filter(|(_, r)| {
                 r.ended_at.is_some_and(|t| r.ticks.is_some() || now.saturating_duration_since(t) >= END_GRACE)
-                    || r.unseen_since.is_some_and(|t| now.saturating_duration_since(t) >= UNSEEN_GRACE)
+                    || r.unseen_since.is_some_and(|t| {
+                        let waited = now.saturating_duration_since(t);
+                        (waited >= UNSEEN_GRACE && accounted >= r.unseen_starts) || waited >= UNSEEN_MAX
+                    })
             })
             .map(|(k, _)| *k)
             .collect();
@@ -530,6 +559,39 @@ mod tests {
         assert_eq!(closed.len(), 1);
         assert!(!closed[0].rec.observed);
         assert_eq!(closed[0].rec.start.tid, TID);
+    }
+
+    /// The aggregator can be far behind on its queue (its symbolizer's warm-up at start on a
+    /// loaded host): a record read while starts sent before it are still queued waits for them,
+    /// however long past `UNSEEN_GRACE`, so that its own start still claims it with its samples.
+    #[test]
+    fn a_ring_record_waits_for_every_start_sent_before_it_was_read() {
+        let mut j = Join::new(2000);
+        let t0 = Instant::now();
+        // Two starts were sent (one of this very stall), none handled yet.
+        j.starts_sent = 2;
+        j.long_poll(SLOT, TID, ring(7, 100, 5000, 0), t0);
+        assert!(j.finish_ready(t0 + UNSEEN_GRACE * 5).is_empty(), "its start may be queued");
+        assert!(j.started(start(5, 10, 20, 0)).is_some(), "another stall's start");
+        assert!(j.finish_ready(t0 + UNSEEN_GRACE * 6).is_empty(), "one start still queued");
+        assert!(j.started(start(7, 90, 1090, 0)).is_none(), "claimed, not closed");
+        assert!(j.sample((SLOT, 7), vec![1, 2, 3], None), "its sample is kept");
+        j.ended((SLOT, 7), None, None, 0, t0 + UNSEEN_GRACE * 6);
+        let closed = j.finish_ready(t0 + UNSEEN_GRACE * 6);
+        assert_eq!(closed.len(), 1);
+        assert!(closed[0].rec.observed && closed[0].rec.samples == 1);
+
+        // A start lost to a full queue counts as accounted for; a count that never settles
+        // closes the record after UNSEEN_MAX.
+        j.starts_sent = 4;
+        j.long_poll(SLOT, TID, ring(9, 100, 5000, FLAG_TIMED), t0);
+        j.starts_sent = 5;
+        j.long_poll(SLOT, TID, ring(11, 100, 5000, FLAG_TIMED), t0);
+        j.starts_lost = 2;
+        let closed = j.finish_ready(t0 + UNSEEN_GRACE);
+        assert_eq!(closed.iter().map(|c| c.rec.start.seq).collect::<Vec<_>>(), vec![9]);
+        assert!(j.finish_ready(t0 + UNSEEN_MAX - ms(1)).is_empty());
+        assert_eq!(j.finish_ready(t0 + UNSEEN_MAX).len(), 1);
     }
 
     #[test]

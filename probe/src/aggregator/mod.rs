@@ -351,6 +351,9 @@ impl Agg {
     }
 
     fn drain_long(&mut self, i: usize) {
+        // Before the ring: every start counted here was sent before any record read below
+        // (`Join::starts_sent`).
+        self.join.starts_sent = self.shared.stall_starts_sent.load(SeqCst);
         let slot = &self.shared.slots.slots[i];
         let head = slot.long_head.load(Acquire);
         let mut tail = self.long_tail[i];
@@ -380,6 +383,7 @@ impl Agg {
     /// Closes the stalls the join has ready: counts them, corrects the poll-time histograms
     /// with their exact durations, and publishes them.
     fn finish_ready(&mut self) {
+        self.join.starts_lost = self.shared.stall_starts_lost.load(SeqCst);
         for Closed { rec, overrun } in self.join.finish_ready(Instant::now()) {
             if overrun {
                 self.long_overrun += 1;

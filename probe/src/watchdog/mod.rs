@@ -198,6 +198,19 @@ fn loop_state(slot: &crate::poll::slots::Slot, seq: u64, last: &Unhooked) -> (u6
     (run, busy)
 }
 
+/// Sends a stall start like [`send`], counted in `stall_starts_sent` first and, when the queue is
+/// full, in `stall_starts_lost`: the aggregator closes a long-poll record no start has claimed only
+/// once every start counted before it read that record has reached it or is known lost
+/// (`Join::long_poll`). Counting after the send would let a watchdog preempted between the two
+/// hide a start that is already queued.
+fn send_start(tx: &SyncSender<Msg>, shared: &Shared, s: StallStart) {
+    shared.stall_starts_sent.fetch_add(1, SeqCst);
+    if tx.try_send(Msg::StallStarted(s)).is_err() {
+        shared.stall_starts_lost.fetch_add(1, SeqCst);
+        shared.stall_msgs_dropped.fetch_add(1, Relaxed);
+    }
+}
+
 /// Sends to the aggregator without blocking; what a full queue loses is counted (a sample as a
 /// lost sample, a stall start or end as a lost stall record).
 fn send(tx: &SyncSender<Msg>, shared: &Shared, msg: Msg) {
@@ -825,7 +838,7 @@ fn scan(
                 w.active = Some(Active { key, seq, tid, last_sample: 0, ended: false, ended_at: 0, unhooked: Some(u) });
                 let flags = FLAG_UNHOOKED;
                 let s = StallStart { slot: i, seq: key, start, task: 0, loc: 0, flags, tid, detected: now };
-                send(tx, shared, Msg::StallStarted(s));
+                send_start(tx, shared, s);
                 // Its anatomy, measured like a poll's (`anatomy::Track`, keyed by the slot's
                 // even `seq`, which the stall's samples carry): from the reading at
                 // `quiet_since` (a bound of its start, and before it), or from now.
@@ -922,11 +935,7 @@ fn scan(
         }
         if w.active.is_none() {
             w.active = Some(Active { key: seq, seq, tid, last_sample: 0, ended: false, ended_at: 0, unhooked: None });
-            send(
-                tx,
-                shared,
-                Msg::StallStarted(StallStart { slot: i, seq, start: floor, task, loc, flags, tid, detected: now }),
-            );
+            send_start(tx, shared, StallStart { slot: i, seq, start: floor, task, loc, flags, tid, detected: now });
         }
         if w.active.as_ref().is_some_and(|a| a.seq == seq && !a.ended && a.unhooked.is_none()) {
             sample(shared, tx, slot, i, w, SampleAt { tid, want_seq: seq, now, t }, &mut next_wake);
