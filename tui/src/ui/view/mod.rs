@@ -143,38 +143,68 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer:
         Paragraph::new(Line::from(Span::styled(format!(" {m}"), theme.warn()))).render(area, buf);
         return;
     }
-    let mut spans = Vec::new();
     let target = match (&app.source, &app.process) {
         (_, Some(p)) => format!(" {} (pid {})", p.name, p.pid),
         (Source::Live { target }, None) => format!(" {target}"),
         (Source::Replay { path }, None) => format!(" {path}"),
     };
-    spans.push(Span::raw(target));
-    spans.push(Span::raw(" · "));
-    match &app.status {
-        ConnStatus::Connecting => spans.push(Span::styled("connecting…", theme.warn())),
-        ConnStatus::Connected => spans.push(Span::styled("connected", theme.good())),
-        ConnStatus::Reconnecting { reason, attempt, retry_in_ms } => spans.push(Span::styled(
-            format!("disconnected (retry {attempt} in {:.1} s): {reason}", *retry_in_ms as f64 / 1000.0),
+    let (status, reason, status_style) = match &app.status {
+        ConnStatus::Connecting => ("connecting…".to_string(), None, theme.warn()),
+        ConnStatus::Connected => ("connected".to_string(), None, theme.good()),
+        ConnStatus::Reconnecting { reason, attempt, retry_in_ms } => (
+            format!("disconnected (retry {attempt} in {:.1} s)", *retry_in_ms as f64 / 1000.0),
+            Some(reason.as_str()),
             theme.bad(),
-        )),
-        ConnStatus::Replay => spans.push(Span::styled("replay", theme.header())),
-    }
+        ),
+        ConnStatus::Replay => ("replay".to_string(), None, theme.header()),
+    };
+    // (span, may be left out on a narrow screen: lower goes first).
+    let mut tail: Vec<(Span, Option<u8>)> = Vec::new();
     if let Some(p) = &app.process {
-        spans.push(Span::raw(format!(" · probe {}", p.probe_version)));
+        tail.push((Span::raw(format!(" · probe {}", p.probe_version)), Some(0)));
         if !p.tokio_unstable {
-            spans.push(Span::styled(" · no tokio_unstable: lag and runtime metrics only", theme.warn()));
+            tail.push((Span::styled(" · no tokio_unstable: lag and runtime metrics only", theme.warn()), None));
         }
     }
     let probe_drops = app.snapshot().map_or(0, |s| s.drops.total());
     let drops = probe_drops + app.model.dropped_intervals() + app.paused_dropped + app.model.stalls_evicted();
     let style = if drops > 0 { theme.warn() } else { Style::default() };
-    spans.push(Span::styled(format!(" · drops {drops}"), style));
+    tail.push((Span::styled(format!(" · drops {drops}"), style), None));
     match &app.recording {
-        Some(f) => spans.push(Span::styled(format!(" · rec {f}"), theme.bad())),
-        None => spans.push(Span::raw(" · rec off")),
+        Some(f) => tail.push((Span::styled(format!(" · rec {f}"), theme.bad()), None)),
+        None => tail.push((Span::raw(" · rec off"), Some(1))),
     }
-    spans.push(Span::styled(" · ? help", theme.dim()));
+    tail.push((Span::styled(" · ? help", theme.dim()), Some(2)));
+    // On a narrow screen the connection state, the drops and a running recording stay: the
+    // probe's version, "rec off" and the help hint give way, in that order, and a disconnect
+    // reason is cut with an ellipsis (the Overview shows it whole).
+    let width = area.width as usize;
+    let head = target.chars().count() + 3 + status.chars().count();
+    let used = |tail: &[(Span, Option<u8>)]| head + tail.iter().map(|(s, _)| s.width()).sum::<usize>();
+    for rank in 0..=2 {
+        if used(&tail) <= width {
+            break;
+        }
+        tail.retain(|(_, r)| *r != Some(rank));
+    }
+    let mut status = status;
+    if let Some(reason) = reason {
+        // The reason is worth more than "rec off" and the help hint: they give way to let
+        // at least 24 columns of it show.
+        let want = reason.chars().count().min(24);
+        for rank in 0..=2 {
+            if width.saturating_sub(used(&tail) + 2) >= want {
+                break;
+            }
+            tail.retain(|(_, r)| *r != Some(rank));
+        }
+        let room = width.saturating_sub(used(&tail) + 2);
+        if room >= 8 {
+            status = format!("{status}: {}", fit(reason, room));
+        }
+    }
+    let mut spans = vec![Span::raw(target), Span::raw(" · "), Span::styled(status, status_style)];
+    spans.extend(tail.into_iter().map(|(s, _)| s));
     Paragraph::new(Line::from(spans)).render(area, buf);
 }
 
@@ -195,6 +225,16 @@ fn render_timeline(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffe
         Span::raw(right),
     ]);
     Paragraph::new(line).render(area, buf);
+}
+
+/// `text` cut to `width` columns, ending in "…" when it was longer.
+fn fit(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// `75.3 s` / `12:05` style position.
