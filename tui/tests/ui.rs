@@ -529,3 +529,30 @@ fn task_dump_answers_reach_the_tasks_view() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The help scrolls to its last line and no further, however long the screen's width makes it
+/// (it was capped at 80 lines, short of the end on a narrow screen).
+#[test]
+fn help_scrolls_to_its_end_and_stops_there() {
+    let advice = stallscope_wire::AlertKind::ALL.last().expect("alert kinds").what_to_do();
+    let last_word = advice.split_whitespace().last().expect("advice");
+    for (w, h) in [(50u16, 16u16), (80, 24), (160, 48)] {
+        let mut app = fixture::app();
+        press(&mut app, &[KeyCode::Char('?')]);
+        assert!(app.help, "? opens the help");
+        let mut screen = draw(&mut app, w, h);
+        for _ in 0..200 {
+            press(&mut app, &[KeyCode::PageDown]);
+            screen = draw(&mut app, w, h);
+        }
+        assert!(screen.contains(last_word), "{w}x{h}: the help's end is not reachable:\n{screen}");
+        let bottom = app.help_scroll;
+        press(&mut app, &[KeyCode::Down]);
+        assert_eq!(app.help_scroll, bottom, "{w}x{h}: scrolled past the end");
+        press(&mut app, &[KeyCode::Up]);
+        let up = draw(&mut app, w, h);
+        if bottom > 0 {
+            assert_ne!(up, screen, "{w}x{h}: one line up moves the text at once");
+        }
+    }
+}

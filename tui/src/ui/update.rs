@@ -43,7 +43,7 @@ pub fn update(app: &mut App, action: Action) -> Effect {
                 PageDown => s.saturating_add(PAGE as u16),
                 _ => 0,
             }
-            .min(80);
+            .min(app.help_scroll_max.get());
         }
         NextView => goto(app, cycle(&View::ALL, app.view, 1)),
         PrevView => goto(app, cycle(&View::ALL, app.view, -1)),

@@ -412,6 +412,9 @@ pub struct App {
     pub help: bool,
     /// First line of the help shown.
     pub help_scroll: u16,
+    /// The last first line that still fills the help's box, as the last frame drew it (the
+    /// help's length depends on the screen's width); scrolling stops there.
+    pub help_scroll_max: std::cell::Cell<u16>,
     /// Display frozen (`space`); updates wait in `pending`.
     pub paused: bool,
     pending: VecDeque<Received>,
@@ -457,6 +460,7 @@ impl App {
             view: View::Overview,
             help: false,
             help_scroll: 0,
+            help_scroll_max: std::cell::Cell::new(u16::MAX),
             paused: false,
             pending: VecDeque::new(),
             stalls_view: StallsView::default(),

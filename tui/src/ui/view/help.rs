@@ -54,5 +54,8 @@ pub(crate) fn render(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         let indent = label.chars().count();
         lines.extend(wrap_indented(vec![Span::styled(label, theme.dim())], kind.what_to_do(), width, indent));
     }
-    Paragraph::new(lines).scroll((app.help_scroll, 0)).render(inner, buf);
+    let max = lines.len().saturating_sub(inner.height as usize).min(u16::MAX as usize) as u16;
+    app.help_scroll_max.set(max);
+    // The screen may have grown since the last key: never show blank space below the end.
+    Paragraph::new(lines).scroll((app.help_scroll.min(max), 0)).render(inner, buf);
 }
