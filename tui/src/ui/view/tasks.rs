@@ -202,7 +202,10 @@ fn render_dump(app: &App, theme: Theme, area: Rect, buf: &mut Buffer) {
         ))],
         DumpState::Waiting { .. } => vec![Line::from(Span::styled("Asking the probe for a task dump…", theme.warn()))],
         DumpState::Failed { reason } => {
-            vec![Line::from(Span::styled(format!("Task dump failed: {reason}"), theme.bad()))]
+            // Wrapped under its own text, not back at the edge.
+            let prefix = "Task dump failed: ";
+            let lines = super::wrap_indented(vec![Span::raw(prefix)], reason, inner.width as usize, prefix.len());
+            lines.into_iter().map(|l| l.style(theme.bad())).collect()
         }
         DumpState::Ready { groups, note, .. } => {
             let mut lines = vec![Line::from(Span::styled(note.clone(), theme.dim()))];
