@@ -7,7 +7,11 @@
 //! `client_queue_bytes`; the updates are shared with the other queues, not copied): a client
 //! that does not read loses updates (they are counted and it is told how many), and costs the
 //! service nothing, because the aggregator only ever `try_send`s. A write that blocks for
-//! `client_write_timeout` (`SO_SNDTIMEO`) disconnects the client, counted. An update too large
+//! `client_write_timeout` (`SO_SNDTIMEO`) disconnects the client, counted. The timeout is on
+//! progress, not on a whole frame, on purpose: a client that reads slowly (a remote one over a
+//! slow link, which can take longer than the timeout for a large first snapshot) stays, losing
+//! updates to its byte budget like any slow reader, and costs one blocked writer thread; only one
+//! that takes nothing for the whole timeout is dropped. An update too large
 //! for a frame is trimmed to fit (`stallscope_wire::fit`), what it lost counted. TCP is opt-in
 //! and binds to loopback unless explicitly allowed.
 //!
