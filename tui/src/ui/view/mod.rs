@@ -200,7 +200,7 @@ fn render_status(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffer:
         }
         let room = width.saturating_sub(used(&tail) + 2);
         if room >= 8 {
-            status = format!("{status}: {}", fit(reason, room));
+            status = format!("{status}: {}", clip(reason, room));
         }
     }
     let mut spans = vec![Span::raw(target), Span::raw(" · "), Span::styled(status, status_style)];
@@ -225,16 +225,6 @@ fn render_timeline(app: &App, theme: Theme, area: Rect, buf: &mut ratatui::buffe
         Span::raw(right),
     ]);
     Paragraph::new(line).render(area, buf);
-}
-
-/// `text` cut to `width` columns, ending in "…" when it was longer.
-fn fit(text: &str, width: usize) -> String {
-    if text.chars().count() <= width {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(width.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// `75.3 s` / `12:05` style position.
