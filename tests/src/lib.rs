@@ -15,6 +15,15 @@ use stallscope_probe::{Probe, ProbeBuilder};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// A multi-thread runtime of 2 workers, built with `probe`'s hooks installed (the probe is not
+/// started): the runtime most tests run their service on.
+pub fn runtime_with(probe: &Probe) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    probe.install(&mut b);
+    b.build().expect("runtime")
+}
+
 /// Tests in one binary share two cores; timing-sensitive ones take this lock so that one test's
 /// CPU loop does not stretch another's measurement.
 pub fn serial() -> MutexGuard<'static, ()> {

@@ -65,10 +65,7 @@ fn a_thousand_silent_connections_cost_a_bounded_number_of_threads() {
     let _s = stallscope_tests::serial();
     let dir = std::env::temp_dir().join(format!("stallscope-flood-{}", std::process::id()));
     let probe = stallscope_probe::Probe::builder().socket_dir(&dir).build().unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    let rt = b.build().unwrap();
+    let rt = stallscope_tests::runtime_with(&probe);
     let guard = probe.start(rt.handle());
     let path = probe.socket_path().unwrap();
     let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -121,10 +118,7 @@ fn a_host_that_resets_the_sample_signal_is_not_killed() {
     let _s = stallscope_tests::serial();
     let probe = stallscope_probe::Probe::builder().server(false).build().unwrap();
     let signal = libc::SIGRTMIN() + probe.config().signal_offset;
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    let rt = b.build().unwrap();
+    let rt = stallscope_tests::runtime_with(&probe);
     let guard = probe.start(rt.handle());
     // SAFETY: swaps the disposition of a signal this test owns, and restores it below, so that
     // the other tests of this binary keep the probe's handler.
@@ -270,10 +264,7 @@ fn loaded_service(
     std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     let probe = b.build().unwrap();
-    let mut rb = tokio::runtime::Builder::new_multi_thread();
-    rb.worker_threads(2).enable_all();
-    probe.install(&mut rb);
-    let rt = rb.build().unwrap();
+    let rt = stallscope_tests::runtime_with(&probe);
     let guard = probe.start(rt.handle());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     rt.spawn(service_load(done.clone()));

@@ -107,10 +107,7 @@ fn each_probe_thread_killed_by_a_panic_is_named_and_the_service_goes_on() {
         .record_to(dir.join("run.stallscope"))
         .build()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    let rt = b.build().unwrap();
+    let rt = stallscope_tests::runtime_with(&probe);
     let _g = probe.start(rt.handle());
     let path = probe.socket_path().expect("listening");
     let mut client = Client::connect(&path).unwrap();

@@ -162,10 +162,7 @@ fn fuzzed_frames_beside_a_live_probe_and_at_its_socket_panic_nothing_and_stay_bo
     let threads_before = threads_of_this_process();
     let dir = std::env::temp_dir().join(format!("stallscope-fuzz-{}", std::process::id()));
     let probe = Probe::builder().name("fuzzed").socket_dir(&dir).build().unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    let rt = b.build().unwrap();
+    let rt = stallscope_tests::runtime_with(&probe);
     let guard = probe.start(rt.handle());
     let stop = Arc::new(AtomicBool::new(false));
     let service = start_service(&rt, stop.clone());

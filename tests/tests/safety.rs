@@ -198,10 +198,7 @@ fn instrument_measures_futures_driven_by_a_local_set() {
 fn stopping_the_probe_does_not_wait_for_the_watchdog() {
     let _s = serial();
     let probe = Probe::builder().stall_threshold(Duration::from_secs(20)).build().expect("probe");
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    let rt = b.build().expect("runtime");
+    let rt = stallscope_tests::runtime_with(&probe);
     let guard = probe.start(rt.handle());
     // Let the watchdog reach its first long sleep.
     std::thread::sleep(Duration::from_millis(200));

@@ -140,10 +140,7 @@ fn a_hundred_thousand_captures_over_allocation_and_panics_allocate_nothing_in_th
         .server(false)
         .build()
         .unwrap();
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    let rt = b.build().unwrap();
+    let rt = stallscope_tests::runtime_with(&probe);
     let guard = probe.start(rt.handle());
     let rounds = rt.block_on(async move {
         let stop = Arc::new(AtomicBool::new(false));

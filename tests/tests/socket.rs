@@ -17,10 +17,7 @@ fn socket_culprit() {
 }
 
 fn runtime(probe: &stallscope_probe::Probe) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    b.build().unwrap()
+    stallscope_tests::runtime_with(&probe)
 }
 
 fn is_stall_end_naming(u: &Update, f: &str) -> bool {

@@ -52,10 +52,7 @@ fn blocking_until(started: &AtomicBool, release: &AtomicBool) {
 }
 
 fn multi_thread(probe: &stallscope_probe::Probe) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    probe.install(&mut b);
-    b.build().unwrap()
+    stallscope_tests::runtime_with(&probe)
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
