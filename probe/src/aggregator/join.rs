@@ -115,10 +115,6 @@ impl StallRec {
     }
 }
 
-/// Corrections to the poll-time histograms from the stalls, which are known exactly: the hooks
-/// time one poll in `timed_every` and count it `timed_every` times, so a location whose polls are
-/// all long (one long poll per task) could go untimed for a long time and show no percentile at
-
 /// One record of the hook's long-poll ring.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct LongPoll {

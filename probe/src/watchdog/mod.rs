@@ -691,13 +691,10 @@ fn scan(
     }
     for (i, (slot, w)) in shared.slots.slots.iter().zip(watches.iter_mut()).enumerate() {
         if let Some(msg) = w.unsent_end.take() {
-            match tx.try_send(msg) {
-                Err(std::sync::mpsc::TrySendError::Full(msg)) => {
-                    w.unsent_end = Some(msg);
-                    next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
-                }
-                // Sent, or the aggregator is gone (the probe is stopping).
-                _ => {}
+            // Sent, or the aggregator is gone (the probe is stopping), unless the queue is full.
+            if let Err(std::sync::mpsc::TrySendError::Full(msg)) = tx.try_send(msg) {
+                w.unsent_end = Some(msg);
+                next_wake = next_wake.min(now.saturating_add(t.sample_ticks));
             }
         }
         let generation = slot.generation.load(Acquire);

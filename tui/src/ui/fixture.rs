@@ -14,6 +14,30 @@ use super::state::{App, Source};
 /// 2025-11-21 04:40:00 UTC: the fixture's first tick.
 pub const T0: u64 = 1_763_700_000_000;
 
+/// A finished stall of one sample per count, its stacks given outermost first as `"a;b;c"`, each
+/// frame's kind from `kind`: what the flame tests fold.
+pub fn folded_stall(stacks: &[(&str, u64)], kind: impl Fn(&str) -> FrameKind) -> Stall {
+    let frame = |name: &str| Frame { function: name.into(), file: None, line: None, inlined: false, kind: kind(name) };
+    Stall {
+        id: 1,
+        start_unix_ms: 0,
+        duration_ns: Some(1),
+        elapsed_ns: 1,
+        worker: 0,
+        tid: 1,
+        task: Some(1),
+        spawned_at: "src/main.rs:1:1".into(),
+        in_block_in_place: false,
+        samples_lost: 0,
+        anatomy: None,
+        unobserved: false,
+        stacks: stacks
+            .iter()
+            .map(|(s, count)| StackCount { frames: s.split(';').rev().map(frame).collect(), count: *count })
+            .collect(),
+    }
+}
+
 /// A histogram with `count` samples spread over buckets around `typical_ns`.
 pub fn hist(count: u64, typical_ns: u64) -> Histogram {
     let upper_ns: Vec<u64> = (0..26).map(|i| 1_000u64 << i).collect();

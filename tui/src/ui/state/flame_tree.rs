@@ -658,24 +658,7 @@ mod tests {
 
     /// A stall whose stacks are given outermost first, as `"a;b;c"`.
     fn stall(stacks: &[(&str, u64)]) -> Stall {
-        Stall {
-            id: 1,
-            start_unix_ms: 0,
-            duration_ns: Some(1),
-            elapsed_ns: 1,
-            worker: 0,
-            tid: 1,
-            task: Some(1),
-            spawned_at: "src/main.rs:1:1".into(),
-            in_block_in_place: false,
-            samples_lost: 0,
-            anatomy: None,
-            unobserved: false,
-            stacks: stacks
-                .iter()
-                .map(|(s, count)| StackCount { frames: s.split(';').rev().map(frame).collect(), count: *count })
-                .collect(),
-        }
+        crate::ui::fixture::folded_stall(stacks, |name| frame(name).kind)
     }
 
     fn labels(tree: &FlameTree, ids: &[usize]) -> Vec<String> {

@@ -151,7 +151,7 @@ pub fn flame_status(tree: &FlameTree, cursor: &FlameCursor) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stallscope_wire::{Frame, StackCount, Stall};
+    use stallscope_wire::Stall;
 
     fn kind_of(name: &str) -> FrameKind {
         match name {
@@ -165,26 +165,7 @@ mod tests {
 
     /// A stall whose stacks are given outermost first, as `"a;b;c"`.
     fn stall(stacks: &[(&str, u64)]) -> Stall {
-        let frame =
-            |name: &str| Frame { function: name.into(), file: None, line: None, inlined: false, kind: kind_of(name) };
-        Stall {
-            id: 1,
-            start_unix_ms: 0,
-            duration_ns: Some(1),
-            elapsed_ns: 1,
-            worker: 0,
-            tid: 1,
-            task: Some(1),
-            spawned_at: "src/main.rs:1:1".into(),
-            in_block_in_place: false,
-            samples_lost: 0,
-            anatomy: None,
-            unobserved: false,
-            stacks: stacks
-                .iter()
-                .map(|(s, count)| StackCount { frames: s.split(';').rev().map(frame).collect(), count: *count })
-                .collect(),
-        }
+        crate::ui::fixture::folded_stall(stacks, kind_of)
     }
 
     /// all ─ main ─┬─ serve ─┬─ fetch_rates_blocking 6
