@@ -8,21 +8,22 @@
 //! and the probe's hooks see the service's tasks only, as they would in production where the
 //! clients are other machines.
 
-use std::convert::Infallible;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+
+#[path = "../shared/w4_service.rs"]
+mod w4_service;
+use w4_service::{handle, path, MIX_PERIOD, POOL_PERMITS};
 
 /// W3 clients (as in probe/compare).
 pub const W3_CLIENTS: u64 = 64;
@@ -30,14 +31,6 @@ pub const W3_CLIENTS: u64 = 64;
 const W3_MSG: usize = 64;
 /// W4 client connections (as in probe/compare).
 pub const W4_CONNS: u64 = 32;
-/// W4: permits of the shared pool behind `/pool`.
-const POOL_PERMITS: usize = 4;
-/// W4: what `/timer` and `/pool` sleep.
-const TIMER: Duration = Duration::from_millis(1);
-/// W4: the request mix repeats every this many requests of a connection.
-const MIX_PERIOD: u64 = 128;
-/// W4: `/timer` requests per [`MIX_PERIOD`].
-const TIMERS: u64 = 8;
 
 /// A loopback listener, bound here and handed to a task on `service` (which registers it with
 /// the service runtime's reactor).
@@ -96,40 +89,6 @@ pub async fn ping_pong(addr: SocketAddr, round_trips: u64) {
     for h in clients {
         black_box(h.await.expect("W3 client"));
     }
-}
-
-/// The path of a W4 connection's request `i` (counted from the connection's offset in the mix):
-/// per 128, one `/pool`, 8 `/timer`, the rest `/fast`.
-fn path(i: u64) -> &'static str {
-    let k = i % MIX_PERIOD;
-    if k == MIX_PERIOD - 1 {
-        "/pool"
-    } else if k % (MIX_PERIOD / TIMERS) == MIX_PERIOD / TIMERS / 2 {
-        "/timer"
-    } else {
-        "/fast"
-    }
-}
-
-async fn handle(req: Request<Incoming>, pool: Arc<Semaphore>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let body: &'static [u8] = match req.uri().path() {
-        "/fast" => b"fast\n",
-        "/timer" => {
-            tokio::time::sleep(TIMER).await;
-            b"timer\n"
-        }
-        "/pool" => {
-            let _permit = pool.acquire().await.expect("pool is never closed");
-            tokio::time::sleep(TIMER).await;
-            b"pool\n"
-        }
-        _ => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            return Ok(r);
-        }
-    };
-    Ok(Response::new(Full::new(Bytes::from_static(body))))
 }
 
 /// W4's HTTP/1.1 server on `service`: hyper, one task per keep-alive connection.

@@ -15,14 +15,12 @@
 //! connection drivers) goes through `crate::spawn`, so tokio-metrics' TaskMonitor sees them all.
 //! Timed: from the first connect to the last response; the server is aborted after.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Semaphore;
 use tokio_metrics::TaskMonitor;
@@ -31,27 +29,9 @@ use crate::spawn;
 
 /// Client connections, each sending its requests one after the other.
 pub(crate) const CONNS: u64 = 32;
-/// Permits of the shared pool behind `/pool`.
-pub(crate) const POOL_PERMITS: usize = 4;
-/// What `/timer` and `/pool` sleep (Tokio's timer rounds it up to its 1 ms tick, so ~1–2 ms).
-pub(crate) const TIMER: Duration = Duration::from_millis(1);
-/// The request mix repeats every this many requests of a connection: one `/pool`, [`TIMERS`]
-/// `/timer`, the rest `/fast`.
-pub(crate) const MIX_PERIOD: u64 = 128;
-/// `/timer` requests per [`MIX_PERIOD`].
-pub(crate) const TIMERS: u64 = 8;
-
-/// The path of a connection's request `i` (counted from the connection's offset in the mix).
-fn path(i: u64) -> &'static str {
-    let k = i % MIX_PERIOD;
-    if k == MIX_PERIOD - 1 {
-        "/pool"
-    } else if k % (MIX_PERIOD / TIMERS) == MIX_PERIOD / TIMERS / 2 {
-        "/timer"
-    } else {
-        "/fast"
-    }
-}
+#[path = "../../benches/shared/w4_service.rs"]
+mod w4_service;
+use w4_service::{handle, path, MIX_PERIOD, POOL_PERMITS, TIMER};
 
 fn count(p: &str) -> usize {
     (0..MIX_PERIOD).filter(|&i| path(i) == p).count()
@@ -70,27 +50,6 @@ pub(crate) fn describe(per_conn: u64) -> String {
         count("/pool"),
         TIMER.as_millis(),
     )
-}
-
-async fn handle(req: Request<Incoming>, pool: Arc<Semaphore>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let body: &'static [u8] = match req.uri().path() {
-        "/fast" => b"fast\n",
-        "/timer" => {
-            tokio::time::sleep(TIMER).await;
-            b"timer\n"
-        }
-        "/pool" => {
-            let _permit = pool.acquire().await.expect("pool is never closed");
-            tokio::time::sleep(TIMER).await;
-            b"pool\n"
-        }
-        _ => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            return Ok(r);
-        }
-    };
-    Ok(Response::new(Full::new(Bytes::from_static(body))))
 }
 
 /// Runs the load and returns its wall time.
