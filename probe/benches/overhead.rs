@@ -67,6 +67,9 @@ use std::time::{Duration, Instant};
 use stallscope_probe::Probe;
 
 mod cpu_pairs;
+#[path = "shared/machine.rs"]
+mod machine;
+use machine::{cpu_ticks, CpuTicks};
 
 /// Workers of every measured runtime (the budget is stated for a 2-worker yield storm).
 const WORKERS: usize = 2;
@@ -236,31 +239,9 @@ async fn spawn_storm(tasks: u64, spawners: u64, batch_len: u64) -> Duration {
 
 // === other load on the machine ===
 
-/// CPU ticks (USER_HZ, 100 per second on Linux) used by the whole machine (busy + stolen by the
-/// hypervisor) and by this process, read together.
-#[derive(Clone, Copy, Debug)]
-struct CpuTicks {
-    machine: u64,
-    own: u64,
-}
-
-fn cpu_ticks() -> Option<CpuTicks> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    // cpu  user nice system idle iowait irq softirq steal ...
-    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|x| x.parse().ok()).collect();
-    let machine = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
-    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name start at field 3; utime and stime are fields 14 and 15.
-    let f: Vec<&str> = me.get(me.rfind(')')? + 2..)?.split_whitespace().collect();
-    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(CpuTicks { machine, own })
-}
-
 /// Cores kept busy by other processes (and the hypervisor) between two readings `secs` apart.
 fn other_cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<f64> {
-    let (a, b) = (a?, b?);
-    let other = (b.machine - a.machine).saturating_sub(b.own - a.own);
-    Some(other as f64 / 100.0 / secs)
+    machine::cores(a, b, secs).map(|(other, _)| other)
 }
 
 // === runs ===

@@ -162,17 +162,6 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// CPU ticks (USER_HZ) of the whole machine (busy + steal) and of this process.
-fn cpu_ticks() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|x| x.parse().ok()).collect();
-    let machine = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
-    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let f: Vec<&str> = me.get(me.rfind(')')? + 2..)?.split_whitespace().collect();
-    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some((machine, own))
-}
-
 /// Run nanoseconds per thread id, with the thread's group: `runtime` (Tokio's threads),
 /// `probe` (`stallscope-*`), `main`, `other`.
 fn thread_ns() -> HashMap<u64, (&'static str, u64)> {
@@ -271,7 +260,7 @@ pub fn child(args: &[String]) -> Result<(), String> {
     };
 
     let drops0 = drops();
-    let ticks0 = cpu_ticks();
+    let ticks0 = crate::machine::cpu_ticks();
     let threads0 = thread_ns();
     let (proc0, main0) = (clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID), clock_ns(libc::CLOCK_THREAD_CPUTIME_ID));
     let t0 = Instant::now();
@@ -284,19 +273,13 @@ pub fn child(args: &[String]) -> Result<(), String> {
     let wall = t0.elapsed().as_secs_f64();
     let (proc1, main1) = (clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID), clock_ns(libc::CLOCK_THREAD_CPUTIME_ID));
     let groups = group_ns(&threads0, &thread_ns());
-    let ticks1 = cpu_ticks();
+    let ticks1 = crate::machine::cpu_ticks();
     let drops1 = drops();
 
     let process = proc1.saturating_sub(proc0);
     let loadgen = main1.saturating_sub(main0);
     let service_ns = process.saturating_sub(loadgen);
-    let other_cores = match (ticks0, ticks1) {
-        (Some(a), Some(b)) => {
-            let own = b.1.saturating_sub(a.1);
-            b.0.saturating_sub(a.0).saturating_sub(own) as f64 / 100.0 / wall
-        }
-        _ => f64::NAN,
-    };
+    let other_cores = crate::machine::cores(ticks0, ticks1, wall).map_or(f64::NAN, |(other, _)| other);
     let mut line = format!(
         "RESULT wall_s={wall} service_ns={service_ns} loadgen_ns={loadgen} runtime_ns={} probe_ns={} other_threads_ns={} other_cores={other_cores}",
         groups.get("runtime").copied().unwrap_or(0),

@@ -26,6 +26,8 @@
 //! the schema) and draws the chart from that file's contents (`chart.rs`).
 
 mod chart;
+#[path = "../../benches/shared/machine.rs"]
+mod machine;
 mod report;
 mod results;
 mod w4;
@@ -375,33 +377,6 @@ async fn ping_pong(tm: Option<TaskMonitor>, round_trips: u64) -> Duration {
 
 // === load on the machine ===
 
-/// CPU ticks (USER_HZ, 100 per second on Linux) used by the whole machine and by this process.
-#[derive(Clone, Copy, Debug)]
-struct CpuTicks {
-    machine: u64,
-    own: u64,
-}
-
-fn cpu_ticks() -> Option<CpuTicks> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    // cpu  user nice system idle iowait irq softirq steal ...
-    let v: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).map_while(|x| x.parse().ok()).collect();
-    let machine = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7)?;
-    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name start at field 3; utime and stime are fields 14 and 15.
-    let f: Vec<&str> = me.get(me.rfind(')')? + 2..)?.split_whitespace().collect();
-    let own = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(CpuTicks { machine, own })
-}
-
-/// Cores kept busy by other processes, and by this one, between two readings `secs` apart.
-fn cores(a: Option<CpuTicks>, b: Option<CpuTicks>, secs: f64) -> Option<(f64, f64)> {
-    let (a, b) = (a?, b?);
-    let own = b.own.saturating_sub(a.own);
-    let other = b.machine.saturating_sub(a.machine).saturating_sub(own);
-    Some((other as f64 / 100.0 / secs, own as f64 / 100.0 / secs))
-}
-
 /// Peak resident set size of this process, KiB (`VmHWM`).
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -592,7 +567,7 @@ fn child(config: Config, work: Workload, quick: bool) {
     });
 
     let n = work.size(quick);
-    let before = cpu_ticks();
+    let before = machine::cpu_ticks();
     let elapsed = rt.block_on(async move {
         match work {
             Workload::YieldStorm => yield_storm(tm, n).await,
@@ -602,7 +577,7 @@ fn child(config: Config, work: Workload, quick: bool) {
         }
     });
     let secs = elapsed.as_secs_f64();
-    let (other, own) = cores(before, cpu_ticks(), secs).unwrap_or((f64::NAN, f64::NAN));
+    let (other, own) = machine::cores(before, machine::cpu_ticks(), secs).unwrap_or((f64::NAN, f64::NAN));
     stop.store(true, Ordering::Relaxed);
     if let Some(s) = sampler {
         black_box(s.join().expect("metrics sampler"));
