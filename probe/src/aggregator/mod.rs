@@ -96,7 +96,6 @@ struct Agg {
     alerts: crate::aggregator::alerts::Checks,
     alert_history: crate::aggregator::alerts::History,
     long_polls: LongPolls,
-    /// `refresh` callers waiting for stalls in progress to settle, with their deadline.
     /// Refreshes waiting to be answered, with when each was asked.
     pending: Vec<(SyncSender<()>, Instant)>,
     /// When the rings were last drained.

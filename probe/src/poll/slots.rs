@@ -507,13 +507,7 @@ impl Slots {
     /// aggregator sums every slot.
     pub(crate) fn release(&self, slot: *const Slot) {
         if let Some(s) = self.slots.iter().find(|s| std::ptr::eq(*s, slot)) {
-            if let Ok(mut rt) = s.runtime.try_lock() {
-                *rt = None;
-            }
-            s.foreign.store(false, Relaxed);
-            s.pthread.store(0, Relaxed);
-            s.owner.store(0, Relaxed);
-            s.tid.store(0, Release);
+            free(s);
         }
     }
 
@@ -525,9 +519,20 @@ impl Slots {
             return;
         }
         if let Some(s) = self.slots.iter().find(|s| s.owner.load(Relaxed) == owner && s.tid.load(Acquire) != 0) {
-            self.release(s);
+            free(s);
         }
     }
+}
+
+/// Gives `s` back: it no longer describes any thread, and `tid` 0 lets the next claim take it.
+fn free(s: &Slot) {
+    if let Ok(mut rt) = s.runtime.try_lock() {
+        *rt = None;
+    }
+    s.foreign.store(false, Relaxed);
+    s.pthread.store(0, Relaxed);
+    s.owner.store(0, Relaxed);
+    s.tid.store(0, Release);
 }
 
 #[cfg(test)]
